@@ -1,0 +1,168 @@
+//! `swaa-chat bench`: prefill and decode throughput per recipe and context length, with the
+//! achieved TFLOP/s and GB/s so the distance to the hardware ceiling shows in every run.
+
+use std::time::Instant;
+
+use candle_core::Device;
+use serde::Serialize;
+
+use crate::model::{Logits, Model};
+use crate::recipe::{Phase, Recipe};
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub tokens: Vec<usize>,
+    pub recipes: Vec<(String, Recipe)>,
+    /// Decode steps measured after each prefill.
+    pub decode: usize,
+    pub chunk: usize,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    pub recipe: String,
+    pub tokens: usize,
+    pub prefill_s: f64,
+    pub prefill_tok_s: f64,
+    /// Useful matmul work (weights + attended keys) per second.
+    pub prefill_tflops: f64,
+    pub decode_tok_s: f64,
+    /// Weights + K/V read per decode step, per second.
+    pub decode_gbs: f64,
+    pub peak_kv_bytes: usize,
+    pub kv_bytes_held: usize,
+    /// Peak device memory in use (CUDA: from the driver; CPU: peak resident set).
+    pub peak_device_bytes: Option<u64>,
+}
+
+/// Keys a query at position `q` attends in a layer with this rule (sink + window or all).
+fn keys_attended(rule: crate::recipe::AttnRule, q: usize) -> usize {
+    let span = rule.key_span(q, q + 1);
+    span.len()
+}
+
+/// FLOPs of attention (QKᵀ and PV, 2 per multiply-add) for queries `q0..q1` in every layer.
+fn attention_flops(model: &Model, recipe: &Recipe, phase: Phase, q0: usize, q1: usize) -> f64 {
+    let cfg = model.config();
+    let per_key = 4.0 * (cfg.heads * cfg.head_dim) as f64;
+    (0..cfg.layers)
+        .map(|l| {
+            let rule = recipe.rule(l, phase);
+            // Closed form per rule: sum over q of min(q+1, W) + sink part; a loop is fast enough.
+            (q0..q1).map(|q| keys_attended(rule, q) as f64).sum::<f64>() * per_key
+        })
+        .sum()
+}
+
+pub fn device_memory_in_use(device: &Device) -> Option<u64> {
+    match device {
+        #[cfg(feature = "cuda")]
+        Device::Cuda(_) => {
+            let (free, total) = candle_core::cuda_backend::cudarc::driver::result::mem_get_info().ok()?;
+            Some((total - free) as u64)
+        }
+        Device::Cpu => {
+            let status = std::fs::read_to_string("/proc/self/status").ok()?;
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb * 1024)
+        }
+        _ => None,
+    }
+}
+
+/// Runs every recipe × length on `model`; `progress` hears a line per measurement.
+pub fn run(model: &Model, opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> crate::model::Result<Vec<BenchRow>> {
+    let cfg = model.config().clone();
+    let device = model.device().clone();
+    let mut rows = Vec::new();
+    for &n in &opts.tokens {
+        // Deterministic ids spread over the vocabulary: throughput does not depend on them.
+        let ids: Vec<u32> = (0..n as u64)
+            .map(|i| ((i.wrapping_mul(2654435761).wrapping_add(opts.seed)) % cfg.vocab as u64) as u32)
+            .collect();
+        for (name, recipe) in &opts.recipes {
+            progress(&format!("{name} @ {n} tokens: prefill"));
+            let mut cache = model.new_cache();
+            for l in 0..cfg.layers {
+                let bound = if recipe.layer_evicts(l) {
+                    recipe.sink + recipe.window.unwrap_or(0) + opts.chunk
+                } else {
+                    n + opts.decode + 1
+                };
+                cache.reserve(l, bound.min(n + opts.decode + 1))?;
+            }
+            device.synchronize()?;
+            let t0 = Instant::now();
+            let mut logits = None;
+            for (i, part) in ids.chunks(opts.chunk).enumerate() {
+                let last = (i + 1) * opts.chunk >= n;
+                logits = model.forward(part, &mut cache, recipe, Phase::Prefill, if last { Logits::Last } else { Logits::Skip })?;
+            }
+            device.synchronize()?;
+            let prefill_s = t0.elapsed().as_secs_f64();
+            let mut peak_kv = cache.stats().peak_bytes_allocated;
+            let flops = cfg.dense_flops_per_token() * n as f64 + attention_flops(model, recipe, Phase::Prefill, 0, n);
+
+            progress(&format!("{name} @ {n} tokens: decode"));
+            let mut next = logits.map(|l| l.argmax(0).and_then(|t| t.to_scalar::<u32>())).transpose()?.unwrap_or(0);
+            let kv_token = cfg.kv_bytes_per_token_layer(model.dtype().size_in_bytes());
+            let mut bytes = 0f64;
+            device.synchronize()?;
+            let t1 = Instant::now();
+            for _ in 0..opts.decode {
+                let q = cache.next_pos();
+                let keys: usize = (0..cfg.layers).map(|l| keys_attended(recipe.rule(l, Phase::Decode), q)).sum();
+                bytes += (model.weight_bytes() + keys * kv_token) as f64;
+                let l = model.forward(&[next], &mut cache, recipe, Phase::Decode, Logits::Last)?.expect("logits");
+                next = l.argmax(0)?.to_scalar::<u32>()?;
+            }
+            device.synchronize()?;
+            let decode_s = t1.elapsed().as_secs_f64();
+            let stats = cache.stats();
+            peak_kv = peak_kv.max(stats.peak_bytes_allocated);
+            rows.push(BenchRow {
+                recipe: name.clone(),
+                tokens: n,
+                prefill_s,
+                prefill_tok_s: n as f64 / prefill_s,
+                prefill_tflops: flops / prefill_s / 1e12,
+                decode_tok_s: opts.decode as f64 / decode_s.max(1e-12),
+                decode_gbs: bytes / decode_s.max(1e-12) / 1e9,
+                peak_kv_bytes: peak_kv,
+                kv_bytes_held: stats.bytes_held,
+                peak_device_bytes: device_memory_in_use(&device),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+fn mib(b: usize) -> String {
+    format!("{:.1}", b as f64 / (1024.0 * 1024.0))
+}
+
+/// A Markdown table of the rows.
+pub fn table(rows: &[BenchRow]) -> String {
+    let mut s = String::from(
+        "| recipe | tokens | prefill s | prefill tok/s | TFLOP/s | decode tok/s | decode GB/s | peak KV MiB | KV held MiB | device mem MiB |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        s += &format!(
+            "| {} | {} | {:.3} | {:.0} | {:.2} | {:.1} | {:.1} | {} | {} | {} |\n",
+            r.recipe,
+            r.tokens,
+            r.prefill_s,
+            r.prefill_tok_s,
+            r.prefill_tflops,
+            r.decode_tok_s,
+            r.decode_gbs,
+            mib(r.peak_kv_bytes),
+            mib(r.kv_bytes_held),
+            r.peak_device_bytes.map_or("-".into(), |b| mib(b as usize)),
+        );
+    }
+    s
+}

@@ -1,0 +1,138 @@
+//! `config.toml` and its defaults; command-line flags override it. Every key is documented
+//! in `config.toml.example` at the top of the repository.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::ContextPolicy;
+use crate::model::WeightsMode;
+use crate::sampling::SamplingParams;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// A preset name, a `.gguf` file or a model folder.
+    pub model: String,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    pub weights: WeightsMode,
+    pub recipe: RecipeConfig,
+    /// Prefill chunk, tokens per step.
+    pub chunk: usize,
+    /// Override of the model's context length (0: the model's own).
+    pub ctx: usize,
+    pub context_policy: ContextPolicy,
+    pub sampling: SamplingParams,
+}
+
+/// The recipe to start with: a named preset, then optional overrides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecipeConfig {
+    pub preset: String,
+    /// 0 keeps the model's default (scaled with its context).
+    pub window: usize,
+    /// -1 keeps the preset's sink.
+    pub sink: i64,
+    pub fa_decode: Option<bool>,
+    pub full_layers: Option<String>,
+    pub think: bool,
+}
+
+impl Default for RecipeConfig {
+    fn default() -> Self {
+        RecipeConfig { preset: "swaa".into(), window: 0, sink: -1, fa_decode: None, full_layers: None, think: false }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            model: crate::hub::DEFAULT_PRESET.into(),
+            device: "cpu".into(),
+            weights: WeightsMode::Auto,
+            recipe: RecipeConfig::default(),
+            chunk: 512,
+            ctx: 0,
+            context_policy: ContextPolicy::Error,
+            sampling: SamplingParams::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse { path: PathBuf, line: usize, column: usize, message: String },
+    #[error("cannot find a home directory for config and data; set SWAA_CHAT_CONFIG to a config.toml path")]
+    NoHome,
+}
+
+fn dirs() -> Option<directories::ProjectDirs> {
+    directories::ProjectDirs::from("", "", "swaa-chat")
+}
+
+/// `config.toml` in the platform's config dir, or `$SWAA_CHAT_CONFIG`.
+pub fn config_path() -> Result<PathBuf, ConfigError> {
+    if let Some(p) = std::env::var_os("SWAA_CHAT_CONFIG") {
+        return Ok(PathBuf::from(p));
+    }
+    Ok(dirs().ok_or(ConfigError::NoHome)?.config_dir().join("config.toml"))
+}
+
+/// Logs, saved conversations and eval results live here (`$SWAA_CHAT_DATA` overrides).
+pub fn data_dir() -> Result<PathBuf, ConfigError> {
+    if let Some(p) = std::env::var_os("SWAA_CHAT_DATA") {
+        return Ok(PathBuf::from(p));
+    }
+    Ok(dirs().ok_or(ConfigError::NoHome)?.data_dir().to_path_buf())
+}
+
+impl Config {
+    /// The file's settings over the defaults; a missing file is the defaults.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(source) => return Err(ConfigError::Io { path: path.into(), source }),
+        };
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+            ConfigError::Parse { path: path.into(), line, column, message: e.message().to_string() }
+        })
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_parses_to_the_defaults() {
+        let text = include_str!("../config.toml.example");
+        let cfg = Config::parse(text, Path::new("config.toml.example")).unwrap();
+        assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn bad_key_reports_line_and_column() {
+        let err = Config::parse("chunk = 256\n[sampling]\ntemprature = 0.5\n", Path::new("c.toml")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("c.toml:3:1:"), "{msg}");
+        assert!(msg.contains("temprature"), "{msg}");
+    }
+}

@@ -1,0 +1,192 @@
+//! The shape of a decoder-only transformer, read from GGUF metadata or `config.json`.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use candle_core::quantized::gguf_file::Value;
+use serde::Deserialize;
+
+use super::ModelError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// SmolLM2, Llama 3.
+    Llama,
+    /// Qwen2.5: llama + q/k/v bias.
+    Qwen2,
+    /// Qwen3: llama + per-head RMSNorm on q and k.
+    Qwen3,
+}
+
+impl Arch {
+    pub fn parse(name: &str) -> Result<Self, ModelError> {
+        match name {
+            "llama" | "LlamaForCausalLM" => Ok(Arch::Llama),
+            "qwen2" | "Qwen2ForCausalLM" => Ok(Arch::Qwen2),
+            "qwen3" | "Qwen3ForCausalLM" => Ok(Arch::Qwen3),
+            other => Err(ModelError::UnsupportedArch(other.to_string())),
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
+        }
+    }
+    pub fn has_qkv_bias(self) -> bool {
+        self == Arch::Qwen2
+    }
+    pub fn has_qk_norm(self) -> bool {
+        self == Arch::Qwen3
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How RoPE pairs the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Pairs (2i, 2i+1): llama weights as converted to GGUF (Q and K rows permuted).
+    Interleaved,
+    /// Pairs (i, i + d/2): Hugging Face llama, and qwen everywhere ("neox").
+    Halves,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    pub vocab: usize,
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub rope_theta: f64,
+    pub rms_eps: f64,
+    pub tied_embeddings: bool,
+    /// The context length the model was trained for.
+    pub ctx: usize,
+    pub rope_style: RopeStyle,
+}
+
+impl ModelConfig {
+    pub fn from_gguf(md: &HashMap<String, Value>, has_output: bool) -> Result<Self, ModelError> {
+        let get = |k: &str| md.get(k).ok_or_else(|| ModelError::MissingMetadata(k.to_string()));
+        let arch_name = get("general.architecture")?.to_string().map_err(ModelError::from)?.clone();
+        let arch = Arch::parse(&arch_name)?;
+        let p = arch.as_str();
+        let num = |k: &str| -> Result<usize, ModelError> {
+            let v = get(&format!("{p}.{k}"))?;
+            v.to_u32()
+                .map(|x| x as usize)
+                .or_else(|_| v.to_u64().map(|x| x as usize))
+                .map_err(ModelError::from)
+        };
+        let float = |k: &str, default: f64| -> f64 {
+            md.get(&format!("{p}.{k}")).and_then(|v| v.to_f32().ok()).map(|x| x as f64).unwrap_or(default)
+        };
+        let hidden = num("embedding_length")?;
+        let heads = num("attention.head_count")?;
+        let head_dim = num("attention.key_length").unwrap_or(hidden / heads);
+        let vocab = match md.get("tokenizer.ggml.tokens").and_then(|t| t.to_vec().ok()) {
+            Some(t) => t.len(),
+            None => num("vocab_size")?,
+        };
+        Ok(ModelConfig {
+            arch,
+            vocab,
+            hidden,
+            intermediate: num("feed_forward_length")?,
+            layers: num("block_count")?,
+            heads,
+            kv_heads: num("attention.head_count_kv").unwrap_or(heads),
+            head_dim,
+            rope_theta: float("rope.freq_base", 10_000.0),
+            rms_eps: float("attention.layer_norm_rms_epsilon", 1e-6),
+            tied_embeddings: !has_output,
+            ctx: num("context_length")?,
+            // llama.cpp's converter permutes llama's Q/K rows for interleaved RoPE; qwen is neox.
+            rope_style: if arch == Arch::Llama { RopeStyle::Interleaved } else { RopeStyle::Halves },
+        })
+    }
+
+    pub fn from_hf_json(json: &str) -> Result<Self, ModelError> {
+        #[derive(Deserialize)]
+        struct Hf {
+            architectures: Option<Vec<String>>,
+            model_type: Option<String>,
+            vocab_size: usize,
+            hidden_size: usize,
+            intermediate_size: usize,
+            num_hidden_layers: usize,
+            num_attention_heads: usize,
+            num_key_value_heads: Option<usize>,
+            head_dim: Option<usize>,
+            rope_theta: Option<f64>,
+            rms_norm_eps: Option<f64>,
+            tie_word_embeddings: Option<bool>,
+            max_position_embeddings: Option<usize>,
+        }
+        let h: Hf = serde_json::from_str(json).map_err(|e| ModelError::BadConfig(e.to_string()))?;
+        let name = h
+            .model_type
+            .or_else(|| h.architectures.and_then(|a| a.into_iter().next()))
+            .unwrap_or_else(|| "unknown".into());
+        Ok(ModelConfig {
+            arch: Arch::parse(&name)?,
+            vocab: h.vocab_size,
+            hidden: h.hidden_size,
+            intermediate: h.intermediate_size,
+            layers: h.num_hidden_layers,
+            heads: h.num_attention_heads,
+            kv_heads: h.num_key_value_heads.unwrap_or(h.num_attention_heads),
+            head_dim: h.head_dim.unwrap_or(h.hidden_size / h.num_attention_heads),
+            rope_theta: h.rope_theta.unwrap_or(10_000.0),
+            rms_eps: h.rms_norm_eps.unwrap_or(1e-6),
+            tied_embeddings: h.tie_word_embeddings.unwrap_or(false),
+            ctx: h.max_position_embeddings.unwrap_or(4096),
+            rope_style: RopeStyle::Halves,
+        })
+    }
+
+    /// Bytes of K and V for one token in one layer, at the given element size.
+    pub fn kv_bytes_per_token_layer(&self, elem: usize) -> usize {
+        2 * self.kv_heads * self.head_dim * elem
+    }
+
+    /// Matmul FLOPs per token outside attention (2 per multiply-add), for TFLOP/s reports.
+    pub fn dense_flops_per_token(&self) -> f64 {
+        let q = self.heads * self.head_dim;
+        let kv = self.kv_heads * self.head_dim;
+        let per_layer = self.hidden * (q + 2 * kv) + q * self.hidden + 3 * self.hidden * self.intermediate;
+        2.0 * (self.layers * per_layer + self.hidden * self.vocab) as f64
+    }
+
+    /// Parameter count implied by the shape (Qwen2 adds q/k/v biases, Qwen3 per-head q/k norms).
+    pub fn param_count(&self) -> u64 {
+        let (h, hd) = (self.hidden as u64, self.head_dim as u64);
+        let (q, kv) = (self.heads as u64 * hd, self.kv_heads as u64 * hd);
+        let mut attn = h * q + 2 * h * kv + q * h;
+        match self.arch {
+            Arch::Qwen2 => attn += q + 2 * kv,
+            Arch::Qwen3 => attn += 2 * hd,
+            Arch::Llama => {}
+        }
+        let per_layer = attn + 3 * h * self.intermediate as u64 + 2 * h;
+        let embed = self.vocab as u64 * h;
+        let head = if self.tied_embeddings { 0 } else { embed };
+        embed + head + self.layers as u64 * per_layer + h
+    }
+
+    /// Short human form, e.g. `30L 9H/3KV d576`.
+    pub fn summary(&self) -> String {
+        format!("{}L {}H/{}KV d{}", self.layers, self.heads, self.kv_heads, self.hidden)
+    }
+}

@@ -1,0 +1,266 @@
+//! Per-layer K/V storage that writes in place and can drop what a recipe will never read again.
+//!
+//! Slot layout of a layer: slots `0..sink_held` hold positions `0..sink_held` (the sink), and
+//! slots `sink_held..len` hold the contiguous positions `start..end`. Before any eviction
+//! `sink_held = start = 0`, so slot = position.
+
+use std::ops::Range;
+
+use candle_core::{DType, Device, Tensor};
+use serde::Serialize;
+
+use super::{ModelError, Result};
+use crate::recipe::KeySpan;
+
+#[derive(Debug, Clone)]
+struct LayerCache {
+    /// `[1, kv_heads, capacity, head_dim]`, or None before the first write.
+    k: Option<Tensor>,
+    v: Option<Tensor>,
+    len: usize,
+    sink_held: usize,
+    start: usize,
+    peak_len: usize,
+}
+
+impl LayerCache {
+    fn new() -> Self {
+        LayerCache { k: None, v: None, len: 0, sink_held: 0, start: 0, peak_len: 0 }
+    }
+
+    fn capacity(&self) -> usize {
+        self.k.as_ref().map_or(0, |k| k.dims()[2])
+    }
+
+    fn end(&self) -> usize {
+        self.start + (self.len - self.sink_held)
+    }
+
+    /// Slot ranges holding positions `r`, or the first position no longer held.
+    fn slots(&self, r: Range<usize>) -> std::result::Result<Vec<Range<usize>>, usize> {
+        let mut out = Vec::new();
+        if r.is_empty() {
+            return Ok(out);
+        }
+        let sink_part = r.start..r.end.min(self.sink_held);
+        if !sink_part.is_empty() {
+            out.push(sink_part.clone());
+        }
+        let rest = r.start.max(self.sink_held)..r.end;
+        if !rest.is_empty() {
+            if rest.start < self.start || rest.end > self.end() {
+                return Err(if rest.start < self.start { rest.start } else { self.end() });
+            }
+            let s = self.sink_held + rest.start - self.start;
+            out.push(s..s + rest.len());
+        }
+        Ok(out)
+    }
+}
+
+/// Sizes for the stats panel and reports.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct CacheStats {
+    /// Tokens held per layer.
+    pub tokens_per_layer: Vec<usize>,
+    /// Bytes of K and V held (tokens × bytes per token), all layers.
+    pub bytes_held: usize,
+    /// Bytes allocated for K and V buffers (held + spare capacity).
+    pub bytes_allocated: usize,
+    /// The largest allocation seen since the cache was created or cleared.
+    pub peak_bytes_allocated: usize,
+    /// Position of the next token.
+    pub next_pos: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+    next_pos: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    dtype: DType,
+    device: Device,
+    peak_alloc: usize,
+    eviction: bool,
+}
+
+impl KvCache {
+    pub fn new(layers: usize, kv_heads: usize, head_dim: usize, dtype: DType, device: &Device) -> Self {
+        KvCache {
+            layers: vec![LayerCache::new(); layers],
+            next_pos: 0,
+            kv_heads,
+            head_dim,
+            dtype,
+            device: device.clone(),
+            peak_alloc: 0,
+            eviction: true,
+        }
+    }
+
+    /// Turns dropping of unneeded tokens off (tests compare both ways).
+    pub fn set_eviction(&mut self, on: bool) {
+        self.eviction = on;
+    }
+
+    pub fn eviction(&self) -> bool {
+        self.eviction
+    }
+
+    pub fn next_pos(&self) -> usize {
+        self.next_pos
+    }
+
+    pub fn clear(&mut self) {
+        self.layers.iter_mut().for_each(|l| *l = LayerCache::new());
+        self.next_pos = 0;
+        self.peak_alloc = 0;
+    }
+
+    fn token_bytes(&self) -> usize {
+        2 * self.kv_heads * self.head_dim * self.dtype.size_in_bytes()
+    }
+
+    /// Grows a layer's buffers to hold at least `tokens`, so long reads do not reallocate
+    /// per chunk. Callers that know the prompt length reserve it up front.
+    pub fn reserve(&mut self, layer: usize, tokens: usize) -> Result<()> {
+        let l = &self.layers[layer];
+        if l.capacity() >= tokens {
+            return Ok(());
+        }
+        let shape = (1, self.kv_heads, tokens, self.head_dim);
+        let k = Tensor::zeros(shape, self.dtype, &self.device)?;
+        let v = Tensor::zeros(shape, self.dtype, &self.device)?;
+        let l = &mut self.layers[layer];
+        if l.len > 0 {
+            let (ok, ov) = (l.k.as_ref().expect("len > 0"), l.v.as_ref().expect("len > 0"));
+            k.slice_set(&ok.narrow(2, 0, l.len)?.contiguous()?, 2, 0)?;
+            v.slice_set(&ov.narrow(2, 0, l.len)?.contiguous()?, 2, 0)?;
+        }
+        l.k = Some(k);
+        l.v = Some(v);
+        self.note_alloc();
+        Ok(())
+    }
+
+    fn note_alloc(&mut self) {
+        let alloc = self.layers.iter().map(|l| l.capacity()).sum::<usize>() * self.token_bytes();
+        self.peak_alloc = self.peak_alloc.max(alloc);
+    }
+
+    /// Writes K and V (`[1, kv_heads, C, head_dim]`) of positions `next_pos..next_pos+C`.
+    pub fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<()> {
+        let c = k.dims()[2];
+        let l = &self.layers[layer];
+        debug_assert_eq!(l.end(), self.next_pos, "layer {layer} out of step");
+        let need = l.len + c;
+        if need > l.capacity() {
+            // Geometric growth keeps total copying linear in the document length.
+            let grown = (l.capacity() + l.capacity() / 2).max(need).next_multiple_of(256);
+            self.reserve(layer, grown)?;
+        }
+        let l = &mut self.layers[layer];
+        let (kb, vb) = (l.k.as_ref().expect("reserved"), l.v.as_ref().expect("reserved"));
+        kb.slice_set(&k.contiguous()?, 2, l.len)?;
+        vb.slice_set(&v.contiguous()?, 2, l.len)?;
+        l.len += c;
+        Ok(())
+    }
+
+    /// Marks the tokens written by the last `append` of every layer as done.
+    pub fn advance(&mut self, c: usize) {
+        self.next_pos += c;
+        for l in self.layers.iter_mut() {
+            l.peak_len = l.peak_len.max(l.len);
+        }
+    }
+
+    /// K and V at the positions of `span`, in span order (sink first).
+    pub fn gather(&self, layer: usize, span: &KeySpan) -> Result<(Tensor, Tensor)> {
+        let l = &self.layers[layer];
+        let mut slots = l.slots(span.sink.clone()).map_err(|pos| ModelError::Evicted { pos })?;
+        slots.extend(l.slots(span.recent.clone()).map_err(|pos| ModelError::Evicted { pos })?);
+        // Merge adjacent slot ranges: before eviction a span is one contiguous narrow.
+        let mut merged: Vec<Range<usize>> = Vec::new();
+        for s in slots {
+            match merged.last_mut() {
+                Some(last) if last.end == s.start => last.end = s.end,
+                _ => merged.push(s),
+            }
+        }
+        let (kb, vb) = (l.k.as_ref().expect("written"), l.v.as_ref().expect("written"));
+        let take = |b: &Tensor| -> candle_core::Result<Tensor> {
+            let parts: Vec<Tensor> =
+                merged.iter().map(|r| b.narrow(2, r.start, r.len())).collect::<candle_core::Result<_>>()?;
+            if parts.len() == 1 { Ok(parts.into_iter().next().expect("one part")) } else { Tensor::cat(&parts, 2) }
+        };
+        Ok((take(kb)?, take(vb)?))
+    }
+
+    /// Drops positions `sink..first_needed` of a layer and compacts its buffers in place.
+    /// Positions below `sink` are never dropped.
+    pub fn evict(&mut self, layer: usize, sink: usize, first_needed: usize) -> Result<()> {
+        let l = &mut self.layers[layer];
+        let end = l.end();
+        // Without a gap yet, slot = position and the first droppable position is `sink`.
+        let contiguous = l.start == l.sink_held;
+        let lo = if contiguous { sink.min(end) } else { l.start };
+        let keep_from = first_needed.max(sink).min(end);
+        if keep_from <= lo {
+            return Ok(());
+        }
+        let keep = end - keep_from;
+        let src = if contiguous { keep_from } else { l.sink_held + keep_from - l.start };
+        if keep > 0 {
+            let (kb, vb) = (l.k.as_ref().expect("written"), l.v.as_ref().expect("written"));
+            // Source and destination may overlap: copy out first (`contiguous` may be a view).
+            let kk = kb.narrow(2, src, keep)?.force_contiguous()?;
+            let vv = vb.narrow(2, src, keep)?.force_contiguous()?;
+            kb.slice_set(&kk, 2, sink)?;
+            vb.slice_set(&vv, 2, sink)?;
+        }
+        l.sink_held = sink;
+        l.start = keep_from;
+        l.len = sink + keep;
+        Ok(())
+    }
+
+    /// Tokens held by a layer, and their positions (sink, then recent).
+    pub fn held(&self, layer: usize) -> (Range<usize>, Range<usize>) {
+        let l = &self.layers[layer];
+        (0..l.sink_held, l.start.max(l.sink_held)..l.end())
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let tb = self.token_bytes();
+        let tokens: Vec<usize> = self.layers.iter().map(|l| l.len).collect();
+        let alloc = self.layers.iter().map(|l| l.capacity()).sum::<usize>() * tb;
+        CacheStats {
+            bytes_held: tokens.iter().sum::<usize>() * tb,
+            tokens_per_layer: tokens,
+            bytes_allocated: alloc,
+            peak_bytes_allocated: self.peak_alloc.max(alloc),
+            next_pos: self.next_pos,
+        }
+    }
+
+    /// The most tokens a layer has held between steps (after each step's eviction).
+    pub fn peak_tokens(&self, layer: usize) -> usize {
+        self.layers[layer].peak_len
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// A deep copy: forks share nothing, so answering on one leaves the other as it was.
+    pub fn fork(&self) -> Result<Self> {
+        let mut out = self.clone();
+        for l in out.layers.iter_mut() {
+            l.k = l.k.as_ref().map(|t| t.copy()).transpose()?;
+            l.v = l.v.as_ref().map(|t| t.copy()).transpose()?;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,63 @@
+//! Weights loading (GGUF, safetensors, random) and the transformer that runs them.
+
+pub mod config;
+pub mod kv_cache;
+pub mod transformer;
+mod weights;
+
+pub use config::{Arch, ModelConfig, RopeStyle};
+pub use kv_cache::{CacheStats, KvCache};
+pub use transformer::{Logits, Model};
+pub use weights::{Linear, WeightsMode, load_gguf, load_safetensors_dir, random_model};
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read model file {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a GGUF model file ({detail}); pass a .gguf file or a folder with config.json + *.safetensors")]
+    NotGguf { path: PathBuf, detail: String },
+    #[error("{path} is truncated or corrupt ({detail}); delete it and fetch it again (swaa-chat models fetch NAME)")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("unsupported architecture '{0}': swaa-chat runs llama, qwen2 and qwen3 models")]
+    UnsupportedArch(String),
+    #[error(
+        "tensor {name} has type {dtype}, which swaa-chat cannot run: use a GGUF quantized as Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K…Q6_K, F16 or F32"
+    )]
+    UnsupportedTensorType { name: String, dtype: String },
+    #[error("the model file has no tensor {0}; is it a complete {1} checkpoint?")]
+    MissingTensor(String, &'static str),
+    #[error("the model file lacks metadata key {0}")]
+    MissingMetadata(String),
+    #[error("bad config.json: {0}")]
+    BadConfig(String),
+    #[error("this build has no CUDA support: rebuild with `cargo build --release --features cuda`, or use --device cpu")]
+    NoCudaBuild,
+    #[error("no CUDA device could be opened ({0}): check the NVIDIA driver with nvidia-smi, or use --device cpu")]
+    NoCudaDevice(String),
+    #[error("unknown device '{0}': use cpu, cuda or cuda:N")]
+    UnknownDevice(String),
+    #[error("the cache no longer holds position {pos} (evicted by the recipe it was read with); re-read the document")]
+    Evicted { pos: usize },
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T> = std::result::Result<T, ModelError>;
+
+/// Opens `cpu`, `cuda` or `cuda:N` with an error that says what to do when that fails.
+pub fn parse_device(name: &str) -> Result<candle_core::Device> {
+    let ordinal = match name {
+        "cpu" => return Ok(candle_core::Device::Cpu),
+        "cuda" | "gpu" => 0,
+        _ => match name.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) => n,
+            None => return Err(ModelError::UnknownDevice(name.into())),
+        },
+    };
+    if !candle_core::utils::cuda_is_available() {
+        return Err(ModelError::NoCudaBuild);
+    }
+    candle_core::Device::new_cuda(ordinal).map_err(|e| ModelError::NoCudaDevice(e.to_string()))
+}

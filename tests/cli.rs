@@ -1,0 +1,121 @@
+//! The binary on bad input: each case is one clear line on stderr and a non-zero exit, never a
+//! panic. And `ask` on the real smollm2-135m: the full recipe finds a fact stated once.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use candle_core::quantized::GgmlDType;
+use swaa_chat::model::Arch;
+
+fn swaa(args: &[&str]) -> Output {
+    let data = common::temp_dir("cli-data");
+    Command::new(env!("CARGO_BIN_EXE_swaa-chat"))
+        .args(args)
+        .env("SWAA_CHAT_DATA", &data)
+        .env("SWAA_CHAT_CONFIG", data.join("none.toml"))
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap()
+}
+
+/// Fails with exactly one line on stderr containing every `needle`.
+fn fails_clearly(out: &Output, code: i32, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "expected '{n}' in: {err}");
+    }
+}
+
+fn doc_file(dir: &Path) -> String {
+    let p = dir.join("doc.md");
+    std::fs::write(&p, "# Notes\n\nThe sky was green on Tuesday.\n").unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn bad_models_are_refused_with_one_clear_line() {
+    let dir = common::temp_dir("cli-bad");
+    let doc = doc_file(&dir);
+    let missing = dir.join("missing.gguf").display().to_string();
+    fails_clearly(&swaa(&["ask", &doc, "q", "--model", &missing]), 1, &["missing.gguf"]);
+
+    let junk = dir.join("junk.gguf");
+    std::fs::write(&junk, b"this is not a model at all, just text").unwrap();
+    fails_clearly(&swaa(&["ask", &doc, "q", "--model", junk.to_str().unwrap()]), 1, &["not a GGUF"]);
+
+    let good = dir.join("good.gguf");
+    common::write_random_gguf(&good, &common::quant_friendly(Arch::Llama, 256), GgmlDType::Q8_0, &[]);
+    let bytes = std::fs::read(&good).unwrap();
+    let cut = dir.join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    fails_clearly(&swaa(&["ask", &doc, "q", "--model", cut.to_str().unwrap()]), 1, &["truncated or corrupt", "fetch"]);
+
+    fails_clearly(&swaa(&["ask", &doc, "q", "--model", "no-such-preset"]), 1, &["smollm2-135m"]);
+}
+
+#[test]
+fn bad_documents_exit_2() {
+    let dir = common::temp_dir("cli-docs");
+    let empty = dir.join("empty.txt");
+    std::fs::write(&empty, "  \n").unwrap();
+    fails_clearly(&swaa(&["ask", empty.to_str().unwrap(), "q"]), 2, &["empty"]);
+    let bin = dir.join("latin1.txt");
+    std::fs::write(&bin, [0x63, 0x61, 0x66, 0xe9, 0x0a]).unwrap();
+    fails_clearly(&swaa(&["ask", bin.to_str().unwrap(), "q"]), 2, &["UTF-8"]);
+    let missing = dir.join("nope.md");
+    fails_clearly(&swaa(&["ask", missing.to_str().unwrap(), "q"]), 2, &["nope.md"]);
+}
+
+#[test]
+fn cuda_without_a_cuda_build_and_context_overflow_say_what_to_do() {
+    let dir = common::temp_dir("cli-cuda");
+    let doc = doc_file(&dir);
+    let model = common::smollm2();
+    let m = model.to_str().unwrap();
+    if !candle_core::utils::cuda_is_available() {
+        fails_clearly(&swaa(&["ask", &doc, "q", "--model", m, "--device", "cuda"]), 1, &["--features cuda"]);
+    }
+    let long = dir.join("long.md");
+    std::fs::write(&long, "word ".repeat(3000)).unwrap();
+    fails_clearly(&swaa(&["ask", long.to_str().unwrap(), "q", "--model", m, "--ctx", "1024"]), 1, &["context", "truncate"]);
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "chunk = \"big\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_swaa-chat"))
+        .args(["--print-config"])
+        .env("SWAA_CHAT_CONFIG", &bad)
+        .env("SWAA_CHAT_DATA", &dir)
+        .output()
+        .unwrap();
+    fails_clearly(&out, 2, &["bad.toml:1:9"]);
+}
+
+#[test]
+fn smollm2_full_recipe_answers_a_fact_stated_once() {
+    let model = common::smollm2();
+    let m = model.to_str().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = root.join("tests/fixtures/fact_doc.md");
+    let qa: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("tests/fixtures/fact_doc.json")).unwrap()).unwrap();
+    let question = qa["question"].as_str().unwrap();
+    let accept: Vec<String> = qa["accept"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_lowercase()).collect();
+    let mut answers = Vec::new();
+    for recipe in ["full", "swa", "swa-fadec", "swa-sink", "swa-interleave", "swaa"] {
+        let out = swaa(&["ask", doc.to_str().unwrap(), question, "--model", m, "--recipe", recipe, "--json", "--max-tokens", "40"]);
+        assert!(out.status.success(), "{recipe}: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let answer = v["answer"].as_str().unwrap().to_string();
+        let prompt_tokens = v["stats"]["prompt_tokens"].as_u64().unwrap();
+        println!("{recipe:>15}: {answer:?} ({prompt_tokens} prompt tokens)");
+        answers.push((recipe, answer, prompt_tokens));
+    }
+    let (_, full, n) = &answers[0];
+    assert!((1200..2500).contains(n), "the fixture is about 1,500 tokens: {n}");
+    assert!(accept.iter().any(|a| full.to_lowercase().contains(a)), "full recipe answered {full:?}, expected one of {accept:?}");
+}

@@ -1,0 +1,121 @@
+//! Shared test helpers: the real smollm2-135m preset, and GGUF files with random weights.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use swaa_chat::hub;
+use swaa_chat::model::{Arch, ModelConfig};
+
+/// The smollm2-135m GGUF, fetched once (CI fetches it with `models fetch` before the tests).
+pub fn smollm2() -> PathBuf {
+    let preset = hub::preset("smollm2-135m").expect("preset exists");
+    let opts = hub::FetchOptions { quiet: true, ..Default::default() };
+    hub::fetch(preset, &opts).unwrap_or_else(|e| panic!("the tests need the smollm2-135m preset: {e}"))
+}
+
+/// Tokenizer metadata (`tokenizer.*`) of a GGUF file, to give random models a real vocabulary.
+pub fn tokenizer_metadata(gguf: &Path) -> Vec<(String, Value)> {
+    let mut f = std::fs::File::open(gguf).unwrap();
+    let content = gguf_file::Content::read(&mut f).unwrap();
+    let mut md: Vec<(String, Value)> =
+        content.metadata.into_iter().filter(|(k, _)| k.starts_with("tokenizer.")).collect();
+    md.sort_by(|a, b| a.0.cmp(&b.0));
+    md
+}
+
+/// Writes a GGUF with random weights in the shape of `cfg`, matrices stored as `dtype`.
+/// Norm and bias vectors stay F32, as converters write them.
+pub fn write_random_gguf(path: &Path, cfg: &ModelConfig, dtype: GgmlDType, extra_md: &[(String, Value)]) {
+    let arch = cfg.arch.as_str();
+    let mut md: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::String(arch.into())),
+        (format!("{arch}.block_count"), Value::U32(cfg.layers as u32)),
+        (format!("{arch}.context_length"), Value::U32(cfg.ctx as u32)),
+        (format!("{arch}.embedding_length"), Value::U32(cfg.hidden as u32)),
+        (format!("{arch}.feed_forward_length"), Value::U32(cfg.intermediate as u32)),
+        (format!("{arch}.attention.head_count"), Value::U32(cfg.heads as u32)),
+        (format!("{arch}.attention.head_count_kv"), Value::U32(cfg.kv_heads as u32)),
+        (format!("{arch}.attention.key_length"), Value::U32(cfg.head_dim as u32)),
+        (format!("{arch}.attention.layer_norm_rms_epsilon"), Value::F32(cfg.rms_eps as f32)),
+        (format!("{arch}.rope.freq_base"), Value::F32(cfg.rope_theta as f32)),
+        (format!("{arch}.rope.dimension_count"), Value::U32(cfg.head_dim as u32)),
+        (format!("{arch}.vocab_size"), Value::U32(cfg.vocab as u32)),
+    ];
+    md.extend(extra_md.iter().cloned());
+
+    let dev = Device::Cpu;
+    let (q, kv, h) = (cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim, cfg.hidden);
+    let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    let mut mat = |name: String, out: usize, inp: usize| {
+        let s = (3.0 / inp as f64).sqrt();
+        let t = Tensor::rand(-s as f32, s as f32, (out, inp), &dev).unwrap();
+        tensors.push((name, QTensor::quantize(&t, dtype).unwrap()));
+    };
+    mat("token_embd.weight".into(), cfg.vocab, h);
+    if !cfg.tied_embeddings {
+        mat("output.weight".into(), cfg.vocab, h);
+    }
+    for i in 0..cfg.layers {
+        mat(format!("blk.{i}.attn_q.weight"), q, h);
+        mat(format!("blk.{i}.attn_k.weight"), kv, h);
+        mat(format!("blk.{i}.attn_v.weight"), kv, h);
+        mat(format!("blk.{i}.attn_output.weight"), h, q);
+        mat(format!("blk.{i}.ffn_gate.weight"), cfg.intermediate, h);
+        mat(format!("blk.{i}.ffn_up.weight"), cfg.intermediate, h);
+        mat(format!("blk.{i}.ffn_down.weight"), h, cfg.intermediate);
+    }
+    let mut vec = |name: String, n: usize, center: f32| {
+        let t = (Tensor::rand(-0.1f32, 0.1, n, &dev).unwrap() + center as f64).unwrap();
+        tensors.push((name, QTensor::quantize(&t, GgmlDType::F32).unwrap()));
+    };
+    vec("output_norm.weight".into(), h, 1.0);
+    for i in 0..cfg.layers {
+        vec(format!("blk.{i}.attn_norm.weight"), h, 1.0);
+        vec(format!("blk.{i}.ffn_norm.weight"), h, 1.0);
+        if cfg.arch == Arch::Qwen2 {
+            vec(format!("blk.{i}.attn_q.bias"), q, 0.0);
+            vec(format!("blk.{i}.attn_k.bias"), kv, 0.0);
+            vec(format!("blk.{i}.attn_v.bias"), kv, 0.0);
+        }
+        if cfg.arch == Arch::Qwen3 {
+            vec(format!("blk.{i}.attn_q_norm.weight"), cfg.head_dim, 1.0);
+            vec(format!("blk.{i}.attn_k_norm.weight"), cfg.head_dim, 1.0);
+        }
+    }
+    let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let t_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut f = std::fs::File::create(path).unwrap();
+    gguf_file::write(&mut f, &md_refs, &t_refs).unwrap();
+}
+
+/// A small model shape whose dimensions suit every GGML block size (k-quants need 256).
+pub fn quant_friendly(arch: Arch, vocab: usize) -> ModelConfig {
+    let mut cfg = swaa_chat::selftest::tiny_config(arch);
+    cfg.vocab = vocab;
+    cfg.hidden = 256;
+    cfg.intermediate = 512;
+    cfg.heads = 4;
+    cfg.kv_heads = 2;
+    cfg.head_dim = 64;
+    cfg.layers = 2;
+    cfg.tied_embeddings = false;
+    cfg
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("swaa-test-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+pub fn metadata_map(md: Vec<(String, Value)>) -> HashMap<String, Value> {
+    md.into_iter().collect()
+}

@@ -1,0 +1,159 @@
+//! The engine thread: events, cancel, recipe switches, follow-ups, context limits.
+//! A tiny random llama with smollm2's real tokenizer keeps each test well under a second.
+
+mod common;
+
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use candle_core::Device;
+use candle_core::quantized::GgmlDType;
+use swaa_chat::engine::{Command, ContextPolicy, Engine, EngineError, Event, Session, SessionOptions};
+use swaa_chat::model::{Arch, WeightsMode, load_gguf};
+use swaa_chat::recipe::{Recipe, RecipeDefaults};
+use swaa_chat::sampling::SamplingParams;
+use swaa_chat::tokenizer::ChatTokenizer;
+
+fn tiny_gguf() -> &'static std::path::Path {
+    static PATH: OnceLock<std::path::PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let md = common::tokenizer_metadata(&common::smollm2());
+        let mut cfg = common::quant_friendly(Arch::Llama, 49152);
+        cfg.tied_embeddings = true;
+        let path = common::temp_dir("engine").join("tiny.gguf");
+        common::write_random_gguf(&path, &cfg, GgmlDType::Q8_0, &md);
+        path
+    })
+}
+
+fn session(recipe: Recipe, opts: SessionOptions) -> Session {
+    let (model, md) = load_gguf(tiny_gguf(), &Device::Cpu, WeightsMode::Auto).unwrap();
+    let tok = ChatTokenizer::from_gguf(&md).unwrap();
+    Session::new(model, tok, recipe, opts)
+}
+
+fn opts(chunk: usize, max_new: usize) -> SessionOptions {
+    SessionOptions { chunk, sampling: SamplingParams { max_new_tokens: max_new, ..Default::default() }, ..Default::default() }
+}
+
+fn doc(words: usize) -> String {
+    (0..words).map(|i| format!("word{} ", i % 97)).collect()
+}
+
+fn until_done(engine: &Engine) -> Vec<Event> {
+    let mut out = Vec::new();
+    loop {
+        let e = engine.events().recv_timeout(Duration::from_secs(60)).expect("engine answered");
+        let end = matches!(e, Event::Done(_) | Event::Error { .. });
+        out.push(e);
+        if end {
+            // The trailing Stats event follows every command.
+            out.push(engine.events().recv_timeout(Duration::from_secs(60)).unwrap());
+            return out;
+        }
+    }
+}
+
+#[test]
+fn engine_streams_progress_then_tokens_then_done() {
+    let engine = Engine::spawn(session(Recipe { window: Some(64), sink: 4, ..Recipe::full() }, opts(32, 12)));
+    engine.send(Command::LoadDocument { title: "t".into(), text: doc(300) });
+    engine.send(Command::Ask { question: "What is this?".into() });
+    let events = until_done(&engine);
+    let progress: Vec<(usize, usize)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Progress { done, total, .. } => Some((*done, *total)),
+            _ => None,
+        })
+        .collect();
+    assert!(progress.len() > 3, "reading in chunks of 32 reports progress: {progress:?}");
+    assert!(progress.windows(2).all(|w| w[0].0 < w[1].0), "progress advances");
+    let tokens: String = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Token { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    let Some(Event::Done(answer)) = events.iter().find(|e| matches!(e, Event::Done(_))) else { panic!("{events:?}") };
+    assert_eq!(answer.text, tokens);
+    assert!(answer.stats.generated_tokens > 0 && answer.stats.generated_tokens <= 12);
+    assert!(answer.stats.prompt_tokens > 300);
+    let (from, to) = answer.stats.window.unwrap();
+    assert_eq!(to - from, 64, "the window covers W tokens");
+    assert_eq!(to, answer.stats.cache.next_pos);
+}
+
+#[test]
+fn cancel_stops_a_read_within_one_chunk() {
+    let engine = Engine::spawn(session(Recipe::full(), opts(16, 8)));
+    engine.send(Command::LoadDocument { title: "t".into(), text: doc(3000) });
+    engine.send(Command::Read);
+    let first = engine.events().recv_timeout(Duration::from_secs(60)).unwrap();
+    assert!(matches!(first, Event::Progress { .. }), "{first:?}");
+    engine.cancel();
+    let mut after = 0;
+    loop {
+        match engine.events().recv_timeout(Duration::from_secs(60)).unwrap() {
+            Event::Progress { .. } => after += 1,
+            Event::Error { message } => {
+                assert_eq!(message, "cancelled");
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(after <= 1, "{after} chunks ran after cancel");
+}
+
+#[test]
+fn context_overflow_is_refused_before_any_work_unless_a_policy_says_truncate() {
+    let mut s = session(Recipe::full(), SessionOptions { ctx: Some(400), ..opts(64, 16) });
+    s.load_document("t", &doc(2000));
+    let mut events = Vec::new();
+    let err = s.ask("q?", &mut |e| events.push(e), &AtomicBool::new(false)).unwrap_err();
+    assert!(matches!(err, EngineError::ContextOverflow { ctx: 400, .. }), "{err}");
+    assert!(err.to_string().contains("truncate-head"), "the message says what to do: {err}");
+    assert!(events.is_empty(), "no work before the error");
+    for policy in [ContextPolicy::TruncateHead, ContextPolicy::TruncateTail] {
+        let mut s = session(Recipe::full(), SessionOptions { ctx: Some(400), context_policy: policy, ..opts(64, 16) });
+        s.load_document("t", &doc(2000));
+        let a = s.ask("q?", &mut |_| {}, &AtomicBool::new(false)).unwrap();
+        assert!(a.stats.cache.next_pos <= 400, "{policy:?}: {} tokens", a.stats.cache.next_pos);
+    }
+}
+
+#[test]
+fn fa_decode_needs_a_reread_only_after_an_evicting_read() {
+    let d = RecipeDefaults { window: 32, sink: 4 };
+    let mut s = session(Recipe::preset("swa", d).unwrap(), opts(32, 4));
+    s.load_document("t", &doc(200));
+    s.read(&mut |_| {}, &AtomicBool::new(false)).unwrap();
+    let small = s.stats().cache.bytes_held;
+    assert!(s.set_recipe(Recipe::preset("swa-fadec", d).unwrap()), "swa evicted: FA decode must re-read");
+    s.read(&mut |_| {}, &AtomicBool::new(false)).unwrap();
+    assert!(s.stats().cache.bytes_held > small, "FA decode keeps the whole document");
+    assert!(!s.set_recipe(Recipe::preset("swa", d).unwrap()), "turning FA decode off applies at once");
+    assert!(s.set_recipe(Recipe::preset("swa-sink", d).unwrap()), "a new sink changes prefill");
+}
+
+#[test]
+fn follow_up_questions_only_prefill_their_own_tokens() {
+    let mut s = session(Recipe::full(), opts(64, 6));
+    s.load_document("t", &doc(400));
+    let never = AtomicBool::new(false);
+    s.ask("first?", &mut |_| {}, &never).unwrap();
+    let before = s.cache().next_pos();
+    let mut first_progress = None;
+    s.ask("and the second?", &mut |e| {
+        if let Event::Progress { done, .. } = e {
+            first_progress.get_or_insert(done);
+        }
+    }, &never)
+    .unwrap();
+    let added = s.cache().next_pos() - before;
+    assert!(added < 40, "the follow-up added {added} tokens, not a re-read");
+    assert!(first_progress.unwrap() > before, "progress resumes after what was cached");
+}
