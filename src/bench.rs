@@ -32,7 +32,8 @@ pub struct BenchRow {
     pub decode_gbs: f64,
     pub peak_kv_bytes: usize,
     pub kv_bytes_held: usize,
-    /// Peak device memory in use (CUDA: from the driver; CPU: peak resident set).
+    /// Device memory in use, the larger of two samples after prefill and after decode
+    /// (CUDA: from the driver, so it includes the allocator's reserve; CPU: peak resident set).
     pub peak_device_bytes: Option<u64>,
 }
 
@@ -58,8 +59,9 @@ fn attention_flops(model: &Model, recipe: &Recipe, phase: Phase, q0: usize, q1: 
 pub fn device_memory_in_use(device: &Device) -> Option<u64> {
     match device {
         #[cfg(feature = "cuda")]
-        Device::Cuda(_) => {
-            let (free, total) = candle_core::cuda_backend::cudarc::driver::result::mem_get_info().ok()?;
+        Device::Cuda(d) => {
+            // Includes other processes' use of the GPU; on a dedicated GPU that is ours.
+            let (free, total) = d.cuda_stream().context().mem_get_info().ok()?;
             Some((total - free) as u64)
         }
         Device::Cpu => {
@@ -72,15 +74,23 @@ pub fn device_memory_in_use(device: &Device) -> Option<u64> {
     }
 }
 
-/// Runs every recipe × length on `model`; `progress` hears a line per measurement.
-pub fn run(model: &Model, opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> crate::model::Result<Vec<BenchRow>> {
-    let cfg = model.config().clone();
+/// Runs every recipe × length on `model`; `progress` hears a line per measurement and
+/// `on_row` each row as soon as it is measured (long runs show results as they go).
+pub fn run(
+    model: &Model,
+    opts: &BenchOptions,
+    progress: &mut dyn FnMut(&str),
+    on_row: &mut dyn FnMut(&BenchRow),
+) -> crate::model::Result<Vec<BenchRow>> {
+    let cfg = *model.config();
     let device = model.device().clone();
     let mut rows = Vec::new();
     for &n in &opts.tokens {
         // Deterministic ids spread over the vocabulary: throughput does not depend on them.
         let ids: Vec<u32> = (0..n as u64)
-            .map(|i| ((i.wrapping_mul(2654435761).wrapping_add(opts.seed)) % cfg.vocab as u64) as u32)
+            .map(|i| {
+                ((i.wrapping_mul(2654435761).wrapping_add(opts.seed)) % cfg.vocab as u64) as u32
+            })
             .collect();
         for (name, recipe) in &opts.recipes {
             progress(&format!("{name} @ {n} tokens: prefill"));
@@ -98,31 +108,46 @@ pub fn run(model: &Model, opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -
             let mut logits = None;
             for (i, part) in ids.chunks(opts.chunk).enumerate() {
                 let last = (i + 1) * opts.chunk >= n;
-                logits = model.forward(part, &mut cache, recipe, Phase::Prefill, if last { Logits::Last } else { Logits::Skip })?;
+                logits = model.forward(
+                    part,
+                    &mut cache,
+                    recipe,
+                    Phase::Prefill,
+                    if last { Logits::Last } else { Logits::Skip },
+                )?;
             }
             device.synchronize()?;
             let prefill_s = t0.elapsed().as_secs_f64();
             let mut peak_kv = cache.stats().peak_bytes_allocated;
-            let flops = cfg.dense_flops_per_token() * n as f64 + attention_flops(model, recipe, Phase::Prefill, 0, n);
+            let mem_after_prefill = device_memory_in_use(&device);
+            let flops = cfg.dense_flops_per_token() * n as f64
+                + attention_flops(model, recipe, Phase::Prefill, 0, n);
 
             progress(&format!("{name} @ {n} tokens: decode"));
-            let mut next = logits.map(|l| l.argmax(0).and_then(|t| t.to_scalar::<u32>())).transpose()?.unwrap_or(0);
+            let mut next = logits
+                .map(|l| l.argmax(0).and_then(|t| t.to_scalar::<u32>()))
+                .transpose()?
+                .unwrap_or(0);
             let kv_token = cfg.kv_bytes_per_token_layer(model.dtype().size_in_bytes());
             let mut bytes = 0f64;
             device.synchronize()?;
             let t1 = Instant::now();
             for _ in 0..opts.decode {
                 let q = cache.next_pos();
-                let keys: usize = (0..cfg.layers).map(|l| keys_attended(recipe.rule(l, Phase::Decode), q)).sum();
+                let keys: usize = (0..cfg.layers)
+                    .map(|l| keys_attended(recipe.rule(l, Phase::Decode), q))
+                    .sum();
                 bytes += (model.weight_bytes() + keys * kv_token) as f64;
-                let l = model.forward(&[next], &mut cache, recipe, Phase::Decode, Logits::Last)?.expect("logits");
+                let l = model
+                    .forward(&[next], &mut cache, recipe, Phase::Decode, Logits::Last)?
+                    .expect("logits");
                 next = l.argmax(0)?.to_scalar::<u32>()?;
             }
             device.synchronize()?;
             let decode_s = t1.elapsed().as_secs_f64();
             let stats = cache.stats();
             peak_kv = peak_kv.max(stats.peak_bytes_allocated);
-            rows.push(BenchRow {
+            let row = BenchRow {
                 recipe: name.clone(),
                 tokens: n,
                 prefill_s,
@@ -132,8 +157,10 @@ pub fn run(model: &Model, opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -
                 decode_gbs: bytes / decode_s.max(1e-12) / 1e9,
                 peak_kv_bytes: peak_kv,
                 kv_bytes_held: stats.bytes_held,
-                peak_device_bytes: device_memory_in_use(&device),
-            });
+                peak_device_bytes: device_memory_in_use(&device).max(mem_after_prefill),
+            };
+            on_row(&row);
+            rows.push(row);
         }
     }
     Ok(rows)
@@ -143,26 +170,22 @@ fn mib(b: usize) -> String {
     format!("{:.1}", b as f64 / (1024.0 * 1024.0))
 }
 
-/// A Markdown table of the rows.
-pub fn table(rows: &[BenchRow]) -> String {
-    let mut s = String::from(
-        "| recipe | tokens | prefill s | prefill tok/s | TFLOP/s | decode tok/s | decode GB/s | peak KV MiB | KV held MiB | device mem MiB |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-    );
-    for r in rows {
-        s += &format!(
-            "| {} | {} | {:.3} | {:.0} | {:.2} | {:.1} | {:.1} | {} | {} | {} |\n",
-            r.recipe,
-            r.tokens,
-            r.prefill_s,
-            r.prefill_tok_s,
-            r.prefill_tflops,
-            r.decode_tok_s,
-            r.decode_gbs,
-            mib(r.peak_kv_bytes),
-            mib(r.kv_bytes_held),
-            r.peak_device_bytes.map_or("-".into(), |b| mib(b as usize)),
-        );
-    }
-    s
+pub const TABLE_HEADER: &str = "| recipe | tokens | prefill s | prefill tok/s | TFLOP/s | decode tok/s | decode GB/s | peak KV MiB | KV held MiB | device mem MiB |\n\
+                                |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
+
+/// One Markdown table row.
+pub fn table_row(r: &BenchRow) -> String {
+    format!(
+        "| {} | {} | {:.3} | {:.0} | {:.2} | {:.1} | {:.1} | {} | {} | {} |",
+        r.recipe,
+        r.tokens,
+        r.prefill_s,
+        r.prefill_tok_s,
+        r.prefill_tflops,
+        r.decode_tok_s,
+        r.decode_gbs,
+        mib(r.peak_kv_bytes),
+        mib(r.kv_bytes_held),
+        r.peak_device_bytes.map_or("-".into(), |b| mib(b as usize)),
+    )
 }

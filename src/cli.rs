@@ -18,7 +18,11 @@ use crate::model::{self, ModelConfig, WeightsMode};
 use crate::recipe::{LayerSet, Recipe, RecipeDefaults};
 
 #[derive(Parser, Debug)]
-#[command(name = "swaa-chat", version, about = "Ask a local LLM about a long document, with sliding-window attention (SWAA)")]
+#[command(
+    name = "swaa-chat",
+    version,
+    about = "Ask a local LLM about a long document, with sliding-window attention (SWAA)"
+)]
 pub struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -168,7 +172,9 @@ struct BenchArgs {
 
 /// Errors that are the user's input rather than ours exit with 2.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
-    if e.downcast_ref::<document::DocumentError>().is_some() || e.downcast_ref::<config::ConfigError>().is_some() {
+    if e.downcast_ref::<document::DocumentError>().is_some()
+        || e.downcast_ref::<config::ConfigError>().is_some()
+    {
         2
     } else {
         1
@@ -180,13 +186,27 @@ fn init_logging() -> Option<tracing_appender::non_blocking::WorkerGuard> {
     std::fs::create_dir_all(&dir).ok()?;
     let file = tracing_appender::rolling::never(&dir, "swaa-chat.log");
     let (writer, guard) = tracing_appender::non_blocking(file);
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SWAA_CHAT_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_writer(writer).with_ansi(false).with_env_filter(filter).try_init().ok()?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWAA_CHAT_LOG")
+        .unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_writer(writer)
+        .with_ansi(false)
+        .with_env_filter(filter)
+        .try_init()
+        .ok()?;
     Some(guard)
 }
 
 pub fn main_with(cli: Cli) -> Result<()> {
     let _guard = init_logging();
+    let result = dispatch(cli);
+    if let Err(e) = &result {
+        tracing::error!("{e:?}");
+    }
+    result
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
     let path = config::config_path()?;
     let file_cfg = Config::load(&path)?;
     match cli.cmd {
@@ -198,7 +218,12 @@ pub fn main_with(cli: Cli) -> Result<()> {
             }
             chat(&cfg, cli.file.as_deref())
         }
-        Some(Cmd::Ask { file, question, json, run }) => ask(&merge(file_cfg, &run), &file, &question, json),
+        Some(Cmd::Ask {
+            file,
+            question,
+            json,
+            run,
+        }) => ask(&merge(file_cfg, &run), &file, &question, json),
         Some(Cmd::Bench(b)) => bench_cmd(b),
         Some(Cmd::Selftest { device, json }) => selftest_cmd(&device, json),
         Some(Cmd::Models { cmd }) => models_cmd(cmd),
@@ -230,7 +255,12 @@ fn merge(mut c: Config, a: &RunArgs) -> Config {
     r.window = a.recipe.window.unwrap_or(r.window);
     r.sink = a.recipe.sink.map_or(r.sink, |k| k as i64);
     r.fa_decode = a.recipe.fa_decode.or(r.fa_decode);
-    r.full_layers = a.recipe.full_layers.as_ref().map(|l| l.to_string()).or(r.full_layers.clone());
+    r.full_layers = a
+        .recipe
+        .full_layers
+        .as_ref()
+        .map(|l| l.to_string())
+        .or(r.full_layers.clone());
     r.think = a.recipe.think.unwrap_or(r.think);
     c
 }
@@ -260,12 +290,20 @@ fn build_recipe(c: &config::RecipeConfig, model: &ModelConfig) -> Result<Recipe>
 }
 
 fn fetch_options() -> FetchOptions {
-    FetchOptions { quiet: !std::io::stderr().is_terminal(), ..Default::default() }
+    FetchOptions {
+        quiet: !std::io::stderr().is_terminal(),
+        ..Default::default()
+    }
 }
 
 fn open_session(cfg: &Config) -> Result<(Session, String)> {
     let device = model::parse_device(&cfg.device)?;
-    let Loaded { model, tokenizer, name, .. } = loader::load(&cfg.model, &device, cfg.weights, &fetch_options())?;
+    let Loaded {
+        model,
+        tokenizer,
+        name,
+        ..
+    } = loader::load(&cfg.model, &device, cfg.weights, &fetch_options())?;
     let recipe = build_recipe(&cfg.recipe, model.config())?;
     let opts = SessionOptions {
         chunk: cfg.chunk,
@@ -283,8 +321,10 @@ fn progress_bar(hidden: bool) -> ProgressBar {
         pb.set_draw_target(ProgressDrawTarget::hidden());
     }
     pb.set_style(
-        ProgressStyle::with_template("reading {bar:30} {pos}/{len} tokens · {per_sec} · ETA {eta} {msg}")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "reading {bar:30} {pos}/{len} tokens · {per_sec} · ETA {eta} {msg}",
+        )
+        .expect("valid template"),
     );
     pb
 }
@@ -292,7 +332,11 @@ fn progress_bar(hidden: bool) -> ProgressBar {
 /// Prints events to the terminal: a progress bar while reading, tokens as they come.
 fn printer(pb: &ProgressBar, stream: bool) -> impl FnMut(Event) + '_ {
     move |e| match e {
-        Event::Progress { done, total, window } => {
+        Event::Progress {
+            done,
+            total,
+            window,
+        } => {
             pb.set_length(total as u64);
             pb.set_position(done as u64);
             if let Some((a, b)) = window {
@@ -397,13 +441,25 @@ fn chat(cfg: &Config, file: Option<&Path>) -> Result<()> {
 fn bench_cmd(b: BenchArgs) -> Result<()> {
     let device = model::parse_device(&b.device)?;
     let model = if b.random_weights {
-        let name = b.preset.as_deref().or(b.model.as_deref()).unwrap_or(hub::DEFAULT_PRESET);
+        let name = b
+            .preset
+            .as_deref()
+            .or(b.model.as_deref())
+            .unwrap_or(hub::DEFAULT_PRESET);
         let p = hub::preset(name)?;
         let dtype = b.weights.activation_dtype(&device);
-        eprintln!("building random weights in the shape of {name} ({}) on {:?}…", p.shape.summary(), device);
+        eprintln!(
+            "building random weights in the shape of {name} ({}) on {:?}…",
+            p.shape.summary(),
+            device
+        );
         model::random_model(&p.shape, b.seed.wrapping_add(1), &device, dtype)?
     } else {
-        let spec = b.model.as_deref().or(b.preset.as_deref()).unwrap_or(hub::DEFAULT_PRESET);
+        let spec = b
+            .model
+            .as_deref()
+            .or(b.preset.as_deref())
+            .unwrap_or(hub::DEFAULT_PRESET);
         loader::load(spec, &device, b.weights, &fetch_options())?.model
     };
     let mut d = RecipeDefaults::for_context(model.config().ctx);
@@ -412,7 +468,11 @@ fn bench_cmd(b: BenchArgs) -> Result<()> {
     let recipes = b
         .recipes
         .iter()
-        .map(|n| Recipe::preset(n, d).map(|r| (n.clone(), r)).map_err(anyhow::Error::msg))
+        .map(|n| {
+            Recipe::preset(n, d)
+                .map(|r| (n.clone(), r))
+                .map_err(anyhow::Error::msg)
+        })
         .collect::<Result<Vec<_>>>()?;
     if b.tokens.is_empty() || b.tokens.contains(&0) {
         bail!("--tokens needs positive lengths, e.g. --tokens 1024,4096");
@@ -424,27 +484,37 @@ fn bench_cmd(b: BenchArgs) -> Result<()> {
         chunk: b.chunk.unwrap_or(if device.is_cuda() { 2048 } else { 512 }),
         seed: b.seed,
     };
-    let quiet = b.json;
-    let rows = bench::run(&model, &opts, &mut |m| {
-        if !quiet {
-            eprintln!("  {m}");
-        }
-    })?;
-    if b.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
-        let c = model.config();
+    let c = *model.config();
+    if !b.json {
         println!(
-            "{} {} · {} · weights {:.0} MiB · W={} K={} · chunk {}\n",
+            "{} {} · {} · weights {:.0} MiB · W={} K={} · chunk {}\n\n{}",
             c.arch,
             c.summary(),
             crate::engine::device_name(&device),
             model.weight_bytes() as f64 / 1048576.0,
             d.window,
             d.sink,
-            opts.chunk
+            opts.chunk,
+            bench::TABLE_HEADER
         );
-        print!("{}", bench::table(&rows));
+    }
+    let json = b.json;
+    let rows = bench::run(
+        &model,
+        &opts,
+        &mut |m| {
+            if !json {
+                eprintln!("  {m}");
+            }
+        },
+        &mut |r| {
+            if !json {
+                println!("{}", bench::table_row(r));
+            }
+        },
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
     }
     Ok(())
 }
@@ -457,7 +527,11 @@ fn selftest_cmd(device: &str, json: bool) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        let worst = report.cases.iter().map(|c| c.max_abs_diff).fold(0f32, f32::max);
+        let worst = report
+            .cases
+            .iter()
+            .map(|c| c.max_abs_diff)
+            .fold(0f32, f32::max);
         println!(
             "selftest on {}: {} cases (3 architectures × {} recipes × 4 chunk sizes, prefill + 20 decode steps), worst max abs diff {worst:.2e} (tolerance {:.0e})",
             report.device,
@@ -482,7 +556,8 @@ fn models_cmd(cmd: ModelsCmd) -> Result<()> {
     match cmd {
         ModelsCmd::List => print!("{}", hub::list_text()),
         ModelsCmd::Fetch { name } => {
-            let p = hub::cmd_fetch(&name, &fetch_options()).with_context(|| format!("fetching {name}"))?;
+            let p = hub::cmd_fetch(&name, &fetch_options())
+                .with_context(|| format!("fetching {name}"))?;
             println!("{}", p.display());
         }
         ModelsCmd::Path { name } => println!("{}", hub::cmd_path(&name)?.display()),

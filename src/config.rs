@@ -42,7 +42,14 @@ pub struct RecipeConfig {
 
 impl Default for RecipeConfig {
     fn default() -> Self {
-        RecipeConfig { preset: "swaa".into(), window: 0, sink: -1, fa_decode: None, full_layers: None, think: false }
+        RecipeConfig {
+            preset: "swaa".into(),
+            window: 0,
+            sink: -1,
+            fa_decode: None,
+            full_layers: None,
+            think: false,
+        }
     }
 }
 
@@ -64,10 +71,20 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}:{column}: {message}")]
-    Parse { path: PathBuf, line: usize, column: usize, message: String },
-    #[error("cannot find a home directory for config and data; set SWAA_CHAT_CONFIG to a config.toml path")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error(
+        "cannot find a home directory for config and data; set SWAA_CHAT_CONFIG to a config.toml path"
+    )]
     NoHome,
 }
 
@@ -80,7 +97,10 @@ pub fn config_path() -> Result<PathBuf, ConfigError> {
     if let Some(p) = std::env::var_os("SWAA_CHAT_CONFIG") {
         return Ok(PathBuf::from(p));
     }
-    Ok(dirs().ok_or(ConfigError::NoHome)?.config_dir().join("config.toml"))
+    Ok(dirs()
+        .ok_or(ConfigError::NoHome)?
+        .config_dir()
+        .join("config.toml"))
 }
 
 /// Logs, saved conversations and eval results live here (`$SWAA_CHAT_DATA` overrides).
@@ -97,7 +117,12 @@ impl Config {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
-            Err(source) => return Err(ConfigError::Io { path: path.into(), source }),
+            Err(source) => {
+                return Err(ConfigError::Io {
+                    path: path.into(),
+                    source,
+                });
+            }
         };
         Self::parse(&text, path)
     }
@@ -105,7 +130,12 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| {
             let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
-            ConfigError::Parse { path: path.into(), line, column, message: e.message().to_string() }
+            ConfigError::Parse {
+                path: path.into(),
+                line,
+                column,
+                message: e.message().to_string(),
+            }
         })
     }
 }
@@ -130,7 +160,11 @@ mod tests {
 
     #[test]
     fn bad_key_reports_line_and_column() {
-        let err = Config::parse("chunk = 256\n[sampling]\ntemprature = 0.5\n", Path::new("c.toml")).unwrap_err();
+        let err = Config::parse(
+            "chunk = 256\n[sampling]\ntemprature = 0.5\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err();
         let msg = err.to_string();
         assert!(msg.starts_with("c.toml:3:1:"), "{msg}");
         assert!(msg.contains("temprature"), "{msg}");

@@ -21,8 +21,15 @@ pub enum EngineError {
         "the prompt needs {needed} tokens (document {doc}, question and answer {rest}) but the model's context is {ctx}: \
          use --context-policy truncate-head or truncate-tail, a shorter document, or a model with a longer context"
     )]
-    ContextOverflow { needed: usize, doc: usize, rest: usize, ctx: usize },
-    #[error("the question and answer alone need {needed} tokens, more than the model's context of {ctx}: ask a shorter question or lower --max-tokens")]
+    ContextOverflow {
+        needed: usize,
+        doc: usize,
+        rest: usize,
+        ctx: usize,
+    },
+    #[error(
+        "the question and answer alone need {needed} tokens, more than the model's context of {ctx}: ask a shorter question or lower --max-tokens"
+    )]
     QuestionTooLong { needed: usize, ctx: usize },
     #[error("cancelled")]
     Cancelled,
@@ -43,7 +50,9 @@ impl From<candle_core::Error> for EngineError {
 pub type Result<T> = std::result::Result<T, EngineError>;
 
 /// What to do with a document that does not fit the context.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum ContextPolicy {
     /// Refuse before any work.
@@ -112,20 +121,36 @@ pub struct Answer {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// Reading the document: `done` of `total` prompt tokens, and where the window is.
-    Progress { done: usize, total: usize, window: Option<(usize, usize)> },
-    Token { text: String },
+    Progress {
+        done: usize,
+        total: usize,
+        window: Option<(usize, usize)>,
+    },
+    Token {
+        text: String,
+    },
     Stats(Stats),
-    RecipeApplied { recipe: Recipe, reread: bool },
+    RecipeApplied {
+        recipe: Recipe,
+        reread: bool,
+    },
     Done(Answer),
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone)]
 pub enum Command {
-    LoadDocument { title: String, text: String },
+    LoadDocument {
+        title: String,
+        text: String,
+    },
     /// Prefill the document now (otherwise the first question does).
     Read,
-    Ask { question: String },
+    Ask {
+        question: String,
+    },
     SetRecipe(Recipe),
     SetSampling(SamplingParams),
     Reset,
@@ -214,7 +239,10 @@ impl Session {
     /// Switches recipe. Returns true when what was read must be read again (the next
     /// `read`/`ask` does it); FA decode and thinking apply at once.
     pub fn set_recipe(&mut self, recipe: Recipe) -> bool {
-        let reread = self.built_with.as_ref().is_some_and(|b| recipe.needs_reread(b));
+        let reread = self
+            .built_with
+            .as_ref()
+            .is_some_and(|b| recipe.needs_reread(b));
         if reread {
             self.clear_cache();
         }
@@ -225,7 +253,10 @@ impl Session {
     fn messages(&self, question: Option<&str>) -> Vec<ChatMessage> {
         let mut m = Vec::new();
         if let Some(s) = &self.opts.system_prompt {
-            m.push(ChatMessage { role: "system".into(), content: s.clone() });
+            m.push(ChatMessage {
+                role: "system".into(),
+                content: s.clone(),
+            });
         }
         let mut first = true;
         let user = |q: &str, first: &mut bool| {
@@ -235,15 +266,23 @@ impl Session {
                 q.to_string()
             };
             let content = match (&self.document, *first) {
-                (Some((title, text)), true) => format!("Read this document, then answer.\n\n# {title}\n\n{text}\n\n---\n\n{q}"),
+                (Some((title, text)), true) => {
+                    format!("Read this document, then answer.\n\n# {title}\n\n{text}\n\n---\n\n{q}")
+                }
                 _ => q,
             };
             *first = false;
-            ChatMessage { role: "user".into(), content }
+            ChatMessage {
+                role: "user".into(),
+                content,
+            }
         };
         for (q, a) in &self.history {
             m.push(user(q, &mut first));
-            m.push(ChatMessage { role: "assistant".into(), content: a.clone() });
+            m.push(ChatMessage {
+                role: "assistant".into(),
+                content: a.clone(),
+            });
         }
         if let Some(q) = question {
             m.push(user(q, &mut first));
@@ -253,20 +292,32 @@ impl Session {
 
     fn render(&self, question: Option<&str>) -> Result<String> {
         self.tok
-            .render_chat(&self.messages(question), question.is_some(), self.recipe.think)
+            .render_chat(
+                &self.messages(question),
+                question.is_some(),
+                self.recipe.think,
+            )
             .map_err(|e| EngineError::Tokenizer(e.to_string()))
     }
 
     fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        self.tok.encode(text, false).map_err(|e| EngineError::Tokenizer(e.to_string()))
+        self.tok
+            .encode(text, false)
+            .map_err(|e| EngineError::Tokenizer(e.to_string()))
     }
 
     /// The document part of the first prompt: everything before the question, as text.
     fn document_prefix(&self) -> Result<Option<String>> {
-        let Some((_, text)) = &self.document else { return Ok(None) };
+        let Some((_, text)) = &self.document else {
+            return Ok(None);
+        };
         let marker = "\u{1}QUESTION\u{1}";
         let full = self.render(Some(marker))?;
-        let end = full.find(text.as_str()).map(|i| i + text.len()).or_else(|| full.find(marker)).unwrap_or(0);
+        let end = full
+            .find(text.as_str())
+            .map(|i| i + text.len())
+            .or_else(|| full.find(marker))
+            .unwrap_or(0);
         Ok(Some(full[..end].to_string()))
     }
 
@@ -280,13 +331,19 @@ impl Session {
 
     fn stats_now(&self) -> Stats {
         let cfg = self.model.config();
-        let sliding = (0..cfg.layers).filter(|&l| !self.recipe.is_full_layer(l)).count();
+        let sliding = (0..cfg.layers)
+            .filter(|&l| !self.recipe.is_full_layer(l))
+            .count();
         Stats {
             device: device_name(self.model.device()),
             recipe: self.recipe.to_string(),
             cache: self.cache.stats(),
             window: self.window_range(),
-            sink: if self.recipe.window.is_some() { self.recipe.sink } else { 0 },
+            sink: if self.recipe.window.is_some() {
+                self.recipe.sink
+            } else {
+                0
+            },
             full_layers: cfg.layers - sliding,
             sliding_layers: sliding,
             ..self.last_stats.clone()
@@ -306,7 +363,7 @@ impl Session {
         cancel: &AtomicBool,
     ) -> Result<Option<candle_core::Tensor>> {
         let chunk = self.opts.chunk.max(1);
-        let cfg = self.model.config().clone();
+        let cfg = *self.model.config();
         // Reserve once: growing per chunk would copy the cache over and over.
         let want = self.cache.next_pos() + tokens.len() + self.opts.sampling.max_new_tokens;
         for l in 0..cfg.layers {
@@ -327,17 +384,29 @@ impl Session {
             }
             let last = (i + 1) * chunk >= n;
             let want = if last { Logits::Last } else { Logits::Skip };
-            logits = self.model.forward(part, &mut self.cache, &self.recipe, Phase::Prefill, want)?;
+            logits =
+                self.model
+                    .forward(part, &mut self.cache, &self.recipe, Phase::Prefill, want)?;
             self.held.tokens.extend_from_slice(part);
-            emit(Event::Progress { done: total - n + (i * chunk + part.len()), total, window: self.window_range() });
+            emit(Event::Progress {
+                done: total - n + (i * chunk + part.len()),
+                total,
+                window: self.window_range(),
+            });
         }
         Ok(logits)
     }
 
     /// Reads the document into the cache (resuming a cancelled read), with progress events.
     pub fn read(&mut self, emit: &mut dyn FnMut(Event), cancel: &AtomicBool) -> Result<()> {
-        let Some(prefix) = self.document_prefix()? else { return Ok(()) };
-        if self.document.as_ref().is_some_and(|(_, t)| t.trim().is_empty()) {
+        let Some(prefix) = self.document_prefix()? else {
+            return Ok(());
+        };
+        if self
+            .document
+            .as_ref()
+            .is_some_and(|(_, t)| t.trim().is_empty())
+        {
             return Err(EngineError::EmptyDocument);
         }
         if !self.history.is_empty() || self.held.text.len() >= prefix.len() {
@@ -355,6 +424,11 @@ impl Session {
         self.prefill(&rest, total, emit, cancel)?;
         self.held.text = prefix;
         let secs = start.elapsed().as_secs_f64();
+        tracing::info!(
+            "read {} tokens in {secs:.2}s with {}",
+            rest.len(),
+            self.recipe
+        );
         self.last_stats.prompt_tokens = total;
         self.last_stats.prefill_seconds = secs;
         self.last_stats.prefill_tokens_per_s = rest.len() as f64 / secs.max(1e-9);
@@ -380,14 +454,23 @@ impl Session {
             // Keep the template's head (role markers) in both cases.
             ContextPolicy::TruncateHead => {
                 let head = 16.min(budget);
-                Ok(tokens[..head].iter().chain(&tokens[n - (budget - head)..]).copied().collect())
+                Ok(tokens[..head]
+                    .iter()
+                    .chain(&tokens[n - (budget - head)..])
+                    .copied()
+                    .collect())
             }
             ContextPolicy::TruncateTail => Ok(tokens[..budget].to_vec()),
         }
     }
 
     /// Answers a question about the loaded document (or a plain chat turn), streaming tokens.
-    pub fn ask(&mut self, question: &str, emit: &mut dyn FnMut(Event), cancel: &AtomicBool) -> Result<Answer> {
+    pub fn ask(
+        &mut self,
+        question: &str,
+        emit: &mut dyn FnMut(Event),
+        cancel: &AtomicBool,
+    ) -> Result<Answer> {
         let t0 = Instant::now();
         self.read(emit, cancel)?;
         let full = self.render(Some(question))?;
@@ -435,7 +518,10 @@ impl Session {
             }
             ttft.get_or_insert_with(|| t0.elapsed().as_secs_f64());
             out_ids.push(next);
-            if let Some(piece) = stream.push(next).map_err(|e| EngineError::Tokenizer(e.to_string()))? {
+            if let Some(piece) = stream
+                .push(next)
+                .map_err(|e| EngineError::Tokenizer(e.to_string()))?
+            {
                 text.push_str(&piece);
                 emit(Event::Token { text: piece });
             }
@@ -443,7 +529,13 @@ impl Session {
             // even when cancelled (a partial answer stays in the conversation).
             logits = self
                 .model
-                .forward(&[next], &mut self.cache, &self.recipe, Phase::Decode, Logits::Last)?
+                .forward(
+                    &[next],
+                    &mut self.cache,
+                    &self.recipe,
+                    Phase::Decode,
+                    Logits::Last,
+                )?
                 .expect("last logits");
             self.held.tokens.push(next);
             if cancel.load(Ordering::Relaxed) {
@@ -451,7 +543,10 @@ impl Session {
                 break;
             }
         }
-        if let Some(rest) = stream.finish().map_err(|e| EngineError::Tokenizer(e.to_string()))? {
+        if let Some(rest) = stream
+            .finish()
+            .map_err(|e| EngineError::Tokenizer(e.to_string()))?
+        {
             text.push_str(&rest);
             emit(Event::Token { text: rest });
         }
@@ -466,8 +561,23 @@ impl Session {
         self.last_stats.decode_tokens_per_s = out_ids.len() as f64 / decode_secs.max(1e-9);
         self.last_stats.time_to_first_token_s = ttft.unwrap_or(t0.elapsed().as_secs_f64());
         let stats = self.stats_now();
+        tracing::info!(
+            "answered: {} prompt tokens at {:.1} tok/s, {} generated at {:.1} tok/s, TTFT {:.2}s, {}",
+            new_tokens.len(),
+            stats.prefill_tokens_per_s,
+            out_ids.len(),
+            stats.decode_tokens_per_s,
+            stats.time_to_first_token_s,
+            self.recipe
+        );
         emit(Event::Stats(stats.clone()));
-        Ok(Answer { question: question.to_string(), text, recipe: self.recipe.clone(), stats, cancelled })
+        Ok(Answer {
+            question: question.to_string(),
+            text,
+            recipe: self.recipe.clone(),
+            stats,
+            cancelled,
+        })
     }
 }
 
@@ -498,7 +608,12 @@ impl Engine {
             .name("swaa-engine".into())
             .spawn(move || run(&mut session, cmd_rx, ev_tx, flag))
             .expect("spawn engine thread");
-        Engine { tx, rx, cancel, thread: Some(thread) }
+        Engine {
+            tx,
+            rx,
+            cancel,
+            thread: Some(thread),
+        }
     }
 
     /// Sends a command; a new command clears a pending cancel.
@@ -539,11 +654,17 @@ fn run(s: &mut Session, rx: Receiver<Command>, tx: Sender<Event>, cancel: Arc<At
                 Ok(())
             }
             Command::Read => s.read(&mut emit, &cancel),
-            Command::Ask { question } => s.ask(&question, &mut emit, &cancel).map(|a| emit(Event::Done(a))),
+            Command::Ask { question } => s
+                .ask(&question, &mut emit, &cancel)
+                .map(|a| emit(Event::Done(a))),
             Command::SetRecipe(r) => {
                 let reread = s.set_recipe(r.clone());
                 emit(Event::RecipeApplied { recipe: r, reread });
-                if reread { s.read(&mut emit, &cancel) } else { Ok(()) }
+                if reread {
+                    s.read(&mut emit, &cancel)
+                } else {
+                    Ok(())
+                }
             }
             Command::SetSampling(p) => {
                 s.set_sampling(p);
@@ -555,7 +676,9 @@ fn run(s: &mut Session, rx: Receiver<Command>, tx: Sender<Event>, cancel: Arc<At
             }
         };
         if let Err(e) = result {
-            emit(Event::Error { message: e.to_string() });
+            emit(Event::Error {
+                message: e.to_string(),
+            });
         }
         emit(Event::Stats(s.stats()));
     }

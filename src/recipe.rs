@@ -114,28 +114,66 @@ impl RecipeDefaults {
     /// W = ctx/16 and K = W/32, clamped: 2048/64 for 32k-context models, 512/16 for 8k.
     pub fn for_context(ctx: usize) -> Self {
         let window = (ctx / 16).clamp(128, 4096);
-        RecipeDefaults { window, sink: (window / 32).max(4) }
+        RecipeDefaults {
+            window,
+            sink: (window / 32).max(4),
+        }
     }
 }
 
-pub const PRESET_NAMES: &[&str] = &["full", "swa", "swa-fadec", "swa-sink", "swa-interleave", "swaa"];
+pub const PRESET_NAMES: &[&str] = &[
+    "full",
+    "swa",
+    "swa-fadec",
+    "swa-sink",
+    "swa-interleave",
+    "swaa",
+];
 
 impl Recipe {
     pub fn full() -> Self {
-        Recipe { window: None, sink: 0, fa_decode: false, full_layers: LayerSet::None, think: false }
+        Recipe {
+            window: None,
+            sink: 0,
+            fa_decode: false,
+            full_layers: LayerSet::None,
+            think: false,
+        }
     }
 
     /// A named preset (see [`PRESET_NAMES`]) with the model's default window and sink.
     pub fn preset(name: &str, d: RecipeDefaults) -> Result<Self, String> {
-        let swa = Recipe { window: Some(d.window), ..Recipe::full() };
+        let swa = Recipe {
+            window: Some(d.window),
+            ..Recipe::full()
+        };
         Ok(match name {
             "full" => Recipe::full(),
             "swa" => swa,
-            "swa-fadec" => Recipe { fa_decode: true, ..swa },
-            "swa-sink" => Recipe { sink: d.sink, ..swa },
-            "swa-interleave" => Recipe { full_layers: LayerSet::Every(2), ..swa },
-            "swaa" => Recipe { sink: d.sink, fa_decode: true, full_layers: LayerSet::Every(2), ..swa },
-            _ => return Err(format!("unknown recipe '{name}': use one of {}", PRESET_NAMES.join(", "))),
+            "swa-fadec" => Recipe {
+                fa_decode: true,
+                ..swa
+            },
+            "swa-sink" => Recipe {
+                sink: d.sink,
+                ..swa
+            },
+            "swa-interleave" => Recipe {
+                full_layers: LayerSet::Every(2),
+                ..swa
+            },
+            "swaa" => Recipe {
+                sink: d.sink,
+                fa_decode: true,
+                full_layers: LayerSet::Every(2),
+                ..swa
+            },
+            _ => {
+                return Err(format!(
+                    "unknown recipe '{name}': use one of {}",
+                    PRESET_NAMES.join(", ")
+                ));
+            }
         })
     }
 
@@ -143,7 +181,10 @@ impl Recipe {
     pub fn preset_name(&self, d: RecipeDefaults) -> Option<&'static str> {
         let mut plain = self.clone();
         plain.think = false;
-        PRESET_NAMES.iter().copied().find(|n| Recipe::preset(n, d).as_ref() == Ok(&plain))
+        PRESET_NAMES
+            .iter()
+            .copied()
+            .find(|n| Recipe::preset(n, d).as_ref() == Ok(&plain))
     }
 
     pub fn is_full_layer(&self, layer: usize) -> bool {
@@ -155,7 +196,10 @@ impl Recipe {
         if self.is_full_layer(layer) || (phase == Phase::Decode && self.fa_decode) {
             AttnRule::FULL
         } else {
-            AttnRule { window: self.window, sink: self.sink }
+            AttnRule {
+                window: self.window,
+                sink: self.sink,
+            }
         }
     }
 
@@ -168,7 +212,8 @@ impl Recipe {
     /// FA decode on after a cache that evicted.
     pub fn needs_reread(&self, built_with: &Recipe) -> bool {
         self.window != built_with.window
-            || (self.window.is_some() && (self.sink != built_with.sink || self.full_layers != built_with.full_layers))
+            || (self.window.is_some()
+                && (self.sink != built_with.sink || self.full_layers != built_with.full_layers))
             || (self.fa_decode && !built_with.fa_decode && built_with.window.is_some())
     }
 
@@ -222,7 +267,10 @@ impl KeySpan {
 }
 
 impl AttnRule {
-    pub const FULL: AttnRule = AttnRule { window: None, sink: 0 };
+    pub const FULL: AttnRule = AttnRule {
+        window: None,
+        sink: 0,
+    };
 
     /// THE mask rule. Query `q` may attend key `k` iff `k <= q` and, in a sliding layer,
     /// `q - k < W` (the W most recent keys, itself included) or `k < K` (a sink token).
@@ -238,7 +286,10 @@ impl AttnRule {
     /// Its size is O(K + W + C), whatever `q0`.
     pub fn key_span(&self, q0: usize, q1: usize) -> KeySpan {
         let lo = self.first_needed(q0);
-        KeySpan { sink: 0..self.sink.min(lo), recent: lo..q1 }
+        KeySpan {
+            sink: 0..self.sink.min(lo),
+            recent: lo..q1,
+        }
     }
 
     /// The oldest non-sink key that a query at position `q` or later can attend.
@@ -255,11 +306,24 @@ impl AttnRule {
 
     /// [`Self::allows`] as an additive `[C, N]` f32 mask (0 or -inf) for queries `queries`
     /// against the keys of `span`, computed on the device. Pinned to `allows` by a test.
-    pub fn mask_tensor(&self, queries: Range<usize>, span: &KeySpan, device: &Device) -> candle_core::Result<Tensor> {
+    pub fn mask_tensor(
+        &self,
+        queries: Range<usize>,
+        span: &KeySpan,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
         let (c, n) = (queries.len(), span.len());
         // Positions are exact in f32 up to 2^24 tokens.
-        let q = Tensor::from_vec(queries.map(|p| p as f32).collect::<Vec<_>>(), (c, 1), device)?;
-        let k = Tensor::from_vec(span.positions().map(|p| p as f32).collect::<Vec<_>>(), (1, n), device)?;
+        let q = Tensor::from_vec(
+            queries.map(|p| p as f32).collect::<Vec<_>>(),
+            (c, 1),
+            device,
+        )?;
+        let k = Tensor::from_vec(
+            span.positions().map(|p| p as f32).collect::<Vec<_>>(),
+            (1, n),
+            device,
+        )?;
         let diff = q.broadcast_sub(&k)?;
         let mut ok = diff.ge(0f64)?;
         if let Some(w) = self.window {
@@ -290,16 +354,25 @@ mod tests {
     /// Pins the rule to DESIGN.md on a hand-written table: W = 3, K = 2.
     #[test]
     fn mask_rule_matches_design_table() {
-        let r = AttnRule { window: Some(3), sink: 2 };
+        let r = AttnRule {
+            window: Some(3),
+            sink: 2,
+        };
         // Row q lists the keys 0..=7 that q may attend.
         let expected: [&str; 8] = [
-            "1.......", "11......", "111.....", "1111....", "11111...", "11.111..", "11..111.", "11...111",
+            "1.......", "11......", "111.....", "1111....", "11111...", "11.111..", "11..111.",
+            "11...111",
         ];
         for (q, row) in expected.iter().enumerate() {
-            let got: String = (0..8).map(|k| if r.allows(q, k) { '1' } else { '.' }).collect();
+            let got: String = (0..8)
+                .map(|k| if r.allows(q, k) { '1' } else { '.' })
+                .collect();
             assert_eq!(&got, row, "query {q}");
         }
-        let no_sink = AttnRule { window: Some(1), sink: 0 };
+        let no_sink = AttnRule {
+            window: Some(1),
+            sink: 0,
+        };
         assert!(no_sink.allows(5, 5) && !no_sink.allows(5, 4));
         assert!(AttnRule::FULL.allows(100, 0) && !AttnRule::FULL.allows(3, 4));
     }
@@ -313,7 +386,9 @@ mod tests {
                     for c in 1..6 {
                         let q1 = q0 + c;
                         let span: Vec<usize> = r.key_span(q0, q1).positions().collect();
-                        let allowed: Vec<usize> = (0..q1).filter(|&k| (q0..q1).any(|q| r.allows(q, k))).collect();
+                        let allowed: Vec<usize> = (0..q1)
+                            .filter(|&k| (q0..q1).any(|q| r.allows(q, k)))
+                            .collect();
                         assert_eq!(span, allowed, "{r:?} q0={q0} q1={q1}");
                         // Nothing below first_needed (outside the sink) is needed later.
                         let f = r.first_needed(q1);
@@ -335,7 +410,11 @@ mod tests {
                 let r = AttnRule { window, sink };
                 for (q0, q1) in [(0, 7), (5, 12), (9, 10)] {
                     let span = r.key_span(q0, q1);
-                    let m = r.mask_tensor(q0..q1, &span, &Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
+                    let m = r
+                        .mask_tensor(q0..q1, &span, &Device::Cpu)
+                        .unwrap()
+                        .to_vec2::<f32>()
+                        .unwrap();
                     let keys: Vec<usize> = span.positions().collect();
                     for (i, q) in (q0..q1).enumerate() {
                         for (j, &k) in keys.iter().enumerate() {
@@ -349,41 +428,80 @@ mod tests {
 
     #[test]
     fn presets_and_rules_per_layer_and_phase() {
-        let d = RecipeDefaults { window: 16, sink: 3 };
+        let d = RecipeDefaults {
+            window: 16,
+            sink: 3,
+        };
         let swaa = Recipe::preset("swaa", d).unwrap();
-        assert_eq!(swaa.rule(0, Phase::Prefill), AttnRule { window: Some(16), sink: 3 });
+        assert_eq!(
+            swaa.rule(0, Phase::Prefill),
+            AttnRule {
+                window: Some(16),
+                sink: 3
+            }
+        );
         assert_eq!(swaa.rule(1, Phase::Prefill), AttnRule::FULL);
         assert_eq!(swaa.rule(0, Phase::Decode), AttnRule::FULL);
         assert!(!swaa.layer_evicts(0));
         let swa = Recipe::preset("swa", d).unwrap();
-        assert_eq!(swa.rule(0, Phase::Decode), AttnRule { window: Some(16), sink: 0 });
+        assert_eq!(
+            swa.rule(0, Phase::Decode),
+            AttnRule {
+                window: Some(16),
+                sink: 0
+            }
+        );
         assert!(swa.layer_evicts(0));
         for n in PRESET_NAMES {
             assert_eq!(Recipe::preset(n, d).unwrap().preset_name(d), Some(*n));
         }
         assert!(Recipe::preset("nope", d).unwrap_err().contains("swa-fadec"));
-        assert_eq!(RecipeDefaults::for_context(32768), RecipeDefaults { window: 2048, sink: 64 });
+        assert_eq!(
+            RecipeDefaults::for_context(32768),
+            RecipeDefaults {
+                window: 2048,
+                sink: 64
+            }
+        );
     }
 
     #[test]
     fn layer_sets_parse_and_select() {
         let odd: LayerSet = "odd".parse().unwrap();
-        assert_eq!((0..8).filter(|&l| odd.contains(l)).collect::<Vec<_>>(), [1, 3, 5, 7]);
+        assert_eq!(
+            (0..8).filter(|&l| odd.contains(l)).collect::<Vec<_>>(),
+            [1, 3, 5, 7]
+        );
         let e4: LayerSet = "every:4".parse().unwrap();
-        assert_eq!((0..12).filter(|&l| e4.contains(l)).collect::<Vec<_>>(), [1, 5, 9]);
+        assert_eq!(
+            (0..12).filter(|&l| e4.contains(l)).collect::<Vec<_>>(),
+            [1, 5, 9]
+        );
         let list: LayerSet = "1,5,9".parse().unwrap();
         assert!(list.contains(5) && !list.contains(4));
         assert!("every:x".parse::<LayerSet>().is_err());
-        assert_eq!("every:4".parse::<LayerSet>().unwrap().to_string(), "every:4");
+        assert_eq!(
+            "every:4".parse::<LayerSet>().unwrap().to_string(),
+            "every:4"
+        );
     }
 
     #[test]
     fn reread_needed_only_when_prefill_changes() {
-        let d = RecipeDefaults { window: 16, sink: 3 };
+        let d = RecipeDefaults {
+            window: 16,
+            sink: 3,
+        };
         let swa = Recipe::preset("swa", d).unwrap();
         let fadec = Recipe::preset("swa-fadec", d).unwrap();
-        assert!(fadec.needs_reread(&swa), "swa evicted: FA decode needs the full cache");
-        assert!(!swa.needs_reread(&fadec), "turning FA decode off applies at once");
+        assert!(
+            fadec.needs_reread(&swa),
+            "swa evicted: FA decode needs the full cache"
+        );
+        assert!(
+            !swa.needs_reread(&fadec),
+            "turning FA decode off applies at once"
+        );
         assert!(Recipe::preset("swa-sink", d).unwrap().needs_reread(&swa));
         let mut think = swa.clone();
         think.think = true;

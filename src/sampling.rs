@@ -42,9 +42,19 @@ impl SamplingParams {
         match (t > 0.0, self.top_k > 0, self.top_p < 1.0) {
             (false, _, _) => Sampling::ArgMax,
             (true, false, false) => Sampling::All { temperature: t },
-            (true, true, false) => Sampling::TopK { k: self.top_k, temperature: t },
-            (true, false, true) => Sampling::TopP { p: self.top_p, temperature: t },
-            (true, true, true) => Sampling::TopKThenTopP { k: self.top_k, p: self.top_p, temperature: t },
+            (true, true, false) => Sampling::TopK {
+                k: self.top_k,
+                temperature: t,
+            },
+            (true, false, true) => Sampling::TopP {
+                p: self.top_p,
+                temperature: t,
+            },
+            (true, true, true) => Sampling::TopKThenTopP {
+                k: self.top_k,
+                p: self.top_p,
+                temperature: t,
+            },
         }
     }
 }
@@ -56,14 +66,21 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn new(params: &SamplingParams) -> Self {
-        Sampler { inner: LogitsProcessor::from_sampling(params.seed, params.sampling()), params: params.clone() }
+        Sampler {
+            inner: LogitsProcessor::from_sampling(params.seed, params.sampling()),
+            params: params.clone(),
+        }
     }
 
     /// Picks the next token from `[vocab]` f32 logits; `recent` are the tokens the penalty sees.
     pub fn sample(&mut self, logits: &Tensor, recent: &[u32]) -> candle_core::Result<u32> {
         let logits = if self.params.repeat_penalty != 1.0 {
             let from = recent.len().saturating_sub(self.params.repeat_last_n);
-            candle_transformers::utils::apply_repeat_penalty(logits, self.params.repeat_penalty, &recent[from..])?
+            candle_transformers::utils::apply_repeat_penalty(
+                logits,
+                self.params.repeat_penalty,
+                &recent[from..],
+            )?
         } else {
             logits.clone()
         };
@@ -88,29 +105,59 @@ mod tests {
 
     #[test]
     fn repetition_penalty_moves_off_a_repeated_token() {
-        let p = SamplingParams { repeat_penalty: 1.5, ..Default::default() };
+        let p = SamplingParams {
+            repeat_penalty: 1.5,
+            ..Default::default()
+        };
         let mut s = Sampler::new(&p);
         assert_eq!(s.sample(&logits(), &[1]).unwrap(), 2);
         // Outside the last-n window the penalty does not apply.
-        let p = SamplingParams { repeat_penalty: 1.5, repeat_last_n: 1, ..Default::default() };
+        let p = SamplingParams {
+            repeat_penalty: 1.5,
+            repeat_last_n: 1,
+            ..Default::default()
+        };
         assert_eq!(Sampler::new(&p).sample(&logits(), &[1, 4]).unwrap(), 1);
     }
 
     #[test]
     fn top_k_one_is_greedy_and_seeds_reproduce() {
-        let p = SamplingParams { temperature: 1.0, top_k: 1, ..Default::default() };
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_k: 1,
+            ..Default::default()
+        };
         assert_eq!(Sampler::new(&p).sample(&logits(), &[]).unwrap(), 1);
-        let p = SamplingParams { temperature: 5.0, seed: 7, ..Default::default() };
+        let p = SamplingParams {
+            temperature: 5.0,
+            seed: 7,
+            ..Default::default()
+        };
         let draw = |p: &SamplingParams| {
             let mut s = Sampler::new(p);
-            (0..50).map(|_| s.sample(&logits(), &[]).unwrap()).collect::<Vec<_>>()
+            (0..50)
+                .map(|_| s.sample(&logits(), &[]).unwrap())
+                .collect::<Vec<_>>()
         };
         let a = draw(&p);
         assert_eq!(a, draw(&p));
-        assert!(a.iter().any(|&t| t != 1), "high temperature should sometimes leave the argmax");
-        assert_ne!(a, draw(&SamplingParams { seed: 8, ..p.clone() }));
+        assert!(
+            a.iter().any(|&t| t != 1),
+            "high temperature should sometimes leave the argmax"
+        );
+        assert_ne!(
+            a,
+            draw(&SamplingParams {
+                seed: 8,
+                ..p.clone()
+            })
+        );
         // top-p small keeps only the top token.
-        let p = SamplingParams { temperature: 1.0, top_p: 0.01, ..Default::default() };
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_p: 0.01,
+            ..Default::default()
+        };
         assert!(draw(&p).iter().all(|&t| t == 1));
     }
 }

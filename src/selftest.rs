@@ -28,7 +28,11 @@ pub fn tiny_config(arch: Arch) -> ModelConfig {
         rms_eps: 1e-5,
         tied_embeddings: arch != Arch::Llama,
         ctx: 4096,
-        rope_style: if arch == Arch::Llama { RopeStyle::Interleaved } else { RopeStyle::Halves },
+        rope_style: if arch == Arch::Llama {
+            RopeStyle::Interleaved
+        } else {
+            RopeStyle::Halves
+        },
     }
 }
 
@@ -56,21 +60,43 @@ pub fn run_engine(
     cache.set_eviction(evict);
     let mut rows = Vec::new();
     for part in prompt.chunks(chunk) {
-        rows.push(model.forward(part, &mut cache, recipe, Phase::Prefill, Logits::All)?.expect("all logits"));
+        rows.push(
+            model
+                .forward(part, &mut cache, recipe, Phase::Prefill, Logits::All)?
+                .expect("all logits"),
+        );
     }
     let mut tokens = prompt.to_vec();
     let mut phases = vec![Phase::Prefill; prompt.len()];
     for _ in 0..steps {
         let last = rows.last().expect("a row");
-        let last = if last.rank() == 2 { last.i(last.dim(0)? - 1)? } else { last.clone() };
+        let last = if last.rank() == 2 {
+            last.i(last.dim(0)? - 1)?
+        } else {
+            last.clone()
+        };
         let next = last.argmax(0)?.to_scalar::<u32>()?;
         tokens.push(next);
         phases.push(Phase::Decode);
-        rows.push(model.forward(&[next], &mut cache, recipe, Phase::Decode, Logits::Last)?.expect("logits").unsqueeze(0)?);
+        rows.push(
+            model
+                .forward(&[next], &mut cache, recipe, Phase::Decode, Logits::Last)?
+                .expect("logits")
+                .unsqueeze(0)?,
+        );
     }
-    let logits = Tensor::cat(&rows, 0)?.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
-    let peak_tokens = (0..model.config().layers).map(|l| cache.peak_tokens(l)).collect();
-    Ok(Run { logits, tokens, phases, peak_tokens })
+    let logits = Tensor::cat(&rows, 0)?
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?;
+    let peak_tokens = (0..model.config().layers)
+        .map(|l| cache.peak_tokens(l))
+        .collect();
+    Ok(Run {
+        logits,
+        tokens,
+        phases,
+        peak_tokens,
+    })
 }
 
 /// Largest |a - b| over all elements.
@@ -105,7 +131,13 @@ pub fn recipe_grid() -> Vec<Recipe> {
         for sink in [0, 3] {
             for fa_decode in [false, true] {
                 for full_layers in [LayerSet::None, LayerSet::Every(2), LayerSet::Every(4)] {
-                    out.push(Recipe { window: Some(window), sink, fa_decode, full_layers, think: false });
+                    out.push(Recipe {
+                        window: Some(window),
+                        sink,
+                        fa_decode,
+                        full_layers,
+                        think: false,
+                    });
                 }
             }
         }
@@ -115,7 +147,12 @@ pub fn recipe_grid() -> Vec<Recipe> {
 
 /// Runs every recipe × chunk on a tiny model of each architecture on `device`, comparing with
 /// the f32 CPU dense reference. `tolerance` is the allowed max abs logit difference.
-pub fn run(device: &Device, dtype: DType, tolerance: f32, seed: u64) -> crate::model::Result<Report> {
+pub fn run(
+    device: &Device,
+    dtype: DType,
+    tolerance: f32,
+    seed: u64,
+) -> crate::model::Result<Report> {
     let (prompt_len, steps) = (40, 20);
     let mut cases = Vec::new();
     let mut failures = Vec::new();
@@ -123,7 +160,9 @@ pub fn run(device: &Device, dtype: DType, tolerance: f32, seed: u64) -> crate::m
         let cfg = tiny_config(arch);
         let reference = random_model(&cfg, seed, &Device::Cpu, DType::F32)?;
         let model = random_model(&cfg, seed, device, dtype)?;
-        let prompt: Vec<u32> = (0..prompt_len).map(|i| ((i * 37 + seed as usize * 11) % cfg.vocab) as u32).collect();
+        let prompt: Vec<u32> = (0..prompt_len)
+            .map(|i| ((i * 37 + seed as usize * 11) % cfg.vocab) as u32)
+            .collect();
         for recipe in recipe_grid() {
             for chunk in [1, 7, 64, prompt_len] {
                 let run = run_engine(&model, &recipe, &prompt, chunk, steps, true)?;
@@ -132,8 +171,14 @@ pub fn run(device: &Device, dtype: DType, tolerance: f32, seed: u64) -> crate::m
                 let n = run.logits.dim(0)?;
                 let diff = max_abs_diff(&run.logits, &expected.narrow(0, 0, n)?)?;
                 let bound = recipe.window.map(|w| w + recipe.sink);
-                let evicting: Vec<usize> = (0..cfg.layers).filter(|&l| recipe.layer_evicts(l)).collect();
-                let peak = evicting.iter().map(|&l| run.peak_tokens[l]).max().unwrap_or(0);
+                let evicting: Vec<usize> = (0..cfg.layers)
+                    .filter(|&l| recipe.layer_evicts(l))
+                    .collect();
+                let peak = evicting
+                    .iter()
+                    .map(|&l| run.peak_tokens[l])
+                    .max()
+                    .unwrap_or(0);
                 let case = Case {
                     arch: arch.to_string(),
                     recipe: recipe.describe(),
@@ -143,16 +188,25 @@ pub fn run(device: &Device, dtype: DType, tolerance: f32, seed: u64) -> crate::m
                     bound: bound.filter(|_| !evicting.is_empty()),
                 };
                 if diff.is_nan() || diff > tolerance {
-                    failures.push(format!("{} {} chunk {chunk}: max abs diff {diff:e} > {tolerance:e}", case.arch, case.recipe));
+                    failures.push(format!(
+                        "{} {} chunk {chunk}: max abs diff {diff:e} > {tolerance:e}",
+                        case.arch, case.recipe
+                    ));
                 }
-                if let Some(b) = case.bound {
-                    if peak > b {
-                        failures.push(format!("{} {} chunk {chunk}: sliding layer held {peak} > {b} tokens", case.arch, case.recipe));
-                    }
+                if let Some(b) = case.bound.filter(|&b| peak > b) {
+                    failures.push(format!(
+                        "{} {} chunk {chunk}: sliding layer held {peak} > {b} tokens",
+                        case.arch, case.recipe
+                    ));
                 }
                 cases.push(case);
             }
         }
     }
-    Ok(Report { device: crate::engine::device_name(device), cases, tolerance, failures })
+    Ok(Report {
+        device: crate::engine::device_name(device),
+        cases,
+        tolerance,
+        failures,
+    })
 }

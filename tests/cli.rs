@@ -43,20 +43,41 @@ fn bad_models_are_refused_with_one_clear_line() {
     let dir = common::temp_dir("cli-bad");
     let doc = doc_file(&dir);
     let missing = dir.join("missing.gguf").display().to_string();
-    fails_clearly(&swaa(&["ask", &doc, "q", "--model", &missing]), 1, &["missing.gguf"]);
+    fails_clearly(
+        &swaa(&["ask", &doc, "q", "--model", &missing]),
+        1,
+        &["missing.gguf"],
+    );
 
     let junk = dir.join("junk.gguf");
     std::fs::write(&junk, b"this is not a model at all, just text").unwrap();
-    fails_clearly(&swaa(&["ask", &doc, "q", "--model", junk.to_str().unwrap()]), 1, &["not a GGUF"]);
+    fails_clearly(
+        &swaa(&["ask", &doc, "q", "--model", junk.to_str().unwrap()]),
+        1,
+        &["not a GGUF"],
+    );
 
     let good = dir.join("good.gguf");
-    common::write_random_gguf(&good, &common::quant_friendly(Arch::Llama, 256), GgmlDType::Q8_0, &[]);
+    common::write_random_gguf(
+        &good,
+        &common::quant_friendly(Arch::Llama, 256),
+        GgmlDType::Q8_0,
+        &[],
+    );
     let bytes = std::fs::read(&good).unwrap();
     let cut = dir.join("cut.gguf");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-    fails_clearly(&swaa(&["ask", &doc, "q", "--model", cut.to_str().unwrap()]), 1, &["truncated or corrupt", "fetch"]);
+    fails_clearly(
+        &swaa(&["ask", &doc, "q", "--model", cut.to_str().unwrap()]),
+        1,
+        &["truncated or corrupt", "fetch"],
+    );
 
-    fails_clearly(&swaa(&["ask", &doc, "q", "--model", "no-such-preset"]), 1, &["smollm2-135m"]);
+    fails_clearly(
+        &swaa(&["ask", &doc, "q", "--model", "no-such-preset"]),
+        1,
+        &["smollm2-135m"],
+    );
 }
 
 #[test]
@@ -69,7 +90,11 @@ fn bad_documents_exit_2() {
     std::fs::write(&bin, [0x63, 0x61, 0x66, 0xe9, 0x0a]).unwrap();
     fails_clearly(&swaa(&["ask", bin.to_str().unwrap(), "q"]), 2, &["UTF-8"]);
     let missing = dir.join("nope.md");
-    fails_clearly(&swaa(&["ask", missing.to_str().unwrap(), "q"]), 2, &["nope.md"]);
+    fails_clearly(
+        &swaa(&["ask", missing.to_str().unwrap(), "q"]),
+        2,
+        &["nope.md"],
+    );
 }
 
 #[test]
@@ -79,11 +104,27 @@ fn cuda_without_a_cuda_build_and_context_overflow_say_what_to_do() {
     let model = common::smollm2();
     let m = model.to_str().unwrap();
     if !candle_core::utils::cuda_is_available() {
-        fails_clearly(&swaa(&["ask", &doc, "q", "--model", m, "--device", "cuda"]), 1, &["--features cuda"]);
+        fails_clearly(
+            &swaa(&["ask", &doc, "q", "--model", m, "--device", "cuda"]),
+            1,
+            &["--features cuda"],
+        );
     }
     let long = dir.join("long.md");
     std::fs::write(&long, "word ".repeat(3000)).unwrap();
-    fails_clearly(&swaa(&["ask", long.to_str().unwrap(), "q", "--model", m, "--ctx", "1024"]), 1, &["context", "truncate"]);
+    fails_clearly(
+        &swaa(&[
+            "ask",
+            long.to_str().unwrap(),
+            "q",
+            "--model",
+            m,
+            "--ctx",
+            "1024",
+        ]),
+        1,
+        &["context", "truncate"],
+    );
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "chunk = \"big\"\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_swaa-chat"))
@@ -101,14 +142,43 @@ fn smollm2_full_recipe_answers_a_fact_stated_once() {
     let m = model.to_str().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let doc = root.join("tests/fixtures/fact_doc.md");
-    let qa: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("tests/fixtures/fact_doc.json")).unwrap()).unwrap();
+    let qa: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("tests/fixtures/fact_doc.json")).unwrap(),
+    )
+    .unwrap();
     let question = qa["question"].as_str().unwrap();
-    let accept: Vec<String> = qa["accept"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_lowercase()).collect();
+    let accept: Vec<String> = qa["accept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_lowercase())
+        .collect();
     let mut answers = Vec::new();
-    for recipe in ["full", "swa", "swa-fadec", "swa-sink", "swa-interleave", "swaa"] {
-        let out = swaa(&["ask", doc.to_str().unwrap(), question, "--model", m, "--recipe", recipe, "--json", "--max-tokens", "40"]);
-        assert!(out.status.success(), "{recipe}: {}", String::from_utf8_lossy(&out.stderr));
+    for recipe in [
+        "full",
+        "swa",
+        "swa-fadec",
+        "swa-sink",
+        "swa-interleave",
+        "swaa",
+    ] {
+        let out = swaa(&[
+            "ask",
+            doc.to_str().unwrap(),
+            question,
+            "--model",
+            m,
+            "--recipe",
+            recipe,
+            "--json",
+            "--max-tokens",
+            "40",
+        ]);
+        assert!(
+            out.status.success(),
+            "{recipe}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let answer = v["answer"].as_str().unwrap().to_string();
         let prompt_tokens = v["stats"]["prompt_tokens"].as_u64().unwrap();
@@ -116,6 +186,65 @@ fn smollm2_full_recipe_answers_a_fact_stated_once() {
         answers.push((recipe, answer, prompt_tokens));
     }
     let (_, full, n) = &answers[0];
-    assert!((1200..2500).contains(n), "the fixture is about 1,500 tokens: {n}");
-    assert!(accept.iter().any(|a| full.to_lowercase().contains(a)), "full recipe answered {full:?}, expected one of {accept:?}");
+    assert!(
+        (1200..2500).contains(n),
+        "the fixture is about 1,500 tokens: {n}"
+    );
+    assert!(
+        accept.iter().any(|a| full.to_lowercase().contains(a)),
+        "full recipe answered {full:?}, expected one of {accept:?}"
+    );
+}
+
+#[test]
+fn bench_reports_every_recipe_and_length_and_models_list_shows_presets() {
+    let out = swaa(&[
+        "bench",
+        "--random-weights",
+        "--preset",
+        "smollm2-135m",
+        "--tokens",
+        "96,192",
+        "--recipes",
+        "full,swa,swaa",
+        "--window",
+        "32",
+        "--sink",
+        "4",
+        "--decode",
+        "3",
+        "--chunk",
+        "64",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 6);
+    for r in &rows {
+        assert!(
+            r["prefill_tok_s"].as_f64().unwrap() > 0.0 && r["decode_tok_s"].as_f64().unwrap() > 0.0,
+            "{r}"
+        );
+        assert!(r["prefill_tflops"].as_f64().unwrap() > 0.0);
+    }
+    // SWA without FA decode keeps sink + W per layer: its cache does not grow with length.
+    let kv = |recipe: &str, n: u64| {
+        rows.iter()
+            .find(|r| r["recipe"] == recipe && r["tokens"] == n)
+            .unwrap()["kv_bytes_held"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(kv("swa", 96), kv("swa", 192));
+    assert!(kv("full", 192) > kv("full", 96));
+
+    let out = swaa(&["models", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"] {
+        assert!(text.contains(name), "{text}");
+    }
 }

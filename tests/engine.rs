@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use candle_core::Device;
 use candle_core::quantized::GgmlDType;
-use swaa_chat::engine::{Command, ContextPolicy, Engine, EngineError, Event, Session, SessionOptions};
+use swaa_chat::engine::{
+    Command, ContextPolicy, Engine, EngineError, Event, Session, SessionOptions,
+};
 use swaa_chat::model::{Arch, WeightsMode, load_gguf};
 use swaa_chat::recipe::{Recipe, RecipeDefaults};
 use swaa_chat::sampling::SamplingParams;
@@ -34,7 +36,14 @@ fn session(recipe: Recipe, opts: SessionOptions) -> Session {
 }
 
 fn opts(chunk: usize, max_new: usize) -> SessionOptions {
-    SessionOptions { chunk, sampling: SamplingParams { max_new_tokens: max_new, ..Default::default() }, ..Default::default() }
+    SessionOptions {
+        chunk,
+        sampling: SamplingParams {
+            max_new_tokens: max_new,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
 }
 
 fn doc(words: usize) -> String {
@@ -44,12 +53,20 @@ fn doc(words: usize) -> String {
 fn until_done(engine: &Engine) -> Vec<Event> {
     let mut out = Vec::new();
     loop {
-        let e = engine.events().recv_timeout(Duration::from_secs(60)).expect("engine answered");
+        let e = engine
+            .events()
+            .recv_timeout(Duration::from_secs(60))
+            .expect("engine answered");
         let end = matches!(e, Event::Done(_) | Event::Error { .. });
         out.push(e);
         if end {
             // The trailing Stats event follows every command.
-            out.push(engine.events().recv_timeout(Duration::from_secs(60)).unwrap());
+            out.push(
+                engine
+                    .events()
+                    .recv_timeout(Duration::from_secs(60))
+                    .unwrap(),
+            );
             return out;
         }
     }
@@ -57,9 +74,21 @@ fn until_done(engine: &Engine) -> Vec<Event> {
 
 #[test]
 fn engine_streams_progress_then_tokens_then_done() {
-    let engine = Engine::spawn(session(Recipe { window: Some(64), sink: 4, ..Recipe::full() }, opts(32, 12)));
-    engine.send(Command::LoadDocument { title: "t".into(), text: doc(300) });
-    engine.send(Command::Ask { question: "What is this?".into() });
+    let engine = Engine::spawn(session(
+        Recipe {
+            window: Some(64),
+            sink: 4,
+            ..Recipe::full()
+        },
+        opts(32, 12),
+    ));
+    engine.send(Command::LoadDocument {
+        title: "t".into(),
+        text: doc(300),
+    });
+    engine.send(Command::Ask {
+        question: "What is this?".into(),
+    });
     let events = until_done(&engine);
     let progress: Vec<(usize, usize)> = events
         .iter()
@@ -68,8 +97,14 @@ fn engine_streams_progress_then_tokens_then_done() {
             _ => None,
         })
         .collect();
-    assert!(progress.len() > 3, "reading in chunks of 32 reports progress: {progress:?}");
-    assert!(progress.windows(2).all(|w| w[0].0 < w[1].0), "progress advances");
+    assert!(
+        progress.len() > 3,
+        "reading in chunks of 32 reports progress: {progress:?}"
+    );
+    assert!(
+        progress.windows(2).all(|w| w[0].0 < w[1].0),
+        "progress advances"
+    );
     let tokens: String = events
         .iter()
         .filter_map(|e| match e {
@@ -77,7 +112,9 @@ fn engine_streams_progress_then_tokens_then_done() {
             _ => None,
         })
         .collect();
-    let Some(Event::Done(answer)) = events.iter().find(|e| matches!(e, Event::Done(_))) else { panic!("{events:?}") };
+    let Some(Event::Done(answer)) = events.iter().find(|e| matches!(e, Event::Done(_))) else {
+        panic!("{events:?}")
+    };
     assert_eq!(answer.text, tokens);
     assert!(answer.stats.generated_tokens > 0 && answer.stats.generated_tokens <= 12);
     assert!(answer.stats.prompt_tokens > 300);
@@ -89,15 +126,33 @@ fn engine_streams_progress_then_tokens_then_done() {
 #[test]
 fn cancel_stops_a_read_within_one_chunk() {
     let engine = Engine::spawn(session(Recipe::full(), opts(16, 8)));
-    engine.send(Command::LoadDocument { title: "t".into(), text: doc(3000) });
+    engine.send(Command::LoadDocument {
+        title: "t".into(),
+        text: doc(1000),
+    });
     engine.send(Command::Read);
-    let first = engine.events().recv_timeout(Duration::from_secs(60)).unwrap();
-    assert!(matches!(first, Event::Progress { .. }), "{first:?}");
+    // Loading the document reports stats; then reading starts.
+    loop {
+        match engine
+            .events()
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap()
+        {
+            Event::Stats(_) => continue,
+            Event::Progress { .. } => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
     engine.cancel();
     let mut after = 0;
     loop {
-        match engine.events().recv_timeout(Duration::from_secs(60)).unwrap() {
+        match engine
+            .events()
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap()
+        {
             Event::Progress { .. } => after += 1,
+            Event::Stats(_) => {}
             Event::Error { message } => {
                 assert_eq!(message, "cancelled");
                 break;
@@ -110,33 +165,73 @@ fn cancel_stops_a_read_within_one_chunk() {
 
 #[test]
 fn context_overflow_is_refused_before_any_work_unless_a_policy_says_truncate() {
-    let mut s = session(Recipe::full(), SessionOptions { ctx: Some(400), ..opts(64, 16) });
+    let mut s = session(
+        Recipe::full(),
+        SessionOptions {
+            ctx: Some(400),
+            ..opts(64, 16)
+        },
+    );
     s.load_document("t", &doc(2000));
     let mut events = Vec::new();
-    let err = s.ask("q?", &mut |e| events.push(e), &AtomicBool::new(false)).unwrap_err();
-    assert!(matches!(err, EngineError::ContextOverflow { ctx: 400, .. }), "{err}");
-    assert!(err.to_string().contains("truncate-head"), "the message says what to do: {err}");
+    let err = s
+        .ask("q?", &mut |e| events.push(e), &AtomicBool::new(false))
+        .unwrap_err();
+    assert!(
+        matches!(err, EngineError::ContextOverflow { ctx: 400, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("truncate-head"),
+        "the message says what to do: {err}"
+    );
     assert!(events.is_empty(), "no work before the error");
     for policy in [ContextPolicy::TruncateHead, ContextPolicy::TruncateTail] {
-        let mut s = session(Recipe::full(), SessionOptions { ctx: Some(400), context_policy: policy, ..opts(64, 16) });
+        let mut s = session(
+            Recipe::full(),
+            SessionOptions {
+                ctx: Some(400),
+                context_policy: policy,
+                ..opts(64, 16)
+            },
+        );
         s.load_document("t", &doc(2000));
         let a = s.ask("q?", &mut |_| {}, &AtomicBool::new(false)).unwrap();
-        assert!(a.stats.cache.next_pos <= 400, "{policy:?}: {} tokens", a.stats.cache.next_pos);
+        assert!(
+            a.stats.cache.next_pos <= 400,
+            "{policy:?}: {} tokens",
+            a.stats.cache.next_pos
+        );
     }
 }
 
 #[test]
 fn fa_decode_needs_a_reread_only_after_an_evicting_read() {
-    let d = RecipeDefaults { window: 32, sink: 4 };
+    let d = RecipeDefaults {
+        window: 32,
+        sink: 4,
+    };
     let mut s = session(Recipe::preset("swa", d).unwrap(), opts(32, 4));
     s.load_document("t", &doc(200));
     s.read(&mut |_| {}, &AtomicBool::new(false)).unwrap();
     let small = s.stats().cache.bytes_held;
-    assert!(s.set_recipe(Recipe::preset("swa-fadec", d).unwrap()), "swa evicted: FA decode must re-read");
+    assert!(
+        s.set_recipe(Recipe::preset("swa-fadec", d).unwrap()),
+        "swa evicted: FA decode must re-read"
+    );
     s.read(&mut |_| {}, &AtomicBool::new(false)).unwrap();
-    assert!(s.stats().cache.bytes_held > small, "FA decode keeps the whole document");
-    assert!(!s.set_recipe(Recipe::preset("swa", d).unwrap()), "turning FA decode off applies at once");
-    assert!(s.set_recipe(Recipe::preset("swa-sink", d).unwrap()), "a new sink changes prefill");
+    assert!(
+        s.stats().cache.bytes_held > small,
+        "FA decode keeps the whole document"
+    );
+    assert!(
+        !s.set_recipe(Recipe::preset("swa", d).unwrap()),
+        "turning FA decode off applies at once"
+    );
+    assert!(
+        s.set_recipe(Recipe::preset("swa-sink", d).unwrap()),
+        "a new sink changes prefill"
+    );
 }
 
 #[test]
@@ -147,13 +242,23 @@ fn follow_up_questions_only_prefill_their_own_tokens() {
     s.ask("first?", &mut |_| {}, &never).unwrap();
     let before = s.cache().next_pos();
     let mut first_progress = None;
-    s.ask("and the second?", &mut |e| {
-        if let Event::Progress { done, .. } = e {
-            first_progress.get_or_insert(done);
-        }
-    }, &never)
+    s.ask(
+        "and the second?",
+        &mut |e| {
+            if let Event::Progress { done, .. } = e {
+                first_progress.get_or_insert(done);
+            }
+        },
+        &never,
+    )
     .unwrap();
     let added = s.cache().next_pos() - before;
-    assert!(added < 40, "the follow-up added {added} tokens, not a re-read");
-    assert!(first_progress.unwrap() > before, "progress resumes after what was cached");
+    assert!(
+        added < 40,
+        "the follow-up added {added} tokens, not a re-read"
+    );
+    assert!(
+        first_progress.unwrap() > before,
+        "progress resumes after what was cached"
+    );
 }

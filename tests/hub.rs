@@ -10,7 +10,6 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
 
 use swaa_chat::hub::{self, FetchOptions, HubError, ModelSpec, Preset};
 use swaa_chat::model::Arch;
@@ -209,7 +208,12 @@ fn presets_are_consistent_and_unknown_names_are_listed() {
     for arch in [Arch::Llama, Arch::Qwen2, Arch::Qwen3] {
         assert_eq!(Arch::parse(arch.as_str()).unwrap(), arch);
     }
-    assert!(Arch::parse("gemma3").unwrap_err().to_string().contains("llama, qwen2 and qwen3"));
+    assert!(
+        Arch::parse("gemma3")
+            .unwrap_err()
+            .to_string()
+            .contains("llama, qwen2 and qwen3")
+    );
 }
 
 #[test]

@@ -1,12 +1,12 @@
 //! Our transformer against candle-transformers' reference forwards: the real smollm2-135m
-//! GGUF (quantized_llama), random-weight qwen2 and qwen3 GGUFs (quantized_qwen2/3), and every
+//! GGUF (quantized_llama), a random-weight qwen2 GGUF (quantized_qwen2), and every
 //! GGML tensor type we claim to load.
 
 mod common;
 
 use candle_core::quantized::{GgmlDType, gguf_file};
 use candle_core::{DType, Device, Tensor};
-use candle_transformers::models::{quantized_llama, quantized_qwen2, quantized_qwen3};
+use candle_transformers::models::{quantized_llama, quantized_qwen2};
 use swaa_chat::model::{Arch, Logits, WeightsMode, load_gguf};
 use swaa_chat::recipe::{Phase, Recipe};
 
@@ -19,9 +19,19 @@ fn ours(path: &std::path::Path, prompt: &[u32], extra: &[u32]) -> Vec<Tensor> {
     let (model, _) = load_gguf(path, &Device::Cpu, WeightsMode::Auto).unwrap();
     let mut cache = model.new_cache();
     let r = Recipe::full();
-    let mut out = vec![model.forward(prompt, &mut cache, &r, Phase::Prefill, Logits::Last).unwrap().unwrap()];
+    let mut out = vec![
+        model
+            .forward(prompt, &mut cache, &r, Phase::Prefill, Logits::Last)
+            .unwrap()
+            .unwrap(),
+    ];
     for &t in extra {
-        out.push(model.forward(&[t], &mut cache, &r, Phase::Decode, Logits::Last).unwrap().unwrap());
+        out.push(
+            model
+                .forward(&[t], &mut cache, &r, Phase::Decode, Logits::Last)
+                .unwrap()
+                .unwrap(),
+        );
     }
     out
 }
@@ -35,9 +45,21 @@ fn compare(name: &str, ours: &[Tensor], theirs: &[Tensor], tol: f32) {
     for (step, (a, b)) in ours.iter().zip(theirs).enumerate() {
         let b = b.flatten_all().unwrap().to_dtype(DType::F32).unwrap();
         let d = common::max_abs_diff(a, &b);
-        let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(d <= tol, "{name} step {step}: max abs diff {d} (logit scale {scale})");
-        assert_eq!(a.argmax(0).unwrap().to_scalar::<u32>().unwrap(), b.argmax(0).unwrap().to_scalar::<u32>().unwrap());
+        let scale = b
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            d <= tol,
+            "{name} step {step}: max abs diff {d} (logit scale {scale})"
+        );
+        assert_eq!(
+            a.argmax(0).unwrap().to_scalar::<u32>().unwrap(),
+            b.argmax(0).unwrap().to_scalar::<u32>().unwrap()
+        );
     }
 }
 
@@ -49,44 +71,52 @@ fn smollm2_full_recipe_matches_candle_quantized_llama_on_300_tokens() {
     let a = ours(&path, &prompt, &extra);
     let (ct, mut f) = content(&path);
     let mut reference = quantized_llama::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap();
-    let mut b = vec![reference.forward(&Tensor::new(prompt.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap(), 0).unwrap()];
+    let mut b = vec![
+        reference
+            .forward(
+                &Tensor::new(prompt.as_slice(), &Device::Cpu)
+                    .unwrap()
+                    .unsqueeze(0)
+                    .unwrap(),
+                0,
+            )
+            .unwrap(),
+    ];
     for (i, &t) in extra.iter().enumerate() {
-        b.push(reference.forward(&Tensor::new(&[t], &Device::Cpu).unwrap().unsqueeze(0).unwrap(), 300 + i).unwrap());
+        b.push(
+            reference
+                .forward(
+                    &Tensor::new(&[t], &Device::Cpu)
+                        .unwrap()
+                        .unsqueeze(0)
+                        .unwrap(),
+                    300 + i,
+                )
+                .unwrap(),
+        );
     }
     // Same Q4_1 kernels and the same f32 arithmetic, different attention grouping: ≤ 1e-3.
     compare("smollm2", &a, &b, 1e-3);
 }
 
 #[test]
-fn qwen2_and_qwen3_match_candle_reference_on_random_gguf() {
-    let dir = common::temp_dir("parity");
-    for arch in [Arch::Qwen2, Arch::Qwen3] {
-        let mut cfg = common::quant_friendly(arch, 320);
-        cfg.tied_embeddings = true;
-        let path = dir.join(format!("{arch}.gguf"));
-        common::write_random_gguf(&path, &cfg, GgmlDType::Q8_0, &[]);
-        let prompt = ids(120, cfg.vocab);
-        let extra = [3u32, 99, 250];
-        let a = ours(&path, &prompt, &extra);
-        let x = |t: &[u32]| Tensor::new(t, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-        let (ct, mut f) = content(&path);
-        let b: Vec<Tensor> = if arch == Arch::Qwen2 {
-            let mut m = quantized_qwen2::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap();
-            let mut v = vec![m.forward(&x(&prompt), 0).unwrap()];
-            for (i, &t) in extra.iter().enumerate() {
-                v.push(m.forward(&x(&[t]), 120 + i).unwrap());
-            }
-            v
-        } else {
-            let mut m = quantized_qwen3::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap();
-            let mut v = vec![m.forward(&x(&prompt), 0).unwrap()];
-            for (i, &t) in extra.iter().enumerate() {
-                v.push(m.forward(&x(&[t]), 120 + i).unwrap());
-            }
-            v
-        };
-        compare(arch.as_str(), &a, &b, 1e-3);
+fn qwen2_matches_candle_quantized_qwen2_on_random_gguf() {
+    let dir = common::temp_dir("parity-qwen2");
+    let mut cfg = common::quant_friendly(Arch::Qwen2, 320);
+    cfg.tied_embeddings = true;
+    let path = dir.join("qwen2.gguf");
+    common::write_random_gguf(&path, &cfg, GgmlDType::Q8_0, &[]);
+    let prompt = ids(120, cfg.vocab);
+    let extra = [3u32, 99, 250];
+    let a = ours(&path, &prompt, &extra);
+    let x = |t: &[u32]| Tensor::new(t, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let (ct, mut f) = content(&path);
+    let mut m = quantized_qwen2::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap();
+    let mut b = vec![m.forward(&x(&prompt), 0).unwrap()];
+    for (i, &t) in extra.iter().enumerate() {
+        b.push(m.forward(&x(&[t]), 120 + i).unwrap());
     }
+    compare("qwen2", &a, &b, 1e-3);
 }
 
 #[test]
@@ -113,13 +143,37 @@ fn every_supported_ggml_type_loads_and_matches_its_dequantized_f32_run() {
         let run = |mode| {
             let (m, _) = load_gguf(&path, &Device::Cpu, mode).unwrap();
             let mut c = m.new_cache();
-            m.forward(&prompt, &mut c, &Recipe::full(), Phase::Prefill, Logits::Last).unwrap().unwrap()
+            m.forward(
+                &prompt,
+                &mut c,
+                &Recipe::full(),
+                Phase::Prefill,
+                Logits::Last,
+            )
+            .unwrap()
+            .unwrap()
         };
         let (q, f) = (run(WeightsMode::Quantized), run(WeightsMode::F32));
         // Quantized kernels also quantize the activations (to Q8): a bounded, small difference.
         let d = common::max_abs_diff(&q, &f);
-        let scale = f.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(d <= 0.05 * scale.max(1.0), "{dtype:?}: {d} vs logit scale {scale}");
-        assert!(q.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|x| x.is_finite()));
+        let scale = f
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            d <= 0.05 * scale.max(1.0),
+            "{dtype:?}: {d} vs logit scale {scale}"
+        );
+        assert!(
+            q.flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .all(|x| x.is_finite())
+        );
     }
 }

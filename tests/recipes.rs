@@ -26,14 +26,34 @@ fn chunked_prefill_equals_unchunked_logits() {
         let p = prompt(50, cfg.vocab);
         for recipe in [
             Recipe::full(),
-            Recipe { window: Some(6), sink: 2, ..Recipe::full() },
-            Recipe { window: Some(3), sink: 0, fa_decode: true, full_layers: LayerSet::Every(2), think: false },
+            Recipe {
+                window: Some(6),
+                sink: 2,
+                ..Recipe::full()
+            },
+            Recipe {
+                window: Some(3),
+                sink: 0,
+                fa_decode: true,
+                full_layers: LayerSet::Every(2),
+                think: false,
+            },
         ] {
             let whole = run_engine(&model, &recipe, &p, p.len(), 5, true).unwrap();
             for chunk in [1, 4, 9, 49] {
                 let chunked = run_engine(&model, &recipe, &p, chunk, 5, true).unwrap();
-                assert_eq!(whole.tokens, chunked.tokens, "{arch} {recipe} chunk {chunk}: generated tokens differ");
-                let d = (&whole.logits - &chunked.logits).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                assert_eq!(
+                    whole.tokens, chunked.tokens,
+                    "{arch} {recipe} chunk {chunk}: generated tokens differ"
+                );
+                let d = (&whole.logits - &chunked.logits)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
                 assert!(d <= 1e-4, "{arch} {recipe} chunk {chunk}: {d}");
             }
         }
@@ -46,19 +66,46 @@ fn eviction_changes_nothing_and_bounds_sliding_layers() {
     let model = random_model(&cfg, 5, &Device::Cpu, DType::F32).unwrap();
     let p = prompt(60, cfg.vocab);
     for (window, sink) in [(1, 0), (5, 3), (16, 0), (4, 8)] {
-        let recipe = Recipe { window: Some(window), sink, full_layers: LayerSet::Every(2), ..Recipe::full() };
+        let recipe = Recipe {
+            window: Some(window),
+            sink,
+            full_layers: LayerSet::Every(2),
+            ..Recipe::full()
+        };
         for chunk in [1, 7, 64] {
             let on = run_engine(&model, &recipe, &p, chunk, 20, true).unwrap();
             let off = run_engine(&model, &recipe, &p, chunk, 20, false).unwrap();
             assert_eq!(on.tokens, off.tokens);
-            let d = (&on.logits - &off.logits).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-            assert!(d <= 1e-5, "W={window} K={sink} chunk {chunk}: eviction changed logits by {d}");
+            let d = (&on.logits - &off.logits)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                d <= 1e-5,
+                "W={window} K={sink} chunk {chunk}: eviction changed logits by {d}"
+            );
             for l in 0..cfg.layers {
                 if recipe.layer_evicts(l) {
-                    assert!(on.peak_tokens[l] <= window + sink, "layer {l} held {} > {}", on.peak_tokens[l], window + sink);
-                    assert!(off.peak_tokens[l] >= p.len(), "without eviction the layer keeps everything");
+                    assert!(
+                        on.peak_tokens[l] <= window + sink,
+                        "layer {l} held {} > {}",
+                        on.peak_tokens[l],
+                        window + sink
+                    );
+                    assert!(
+                        off.peak_tokens[l] >= p.len(),
+                        "without eviction the layer keeps everything"
+                    );
                 } else {
-                    assert_eq!(on.peak_tokens[l], p.len() + 20, "full layer {l} keeps every token");
+                    assert_eq!(
+                        on.peak_tokens[l],
+                        p.len() + 20,
+                        "full layer {l} keeps every token"
+                    );
                 }
             }
         }
@@ -69,7 +116,11 @@ fn eviction_changes_nothing_and_bounds_sliding_layers() {
 fn sliding_cache_stays_constant_however_long_the_input() {
     let cfg = tiny_config(Arch::Qwen2);
     let model = random_model(&cfg, 2, &Device::Cpu, DType::F32).unwrap();
-    let recipe = Recipe { window: Some(8), sink: 2, ..Recipe::full() };
+    let recipe = Recipe {
+        window: Some(8),
+        sink: 2,
+        ..Recipe::full()
+    };
     let held: Vec<usize> = [40, 200, 800]
         .iter()
         .map(|&n| {

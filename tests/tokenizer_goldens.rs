@@ -55,7 +55,9 @@ fn input(var: &str, gz: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(var).filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer").join(gz);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tokenizer")
+        .join(gz);
     let out = common::temp_dir("tok").join(gz.trim_end_matches(".gz"));
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     let mut dec = flate2::read::GzDecoder::new(std::fs::File::open(&src).unwrap());
@@ -197,7 +199,9 @@ fn assert_stops(tok: &ChatTokenizer, names: &[&str]) {
 
 #[test]
 fn smollm2_gguf_goldens() {
-    let path = std::env::var_os("SWAA_SMOLLM2_GGUF").filter(|p| !p.is_empty()).map_or_else(common::smollm2, PathBuf::from);
+    let path = std::env::var_os("SWAA_SMOLLM2_GGUF")
+        .filter(|p| !p.is_empty())
+        .map_or_else(common::smollm2, PathBuf::from);
     let tok = load_gguf(&path);
     assert_eq!(tok.vocab_size(), 49152);
     assert_stops(&tok, &["<|im_end|>", "<|endoftext|>"]);
@@ -230,7 +234,8 @@ fn qwen3_dir_goldens() {
         None => {
             let json = input("", "qwen3-tokenizer/tokenizer.json.gz");
             let dir = json.parent().unwrap().to_path_buf();
-            let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer/qwen3-tokenizer/tokenizer_config.json");
+            let cfg = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/tokenizer/qwen3-tokenizer/tokenizer_config.json");
             std::fs::copy(cfg, dir.join("tokenizer_config.json")).unwrap();
             dir
         }

@@ -24,7 +24,10 @@ pub struct Document {
 #[derive(Debug, thiserror::Error)]
 pub enum DocumentError {
     #[error("cannot read {path}: {source}")]
-    Unreadable { path: PathBuf, source: std::io::Error },
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0} is empty: give a document with some text")]
     Empty(PathBuf),
     #[error("{0} is not UTF-8 text: convert it (e.g. iconv -t UTF-8) or give a .txt/.md file")]
@@ -35,20 +38,35 @@ pub enum DocumentError {
 
 /// Reads a text or Markdown file (`-` is standard input).
 pub fn load(path: &Path) -> Result<Document, DocumentError> {
-    let unreadable = |source| DocumentError::Unreadable { path: path.into(), source };
+    let unreadable = |source| DocumentError::Unreadable {
+        path: path.into(),
+        source,
+    };
     let bytes = if path == Path::new("-") {
         let mut b = Vec::new();
         std::io::stdin().read_to_end(&mut b).map_err(unreadable)?;
         b
     } else {
-        let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
-        if !matches!(ext.as_str(), "" | "txt" | "md" | "markdown" | "text" | "rst") {
-            return Err(DocumentError::UnknownType { path: path.into(), ext });
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        if !matches!(
+            ext.as_str(),
+            "" | "txt" | "md" | "markdown" | "text" | "rst"
+        ) {
+            return Err(DocumentError::UnknownType {
+                path: path.into(),
+                ext,
+            });
         }
         std::fs::read(path).map_err(unreadable)?
     };
     let text = String::from_utf8(bytes).map_err(|_| DocumentError::NotUtf8(path.into()))?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text).replace("\r\n", "\n");
+    let text = text
+        .strip_prefix('\u{feff}')
+        .unwrap_or(&text)
+        .replace("\r\n", "\n");
     if text.trim().is_empty() {
         return Err(DocumentError::Empty(path.into()));
     }
@@ -58,6 +76,15 @@ pub fn load(path: &Path) -> Result<Document, DocumentError> {
         .map(|t| t.trim().to_string())
         .or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "stdin".into());
-    let sections = vec![Section { number: 1, title: None, start: 0, end: text.len() }];
-    Ok(Document { title, text, sections })
+    let sections = vec![Section {
+        number: 1,
+        title: None,
+        start: 0,
+        end: text.len(),
+    }];
+    Ok(Document {
+        title,
+        text,
+        sections,
+    })
 }

@@ -78,8 +78,14 @@ pub struct ModelConfig {
 
 impl ModelConfig {
     pub fn from_gguf(md: &HashMap<String, Value>, has_output: bool) -> Result<Self, ModelError> {
-        let get = |k: &str| md.get(k).ok_or_else(|| ModelError::MissingMetadata(k.to_string()));
-        let arch_name = get("general.architecture")?.to_string().map_err(ModelError::from)?.clone();
+        let get = |k: &str| {
+            md.get(k)
+                .ok_or_else(|| ModelError::MissingMetadata(k.to_string()))
+        };
+        let arch_name = get("general.architecture")?
+            .to_string()
+            .map_err(ModelError::from)?
+            .clone();
         let arch = Arch::parse(&arch_name)?;
         let p = arch.as_str();
         let num = |k: &str| -> Result<usize, ModelError> {
@@ -90,12 +96,18 @@ impl ModelConfig {
                 .map_err(ModelError::from)
         };
         let float = |k: &str, default: f64| -> f64 {
-            md.get(&format!("{p}.{k}")).and_then(|v| v.to_f32().ok()).map(|x| x as f64).unwrap_or(default)
+            md.get(&format!("{p}.{k}"))
+                .and_then(|v| v.to_f32().ok())
+                .map(|x| x as f64)
+                .unwrap_or(default)
         };
         let hidden = num("embedding_length")?;
         let heads = num("attention.head_count")?;
         let head_dim = num("attention.key_length").unwrap_or(hidden / heads);
-        let vocab = match md.get("tokenizer.ggml.tokens").and_then(|t| t.to_vec().ok()) {
+        let vocab = match md
+            .get("tokenizer.ggml.tokens")
+            .and_then(|t| t.to_vec().ok())
+        {
             Some(t) => t.len(),
             None => num("vocab_size")?,
         };
@@ -113,7 +125,11 @@ impl ModelConfig {
             tied_embeddings: !has_output,
             ctx: num("context_length")?,
             // llama.cpp's converter permutes llama's Q/K rows for interleaved RoPE; qwen is neox.
-            rope_style: if arch == Arch::Llama { RopeStyle::Interleaved } else { RopeStyle::Halves },
+            rope_style: if arch == Arch::Llama {
+                RopeStyle::Interleaved
+            } else {
+                RopeStyle::Halves
+            },
         })
     }
 
@@ -165,7 +181,8 @@ impl ModelConfig {
     pub fn dense_flops_per_token(&self) -> f64 {
         let q = self.heads * self.head_dim;
         let kv = self.kv_heads * self.head_dim;
-        let per_layer = self.hidden * (q + 2 * kv) + q * self.hidden + 3 * self.hidden * self.intermediate;
+        let per_layer =
+            self.hidden * (q + 2 * kv) + q * self.hidden + 3 * self.hidden * self.intermediate;
         2.0 * (self.layers * per_layer + self.hidden * self.vocab) as f64
     }
 
@@ -187,6 +204,9 @@ impl ModelConfig {
 
     /// Short human form, e.g. `30L 9H/3KV d576`.
     pub fn summary(&self) -> String {
-        format!("{}L {}H/{}KV d{}", self.layers, self.heads, self.kv_heads, self.hidden)
+        format!(
+            "{}L {}H/{}KV d{}",
+            self.layers, self.heads, self.kv_heads, self.hidden
+        )
     }
 }

@@ -25,7 +25,14 @@ struct LayerCache {
 
 impl LayerCache {
     fn new() -> Self {
-        LayerCache { k: None, v: None, len: 0, sink_held: 0, start: 0, peak_len: 0 }
+        LayerCache {
+            k: None,
+            v: None,
+            len: 0,
+            sink_held: 0,
+            start: 0,
+            peak_len: 0,
+        }
     }
 
     fn capacity(&self) -> usize {
@@ -49,7 +56,11 @@ impl LayerCache {
         let rest = r.start.max(self.sink_held)..r.end;
         if !rest.is_empty() {
             if rest.start < self.start || rest.end > self.end() {
-                return Err(if rest.start < self.start { rest.start } else { self.end() });
+                return Err(if rest.start < self.start {
+                    rest.start
+                } else {
+                    self.end()
+                });
             }
             let s = self.sink_held + rest.start - self.start;
             out.push(s..s + rest.len());
@@ -86,7 +97,13 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub fn new(layers: usize, kv_heads: usize, head_dim: usize, dtype: DType, device: &Device) -> Self {
+    pub fn new(
+        layers: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Self {
         KvCache {
             layers: vec![LayerCache::new(); layers],
             next_pos: 0,
@@ -134,7 +151,10 @@ impl KvCache {
         let v = Tensor::zeros(shape, self.dtype, &self.device)?;
         let l = &mut self.layers[layer];
         if l.len > 0 {
-            let (ok, ov) = (l.k.as_ref().expect("len > 0"), l.v.as_ref().expect("len > 0"));
+            let (ok, ov) = (
+                l.k.as_ref().expect("len > 0"),
+                l.v.as_ref().expect("len > 0"),
+            );
             k.slice_set(&ok.narrow(2, 0, l.len)?.contiguous()?, 2, 0)?;
             v.slice_set(&ov.narrow(2, 0, l.len)?.contiguous()?, 2, 0)?;
         }
@@ -157,11 +177,16 @@ impl KvCache {
         let need = l.len + c;
         if need > l.capacity() {
             // Geometric growth keeps total copying linear in the document length.
-            let grown = (l.capacity() + l.capacity() / 2).max(need).next_multiple_of(256);
+            let grown = (l.capacity() + l.capacity() / 2)
+                .max(need)
+                .next_multiple_of(256);
             self.reserve(layer, grown)?;
         }
         let l = &mut self.layers[layer];
-        let (kb, vb) = (l.k.as_ref().expect("reserved"), l.v.as_ref().expect("reserved"));
+        let (kb, vb) = (
+            l.k.as_ref().expect("reserved"),
+            l.v.as_ref().expect("reserved"),
+        );
         kb.slice_set(&k.contiguous()?, 2, l.len)?;
         vb.slice_set(&v.contiguous()?, 2, l.len)?;
         l.len += c;
@@ -179,8 +204,13 @@ impl KvCache {
     /// K and V at the positions of `span`, in span order (sink first).
     pub fn gather(&self, layer: usize, span: &KeySpan) -> Result<(Tensor, Tensor)> {
         let l = &self.layers[layer];
-        let mut slots = l.slots(span.sink.clone()).map_err(|pos| ModelError::Evicted { pos })?;
-        slots.extend(l.slots(span.recent.clone()).map_err(|pos| ModelError::Evicted { pos })?);
+        let mut slots = l
+            .slots(span.sink.clone())
+            .map_err(|pos| ModelError::Evicted { pos })?;
+        slots.extend(
+            l.slots(span.recent.clone())
+                .map_err(|pos| ModelError::Evicted { pos })?,
+        );
         // Merge adjacent slot ranges: before eviction a span is one contiguous narrow.
         let mut merged: Vec<Range<usize>> = Vec::new();
         for s in slots {
@@ -189,11 +219,20 @@ impl KvCache {
                 _ => merged.push(s),
             }
         }
-        let (kb, vb) = (l.k.as_ref().expect("written"), l.v.as_ref().expect("written"));
+        let (kb, vb) = (
+            l.k.as_ref().expect("written"),
+            l.v.as_ref().expect("written"),
+        );
         let take = |b: &Tensor| -> candle_core::Result<Tensor> {
-            let parts: Vec<Tensor> =
-                merged.iter().map(|r| b.narrow(2, r.start, r.len())).collect::<candle_core::Result<_>>()?;
-            if parts.len() == 1 { Ok(parts.into_iter().next().expect("one part")) } else { Tensor::cat(&parts, 2) }
+            let parts: Vec<Tensor> = merged
+                .iter()
+                .map(|r| b.narrow(2, r.start, r.len()))
+                .collect::<candle_core::Result<_>>()?;
+            if parts.len() == 1 {
+                Ok(parts.into_iter().next().expect("one part"))
+            } else {
+                Tensor::cat(&parts, 2)
+            }
         };
         Ok((take(kb)?, take(vb)?))
     }
@@ -211,9 +250,16 @@ impl KvCache {
             return Ok(());
         }
         let keep = end - keep_from;
-        let src = if contiguous { keep_from } else { l.sink_held + keep_from - l.start };
+        let src = if contiguous {
+            keep_from
+        } else {
+            l.sink_held + keep_from - l.start
+        };
         if keep > 0 {
-            let (kb, vb) = (l.k.as_ref().expect("written"), l.v.as_ref().expect("written"));
+            let (kb, vb) = (
+                l.k.as_ref().expect("written"),
+                l.v.as_ref().expect("written"),
+            );
             // Source and destination may overlap: copy out first (`contiguous` may be a view).
             let kk = kb.narrow(2, src, keep)?.force_contiguous()?;
             let vv = vb.narrow(2, src, keep)?.force_contiguous()?;

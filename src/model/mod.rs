@@ -15,10 +15,17 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("cannot read model file {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("{path} is not a GGUF model file ({detail}); pass a .gguf file or a folder with config.json + *.safetensors")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is not a GGUF model file ({detail}); pass a .gguf file or a folder with config.json + *.safetensors"
+    )]
     NotGguf { path: PathBuf, detail: String },
-    #[error("{path} is truncated or corrupt ({detail}); delete it and fetch it again (swaa-chat models fetch NAME)")]
+    #[error(
+        "{path} is truncated or corrupt ({detail}); delete it and fetch it again (swaa-chat models fetch NAME)"
+    )]
     Corrupt { path: PathBuf, detail: String },
     #[error("unsupported architecture '{0}': swaa-chat runs llama, qwen2 and qwen3 models")]
     UnsupportedArch(String),
@@ -32,13 +39,19 @@ pub enum ModelError {
     MissingMetadata(String),
     #[error("bad config.json: {0}")]
     BadConfig(String),
-    #[error("this build has no CUDA support: rebuild with `cargo build --release --features cuda`, or use --device cpu")]
+    #[error(
+        "this build has no CUDA support: rebuild with `cargo build --release --features cuda`, or use --device cpu"
+    )]
     NoCudaBuild,
-    #[error("no CUDA device could be opened ({0}): check the NVIDIA driver with nvidia-smi, or use --device cpu")]
+    #[error(
+        "no CUDA device could be opened ({0}): check the NVIDIA driver with nvidia-smi, or use --device cpu"
+    )]
     NoCudaDevice(String),
     #[error("unknown device '{0}': use cpu, cuda or cuda:N")]
     UnknownDevice(String),
-    #[error("the cache no longer holds position {pos} (evicted by the recipe it was read with); re-read the document")]
+    #[error(
+        "the cache no longer holds position {pos} (evicted by the recipe it was read with); re-read the document"
+    )]
     Evicted { pos: usize },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
@@ -51,7 +64,10 @@ pub fn parse_device(name: &str) -> Result<candle_core::Device> {
     let ordinal = match name {
         "cpu" => return Ok(candle_core::Device::Cpu),
         "cuda" | "gpu" => 0,
-        _ => match name.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+        _ => match name
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
             Some(n) => n,
             None => return Err(ModelError::UnknownDevice(name.into())),
         },

@@ -59,11 +59,18 @@ struct Rope {
 
 impl Rope {
     /// Same arithmetic as candle-transformers' `precomput_freqs_cis` (f32), for bit-level parity.
-    fn new(cfg: &ModelConfig, positions: std::ops::Range<usize>, dtype: DType, device: &Device) -> Result<Self> {
+    fn new(
+        cfg: &ModelConfig,
+        positions: std::ops::Range<usize>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let half = cfg.head_dim / 2;
         let base = cfg.rope_theta as f32;
-        let inv: Vec<f32> =
-            (0..cfg.head_dim).step_by(2).map(|i| 1f32 / base.powf(i as f32 / cfg.head_dim as f32)).collect();
+        let inv: Vec<f32> = (0..cfg.head_dim)
+            .step_by(2)
+            .map(|i| 1f32 / base.powf(i as f32 / cfg.head_dim as f32))
+            .collect();
         let n = positions.len();
         let mut cos = Vec::with_capacity(n * half);
         let mut sin = Vec::with_capacity(n * half);
@@ -74,8 +81,14 @@ impl Rope {
                 sin.push(a.sin());
             }
         }
-        let t = |v: Vec<f32>| -> Result<Tensor> { Ok(Tensor::from_vec(v, (n, half), device)?.to_dtype(dtype)?) };
-        Ok(Rope { cos: t(cos)?, sin: t(sin)?, style: cfg.rope_style })
+        let t = |v: Vec<f32>| -> Result<Tensor> {
+            Ok(Tensor::from_vec(v, (n, half), device)?.to_dtype(dtype)?)
+        };
+        Ok(Rope {
+            cos: t(cos)?,
+            sin: t(sin)?,
+            style: cfg.rope_style,
+        })
     }
 
     fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -89,7 +102,47 @@ impl Rope {
 
 /// Softmax attention of `q: [1, H, C, d]` over `k, v: [1, KV, N, d]` with an additive
 /// `[C, N]` mask; GQA by grouping query heads, so K and V are never repeated in memory.
-fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> candle_core::Result<Tensor> {
+/// Long contexts run in query blocks: one `[H, C, N]` score matrix past 2^31 elements breaks
+/// the 32-bit indexing of the element-wise kernels (seen on CUDA at 128k keys, chunk 2048).
+fn attend(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    attend_in_blocks(q, k, v, mask, 1 << 28)
+}
+
+fn attend_in_blocks(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    max_scores: usize,
+) -> candle_core::Result<Tensor> {
+    let (_, h, c, _) = q.dims4()?;
+    let n = k.dim(2)?;
+    let block = (max_scores / (h * n).max(1)).max(1);
+    if c <= block {
+        return attend_block(q, k, v, mask);
+    }
+    let parts = (0..c)
+        .step_by(block)
+        .map(|s| {
+            let len = block.min(c - s);
+            let m = mask.map(|m| m.narrow(0, s, len)).transpose()?;
+            attend_block(&q.narrow(2, s, len)?.contiguous()?, k, v, m.as_ref())
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Tensor::cat(&parts, 2)
+}
+
+fn attend_block(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
     let (b, h, c, d) = q.dims4()?;
     let kv = k.dim(1)?;
     let n = k.dim(2)?;
@@ -98,7 +151,10 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> candle_c
     let scale = 1.0 / (d as f64).sqrt();
     let scores = (q.matmul(&k.t()?)? * scale)?.to_dtype(DType::F32)?;
     let scores = match mask {
-        Some(m) => scores.reshape((b, kv, g, c, n))?.broadcast_add(m)?.reshape((b, kv, g * c, n))?,
+        Some(m) => scores
+            .reshape((b, kv, g, c, n))?
+            .broadcast_add(m)?
+            .reshape((b, kv, g * c, n))?,
         None => scores,
     };
     let p = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
@@ -107,17 +163,30 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> candle_c
 
 impl Layer {
     /// Normalised input → rotated q `[1,H,C,d]`, k and v `[1,KV,C,d]`.
-    fn qkv(&self, cfg: &ModelConfig, x: &Tensor, rope: &Rope) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    fn qkv(
+        &self,
+        cfg: &ModelConfig,
+        x: &Tensor,
+        rope: &Rope,
+    ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
         let (b, c, _) = x.dims3()?;
         let h = candle_nn::ops::rms_norm(x, &self.attn_norm, cfg.rms_eps as f32)?;
-        let (mut q, mut k, mut v) = (self.wq.forward(&h)?, self.wk.forward(&h)?, self.wv.forward(&h)?);
+        let (mut q, mut k, mut v) = (
+            self.wq.forward(&h)?,
+            self.wk.forward(&h)?,
+            self.wv.forward(&h)?,
+        );
         if let Some((bq, bk, bv)) = &self.bias {
             q = q.broadcast_add(bq)?;
             k = k.broadcast_add(bk)?;
             v = v.broadcast_add(bv)?;
         }
         let split = |t: Tensor, n: usize| t.reshape((b, c, n, cfg.head_dim))?.transpose(1, 2);
-        let (mut q, mut k, v) = (split(q, cfg.heads)?, split(k, cfg.kv_heads)?, split(v, cfg.kv_heads)?);
+        let (mut q, mut k, v) = (
+            split(q, cfg.heads)?,
+            split(k, cfg.kv_heads)?,
+            split(v, cfg.kv_heads)?,
+        );
         if let Some((qn, kn)) = &self.qk_norm {
             q = candle_nn::ops::rms_norm(&q.contiguous()?, qn, cfg.rms_eps as f32)?;
             k = candle_nn::ops::rms_norm(&k.contiguous()?, kn, cfg.rms_eps as f32)?;
@@ -128,7 +197,9 @@ impl Layer {
     /// Attention output `[1,H,C,d]` → residual stream, then the MLP block.
     fn finish(&self, cfg: &ModelConfig, x: &Tensor, attn: &Tensor) -> candle_core::Result<Tensor> {
         let (b, c, _) = x.dims3()?;
-        let attn = attn.transpose(1, 2)?.reshape((b, c, cfg.heads * cfg.head_dim))?;
+        let attn = attn
+            .transpose(1, 2)?
+            .reshape((b, c, cfg.heads * cfg.head_dim))?;
         let x = (x + self.wo.forward(&attn)?)?;
         let h = candle_nn::ops::rms_norm(&x, &self.ffn_norm, cfg.rms_eps as f32)?;
         let gate = candle_nn::ops::silu(&self.gate.forward(&h)?)?;
@@ -139,7 +210,11 @@ impl Layer {
 
 impl Model {
     pub(crate) fn build(cfg: ModelConfig, src: &mut dyn WeightSource) -> Result<Self> {
-        let (hd, q_dim, kv_dim) = (cfg.head_dim, cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim);
+        let (hd, q_dim, kv_dim) = (
+            cfg.head_dim,
+            cfg.heads * cfg.head_dim,
+            cfg.kv_heads * cfg.head_dim,
+        );
         let embed = src.embedding("token_embd.weight", cfg.vocab, cfg.hidden)?;
         let mut layers = Vec::with_capacity(cfg.layers);
         for i in 0..cfg.layers {
@@ -154,7 +229,10 @@ impl Model {
                 None
             };
             let qk_norm = if cfg.arch.has_qk_norm() {
-                Some((src.vector(&n("attn_q_norm.weight"), hd)?, src.vector(&n("attn_k_norm.weight"), hd)?))
+                Some((
+                    src.vector(&n("attn_q_norm.weight"), hd)?,
+                    src.vector(&n("attn_k_norm.weight"), hd)?,
+                ))
             } else {
                 None
             };
@@ -178,7 +256,15 @@ impl Model {
         } else {
             src.linear("token_embd.weight", cfg.vocab, cfg.hidden)?
         };
-        Ok(Model { device: src.device().clone(), dtype: src.dtype(), cfg, embed, layers, norm, lm_head })
+        Ok(Model {
+            device: src.device().clone(),
+            dtype: src.dtype(),
+            cfg,
+            embed,
+            layers,
+            norm,
+            lm_head,
+        })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -194,7 +280,13 @@ impl Model {
 
     /// An empty cache shaped for this model.
     pub fn new_cache(&self) -> KvCache {
-        KvCache::new(self.cfg.layers, self.cfg.kv_heads, self.cfg.head_dim, self.dtype, &self.device)
+        KvCache::new(
+            self.cfg.layers,
+            self.cfg.kv_heads,
+            self.cfg.head_dim,
+            self.dtype,
+            &self.device,
+        )
     }
 
     /// Bytes of weights (for bandwidth figures).
@@ -205,7 +297,10 @@ impl Model {
             .layers
             .iter()
             .map(|l| {
-                [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down].iter().map(|w| w.bytes()).sum::<usize>()
+                [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down]
+                    .iter()
+                    .map(|w| w.bytes())
+                    .sum::<usize>()
                     + vec(&l.attn_norm)
                     + vec(&l.ffn_norm)
             })
@@ -215,7 +310,11 @@ impl Model {
 
     fn embed(&self, tokens: &[u32]) -> Result<Tensor> {
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab) {
-            return Err(candle_core::Error::Msg(format!("token id {bad} outside the vocabulary ({})", self.cfg.vocab)).into());
+            return Err(candle_core::Error::Msg(format!(
+                "token id {bad} outside the vocabulary ({})",
+                self.cfg.vocab
+            ))
+            .into());
         }
         let ids = Tensor::new(tokens, &self.device)?;
         Ok(self.embed.index_select(&ids, 0)?.unsqueeze(0)?)
@@ -229,7 +328,11 @@ impl Model {
         };
         let x = candle_nn::ops::rms_norm(&x, &self.norm, self.cfg.rms_eps as f32)?;
         let logits = self.lm_head.forward(&x)?.squeeze(0)?.to_dtype(DType::F32)?;
-        Ok(Some(if want == Logits::Last { logits.squeeze(0)? } else { logits }))
+        Ok(Some(if want == Logits::Last {
+            logits.squeeze(0)?
+        } else {
+            logits
+        }))
     }
 
     /// Runs `tokens` at positions `cache.next_pos()..` under `recipe` in `phase`, appending
@@ -252,10 +355,14 @@ impl Model {
             let rule = recipe.rule(i, phase);
             let (q, k, v) = layer.qkv(&self.cfg, &x, &rope)?;
             cache.append(i, &k, &v)?;
-            if !spans.contains_key(&rule) {
+            if let std::collections::hash_map::Entry::Vacant(e) = spans.entry(rule) {
                 let span = rule.key_span(q0, q1);
-                let mask = if q1 - q0 > 1 { Some(rule.mask_tensor(q0..q1, &span, &self.device)?) } else { None };
-                spans.insert(rule, (span, mask));
+                let mask = if q1 - q0 > 1 {
+                    Some(rule.mask_tensor(q0..q1, &span, &self.device)?)
+                } else {
+                    None
+                };
+                e.insert((span, mask));
             }
             let (span, mask) = &spans[&rule];
             let (kk, vv) = cache.gather(i, span)?;
@@ -273,7 +380,12 @@ impl Model {
     /// The dense-mask reference: the whole sequence at once, every query against every key
     /// with a `[T, T]` mask filled from [`AttnRule::allows`] — no cache, no spans, no chunks.
     /// `phases[i]` says whether token i was prompt or generated. Returns `[T, vocab]` logits.
-    pub fn forward_reference(&self, tokens: &[u32], phases: &[Phase], recipe: &Recipe) -> Result<Tensor> {
+    pub fn forward_reference(
+        &self,
+        tokens: &[u32],
+        phases: &[Phase],
+        recipe: &Recipe,
+    ) -> Result<Tensor> {
         assert_eq!(tokens.len(), phases.len(), "one phase per token");
         let t = tokens.len();
         let rope = Rope::new(&self.cfg, 0..t, self.dtype, &self.device)?;
@@ -293,6 +405,40 @@ impl Model {
             let attn = attend(&q, &k, &v, Some(&mask))?;
             x = layer.finish(&self.cfg, &x, &attn)?;
         }
-        Ok(self.head(&x, Logits::All)?.ok_or_else(|| ModelError::BadConfig("no logits".into()))?)
+        self.head(&x, Logits::All)?
+            .ok_or_else(|| ModelError::BadConfig("no logits".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attention_in_query_blocks_equals_one_block() {
+        let dev = Device::Cpu;
+        let q = Tensor::randn(0f32, 1.0, (1, 4, 10, 8), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (1, 2, 13, 8), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (1, 2, 13, 8), &dev).unwrap();
+        let rule = crate::recipe::AttnRule {
+            window: Some(5),
+            sink: 1,
+        };
+        let span = rule.key_span(3, 13);
+        let mask = rule.mask_tensor(3..13, &span, &dev).unwrap();
+        let k = k.narrow(2, 0, span.len()).unwrap();
+        let v = v.narrow(2, 0, span.len()).unwrap();
+        let whole = attend_block(&q, &k, &v, Some(&mask)).unwrap();
+        // 4 heads × N keys per query row: a limit of 3 rows forces blocks of 3, 3, 3, 1.
+        let blocks = attend_in_blocks(&q, &k, &v, Some(&mask), 4 * span.len() * 3).unwrap();
+        let d = (whole - blocks)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d < 1e-6, "{d}");
     }
 }

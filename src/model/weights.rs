@@ -17,7 +17,17 @@ use super::transformer::Model;
 use super::{ModelError, Result};
 
 /// How the weights are held on the device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum WeightsMode {
     /// Quantized on CPU (fast int kernels), bf16 on CUDA (prefill is matmul-bound).
@@ -62,7 +72,10 @@ impl Linear {
             Linear::Dense(w) => {
                 // One 2-D GEMM rather than a batched one over broadcast weights.
                 let dims = x.dims().to_vec();
-                let (rows, inp) = (dims[..dims.len() - 1].iter().product::<usize>(), dims[dims.len() - 1]);
+                let (rows, inp) = (
+                    dims[..dims.len() - 1].iter().product::<usize>(),
+                    dims[dims.len() - 1],
+                );
                 let y = x.reshape((rows, inp))?.matmul(&w.t()?)?;
                 let mut out = dims;
                 *out.last_mut().expect("non-empty dims") = w.dim(0)?;
@@ -116,15 +129,28 @@ struct GgufSource<'a> {
 
 impl GgufSource<'_> {
     fn qtensor(&mut self, name: &str, dims: &[usize]) -> Result<QTensor> {
-        let info = self.content.tensor_infos.get(name).ok_or_else(|| ModelError::MissingTensor(name.into(), "GGUF"))?;
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.into(), "GGUF"))?;
         if info.shape.dims() != dims {
             return Err(ModelError::Corrupt {
                 path: self.path.into(),
-                detail: format!("tensor {name} has shape {:?}, expected {dims:?}", info.shape.dims()),
+                detail: format!(
+                    "tensor {name} has shape {:?}, expected {dims:?}",
+                    info.shape.dims()
+                ),
             });
         }
-        info.read(&mut self.reader, self.content.tensor_data_offset, &self.device).map_err(|e| {
-            ModelError::Corrupt { path: self.path.into(), detail: format!("reading {name}: {e}") }
+        info.read(
+            &mut self.reader,
+            self.content.tensor_data_offset,
+            &self.device,
+        )
+        .map_err(|e| ModelError::Corrupt {
+            path: self.path.into(),
+            detail: format!("reading {name}: {}", first_line(&e)),
         })
     }
 }
@@ -136,7 +162,9 @@ impl WeightSource for GgufSource<'_> {
     fn linear(&mut self, name: &str, out: usize, inp: usize) -> Result<Linear> {
         let q = self.qtensor(name, &[out, inp])?;
         let dense = match q.dtype() {
-            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => Some(self.dense.unwrap_or(self.dtype)),
+            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
+                Some(self.dense.unwrap_or(self.dtype))
+            }
             _ => self.dense,
         };
         Ok(match dense {
@@ -145,10 +173,16 @@ impl WeightSource for GgufSource<'_> {
         })
     }
     fn vector(&mut self, name: &str, len: usize) -> Result<Tensor> {
-        Ok(self.qtensor(name, &[len])?.dequantize(&self.device)?.to_dtype(self.dtype)?)
+        Ok(self
+            .qtensor(name, &[len])?
+            .dequantize(&self.device)?
+            .to_dtype(self.dtype)?)
     }
     fn embedding(&mut self, name: &str, vocab: usize, hidden: usize) -> Result<Tensor> {
-        Ok(self.qtensor(name, &[vocab, hidden])?.dequantize(&self.device)?.to_dtype(self.dtype)?)
+        Ok(self
+            .qtensor(name, &[vocab, hidden])?
+            .dequantize(&self.device)?
+            .to_dtype(self.dtype)?)
     }
     fn device(&self) -> &Device {
         &self.device
@@ -161,35 +195,61 @@ impl WeightSource for GgufSource<'_> {
 /// GGML types candle can run (its reader refuses others with "unknown dtype").
 fn ggml_name(code_or_name: &str) -> String {
     match code_or_name.trim() {
-        "16" | "17" | "18" | "19" | "20" | "21" | "22" | "23" | "29" => format!("IQ* ({code_or_name})"),
+        "16" | "17" | "18" | "19" | "20" | "21" | "22" | "23" | "29" => {
+            format!("IQ* ({code_or_name})")
+        }
         "24" | "25" | "26" | "27" | "28" => format!("integer ({code_or_name})"),
         "34" | "35" | "36" | "39" => format!("ternary/MXFP ({code_or_name})"),
         other => format!("GGML type {other}"),
     }
 }
 
+/// candle appends a backtrace to its messages when RUST_BACKTRACE is set: keep the message.
+fn first_line(e: &candle_core::Error) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
+}
+
 /// Reads GGUF metadata and tensor index only (fast, no weights): used by loading and by `models`.
 pub fn read_gguf_content(path: &Path) -> Result<Content> {
-    let file = File::open(path).map_err(|source| ModelError::Io { path: path.into(), source })?;
+    let file = File::open(path).map_err(|source| ModelError::Io {
+        path: path.into(),
+        source,
+    })?;
     let mut reader = BufReader::new(file);
     Content::read(&mut reader).map_err(|e| {
-        let msg = e.to_string();
+        let msg = first_line(&e);
         if let Some(code) = msg.strip_prefix("unknown dtype for tensor ") {
-            ModelError::UnsupportedTensorType { name: "(one of the tensors)".into(), dtype: ggml_name(code) }
+            ModelError::UnsupportedTensorType {
+                name: "(one of the tensors)".into(),
+                dtype: ggml_name(code),
+            }
         } else if msg.contains("magic") {
-            ModelError::NotGguf { path: path.into(), detail: msg }
+            ModelError::NotGguf {
+                path: path.into(),
+                detail: msg,
+            }
         } else {
-            ModelError::Corrupt { path: path.into(), detail: msg }
+            ModelError::Corrupt {
+                path: path.into(),
+                detail: msg,
+            }
         }
     })
 }
 
 /// Loads a GGUF model; returns it with the file's metadata (the tokenizer is built from it).
-pub fn load_gguf(path: &Path, device: &Device, mode: WeightsMode) -> Result<(Model, HashMap<String, Value>)> {
+pub fn load_gguf(
+    path: &Path,
+    device: &Device,
+    mode: WeightsMode,
+) -> Result<(Model, HashMap<String, Value>)> {
     let content = read_gguf_content(path)?;
     let has_output = content.tensor_infos.contains_key("output.weight");
     let cfg = ModelConfig::from_gguf(&content.metadata, has_output)?;
-    let file = File::open(path).map_err(|source| ModelError::Io { path: path.into(), source })?;
+    let file = File::open(path).map_err(|source| ModelError::Io {
+        path: path.into(),
+        source,
+    })?;
     let mut src = GgufSource {
         content: &content,
         reader: BufReader::new(file),
@@ -272,16 +332,25 @@ impl SafetensorsSource<'_> {
 /// Loads `config.json` + `*.safetensors` from a folder (weights dense in the activation dtype).
 pub fn load_safetensors_dir(dir: &Path, device: &Device, mode: WeightsMode) -> Result<Model> {
     let cfg_path = dir.join("config.json");
-    let json = std::fs::read_to_string(&cfg_path).map_err(|source| ModelError::Io { path: cfg_path, source })?;
+    let json = std::fs::read_to_string(&cfg_path).map_err(|source| ModelError::Io {
+        path: cfg_path,
+        source,
+    })?;
     let cfg = ModelConfig::from_hf_json(&json)?;
     let mut files: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|source| ModelError::Io { path: dir.into(), source })?
+        .map_err(|source| ModelError::Io {
+            path: dir.into(),
+            source,
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(ModelError::MissingTensor("*.safetensors".into(), "safetensors"));
+        return Err(ModelError::MissingTensor(
+            "*.safetensors".into(),
+            "safetensors",
+        ));
     }
     let dtype = match mode {
         WeightsMode::Bf16 => DType::BF16,
@@ -325,7 +394,9 @@ impl RandomSource {
         if offset != 0.0 {
             v.iter_mut().for_each(|x| *x += offset);
         }
-        Ok(Tensor::from_vec(v, dims, &Device::Cpu)?.to_dtype(self.dtype)?.to_device(&self.device)?)
+        Ok(Tensor::from_vec(v, dims, &Device::Cpu)?
+            .to_dtype(self.dtype)?
+            .to_device(&self.device)?)
     }
 }
 
@@ -358,9 +429,13 @@ impl WeightSource for RandomSource {
 
 /// A model with seeded random weights in the exact shape of `cfg`.
 pub fn random_model(cfg: &ModelConfig, seed: u64, device: &Device, dtype: DType) -> Result<Model> {
-    let mut src =
-        RandomSource { rng: seed.wrapping_mul(6364136223846793005).max(1), device: device.clone(), dtype, tied: cfg.tied_embeddings };
-    Model::build(cfg.clone(), &mut src)
+    let mut src = RandomSource {
+        rng: seed.wrapping_mul(6364136223846793005).max(1),
+        device: device.clone(),
+        dtype,
+        tied: cfg.tied_embeddings,
+    };
+    Model::build(*cfg, &mut src)
 }
 
 #[cfg(test)]
@@ -369,10 +444,22 @@ mod tests {
 
     #[test]
     fn gguf_names_map_to_hugging_face_names() {
-        assert_eq!(hf_name("blk.3.attn_q.weight"), "model.layers.3.self_attn.q_proj.weight");
-        assert_eq!(hf_name("blk.12.attn_k.bias"), "model.layers.12.self_attn.k_proj.bias");
-        assert_eq!(hf_name("blk.0.ffn_norm.weight"), "model.layers.0.post_attention_layernorm.weight");
-        assert_eq!(hf_name("blk.1.attn_q_norm.weight"), "model.layers.1.self_attn.q_norm.weight");
+        assert_eq!(
+            hf_name("blk.3.attn_q.weight"),
+            "model.layers.3.self_attn.q_proj.weight"
+        );
+        assert_eq!(
+            hf_name("blk.12.attn_k.bias"),
+            "model.layers.12.self_attn.k_proj.bias"
+        );
+        assert_eq!(
+            hf_name("blk.0.ffn_norm.weight"),
+            "model.layers.0.post_attention_layernorm.weight"
+        );
+        assert_eq!(
+            hf_name("blk.1.attn_q_norm.weight"),
+            "model.layers.1.self_attn.q_norm.weight"
+        );
         assert_eq!(hf_name("output.weight"), "lm_head.weight");
     }
 }

@@ -13,47 +13,40 @@ use swaa_chat::model::{Arch, ModelConfig};
 /// The smollm2-135m GGUF, fetched once (CI fetches it with `models fetch` before the tests).
 pub fn smollm2() -> PathBuf {
     let preset = hub::preset("smollm2-135m").expect("preset exists");
-    let opts = hub::FetchOptions { quiet: true, ..Default::default() };
-    hub::fetch(preset, &opts).unwrap_or_else(|e| panic!("the tests need the smollm2-135m preset: {e}"))
+    let opts = hub::FetchOptions {
+        quiet: true,
+        ..Default::default()
+    };
+    hub::fetch(preset, &opts)
+        .unwrap_or_else(|e| panic!("the tests need the smollm2-135m preset: {e}"))
 }
 
 /// Tokenizer metadata (`tokenizer.*`) of a GGUF file, to give random models a real vocabulary.
 pub fn tokenizer_metadata(gguf: &Path) -> Vec<(String, Value)> {
     let mut f = std::fs::File::open(gguf).unwrap();
     let content = gguf_file::Content::read(&mut f).unwrap();
-    let mut md: Vec<(String, Value)> =
-        content.metadata.into_iter().filter(|(k, _)| k.starts_with("tokenizer.")).collect();
+    let mut md: Vec<(String, Value)> = content
+        .metadata
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("tokenizer."))
+        .collect();
     md.sort_by(|a, b| a.0.cmp(&b.0));
     md
 }
 
-/// Writes a GGUF with random weights in the shape of `cfg`, matrices stored as `dtype`.
-/// Norm and bias vectors stay F32, as converters write them.
-pub fn write_random_gguf(path: &Path, cfg: &ModelConfig, dtype: GgmlDType, extra_md: &[(String, Value)]) {
-    let arch = cfg.arch.as_str();
-    let mut md: Vec<(String, Value)> = vec![
-        ("general.architecture".into(), Value::String(arch.into())),
-        (format!("{arch}.block_count"), Value::U32(cfg.layers as u32)),
-        (format!("{arch}.context_length"), Value::U32(cfg.ctx as u32)),
-        (format!("{arch}.embedding_length"), Value::U32(cfg.hidden as u32)),
-        (format!("{arch}.feed_forward_length"), Value::U32(cfg.intermediate as u32)),
-        (format!("{arch}.attention.head_count"), Value::U32(cfg.heads as u32)),
-        (format!("{arch}.attention.head_count_kv"), Value::U32(cfg.kv_heads as u32)),
-        (format!("{arch}.attention.key_length"), Value::U32(cfg.head_dim as u32)),
-        (format!("{arch}.attention.layer_norm_rms_epsilon"), Value::F32(cfg.rms_eps as f32)),
-        (format!("{arch}.rope.freq_base"), Value::F32(cfg.rope_theta as f32)),
-        (format!("{arch}.rope.dimension_count"), Value::U32(cfg.head_dim as u32)),
-        (format!("{arch}.vocab_size"), Value::U32(cfg.vocab as u32)),
-    ];
-    md.extend(extra_md.iter().cloned());
-
+/// Random weights in the shape of `cfg`, by GGUF tensor name: matrices `[out, in]`, then norm
+/// and bias vectors.
+pub fn random_weights(cfg: &ModelConfig) -> Vec<(String, Tensor)> {
     let dev = Device::Cpu;
-    let (q, kv, h) = (cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim, cfg.hidden);
-    let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    let (q, kv, h) = (
+        cfg.heads * cfg.head_dim,
+        cfg.kv_heads * cfg.head_dim,
+        cfg.hidden,
+    );
+    let mut w: Vec<(String, Tensor)> = Vec::new();
     let mut mat = |name: String, out: usize, inp: usize| {
-        let s = (3.0 / inp as f64).sqrt();
-        let t = Tensor::rand(-s as f32, s as f32, (out, inp), &dev).unwrap();
-        tensors.push((name, QTensor::quantize(&t, dtype).unwrap()));
+        let s = (3.0 / inp as f64).sqrt() as f32;
+        w.push((name, Tensor::rand(-s, s, (out, inp), &dev).unwrap()));
     };
     mat("token_embd.weight".into(), cfg.vocab, h);
     if !cfg.tied_embeddings {
@@ -69,8 +62,10 @@ pub fn write_random_gguf(path: &Path, cfg: &ModelConfig, dtype: GgmlDType, extra
         mat(format!("blk.{i}.ffn_down.weight"), h, cfg.intermediate);
     }
     let mut vec = |name: String, n: usize, center: f32| {
-        let t = (Tensor::rand(-0.1f32, 0.1, n, &dev).unwrap() + center as f64).unwrap();
-        tensors.push((name, QTensor::quantize(&t, GgmlDType::F32).unwrap()));
+        w.push((
+            name,
+            (Tensor::rand(-0.1f32, 0.1, n, &dev).unwrap() + center as f64).unwrap(),
+        ));
     };
     vec("output_norm.weight".into(), h, 1.0);
     for i in 0..cfg.layers {
@@ -86,10 +81,81 @@ pub fn write_random_gguf(path: &Path, cfg: &ModelConfig, dtype: GgmlDType, extra
             vec(format!("blk.{i}.attn_k_norm.weight"), cfg.head_dim, 1.0);
         }
     }
+    w
+}
+
+/// Writes `weights` as a GGUF for `cfg`: matrices stored as `dtype`, vectors as F32 (as
+/// converters write them).
+pub fn write_gguf(
+    path: &Path,
+    cfg: &ModelConfig,
+    weights: &[(String, Tensor)],
+    dtype: GgmlDType,
+    extra_md: &[(String, Value)],
+) {
+    let arch = cfg.arch.as_str();
+    let mut md: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::String(arch.into())),
+        (format!("{arch}.block_count"), Value::U32(cfg.layers as u32)),
+        (format!("{arch}.context_length"), Value::U32(cfg.ctx as u32)),
+        (
+            format!("{arch}.embedding_length"),
+            Value::U32(cfg.hidden as u32),
+        ),
+        (
+            format!("{arch}.feed_forward_length"),
+            Value::U32(cfg.intermediate as u32),
+        ),
+        (
+            format!("{arch}.attention.head_count"),
+            Value::U32(cfg.heads as u32),
+        ),
+        (
+            format!("{arch}.attention.head_count_kv"),
+            Value::U32(cfg.kv_heads as u32),
+        ),
+        (
+            format!("{arch}.attention.key_length"),
+            Value::U32(cfg.head_dim as u32),
+        ),
+        (
+            format!("{arch}.attention.layer_norm_rms_epsilon"),
+            Value::F32(cfg.rms_eps as f32),
+        ),
+        (
+            format!("{arch}.rope.freq_base"),
+            Value::F32(cfg.rope_theta as f32),
+        ),
+        (
+            format!("{arch}.rope.dimension_count"),
+            Value::U32(cfg.head_dim as u32),
+        ),
+        (format!("{arch}.vocab_size"), Value::U32(cfg.vocab as u32)),
+    ];
+    md.extend(extra_md.iter().cloned());
+    let tensors: Vec<(String, QTensor)> = weights
+        .iter()
+        .map(|(n, t)| {
+            (
+                n.clone(),
+                QTensor::quantize(t, if t.rank() == 2 { dtype } else { GgmlDType::F32 }).unwrap(),
+            )
+        })
+        .collect();
     let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let t_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let mut f = std::fs::File::create(path).unwrap();
     gguf_file::write(&mut f, &md_refs, &t_refs).unwrap();
+}
+
+/// Writes a GGUF with fresh random weights in the shape of `cfg`.
+pub fn write_random_gguf(
+    path: &Path,
+    cfg: &ModelConfig,
+    dtype: GgmlDType,
+    extra_md: &[(String, Value)],
+) {
+    write_gguf(path, cfg, &random_weights(cfg), dtype, extra_md);
 }
 
 /// A small model shape whose dimensions suit every GGML block size (k-quants need 256).
@@ -113,7 +179,16 @@ pub fn temp_dir(name: &str) -> PathBuf {
 }
 
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 pub fn metadata_map(md: Vec<(String, Value)>) -> HashMap<String, Value> {
