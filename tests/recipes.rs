@@ -1,6 +1,8 @@
 //! Every recipe against the dense-mask reference, chunking invariance and eviction, on random
 //! tiny llama-, qwen2- and qwen3-shaped models (f32, CPU).
 
+mod common;
+
 use candle_core::{DType, Device};
 use swaa_chat::model::{Arch, random_model};
 use swaa_chat::recipe::{LayerSet, Recipe};
@@ -46,14 +48,7 @@ fn chunked_prefill_equals_unchunked_logits() {
                     whole.tokens, chunked.tokens,
                     "{arch} {recipe} chunk {chunk}: generated tokens differ"
                 );
-                let d = (&whole.logits - &chunked.logits)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let d = common::max_abs_diff(&whole.logits, &chunked.logits);
                 assert!(d <= 1e-4, "{arch} {recipe} chunk {chunk}: {d}");
             }
         }
@@ -76,14 +71,7 @@ fn eviction_changes_nothing_and_bounds_sliding_layers() {
             let on = run_engine(&model, &recipe, &p, chunk, 20, true).unwrap();
             let off = run_engine(&model, &recipe, &p, chunk, 20, false).unwrap();
             assert_eq!(on.tokens, off.tokens);
-            let d = (&on.logits - &off.logits)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let d = common::max_abs_diff(&on.logits, &off.logits);
             assert!(
                 d <= 1e-5,
                 "W={window} K={sink} chunk {chunk}: eviction changed logits by {d}"
