@@ -45,13 +45,7 @@ fn compare(name: &str, ours: &[Tensor], theirs: &[Tensor], tol: f32) {
     for (step, (a, b)) in ours.iter().zip(theirs).enumerate() {
         let b = b.flatten_all().unwrap().to_dtype(DType::F32).unwrap();
         let d = common::max_abs_diff(a, &b);
-        let scale = b
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let scale = common::max_abs(&b);
         assert!(
             d <= tol,
             "{name} step {step}: max abs diff {d} (logit scale {scale})"
@@ -156,13 +150,7 @@ fn every_supported_ggml_type_loads_and_matches_its_dequantized_f32_run() {
         let (q, f) = (run(WeightsMode::Quantized), run(WeightsMode::F32));
         // Quantized kernels also quantize the activations (to Q8): a bounded, small difference.
         let d = common::max_abs_diff(&q, &f);
-        let scale = f
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let scale = common::max_abs(&f);
         assert!(
             d <= 0.05 * scale.max(1.0),
             "{dtype:?}: {d} vs logit scale {scale}"

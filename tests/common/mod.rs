@@ -178,6 +178,16 @@ pub fn temp_dir(name: &str) -> PathBuf {
     d
 }
 
+/// Largest |x| over all elements (the logit scale a difference is judged against).
+pub fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b)
         .unwrap()
