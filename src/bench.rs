@@ -30,6 +30,9 @@ pub struct BenchRow {
     pub decode_tok_s: f64,
     /// Weights + K/V read per decode step, per second.
     pub decode_gbs: f64,
+    /// Milliseconds per decode step spent issuing work on the host (inside `forward`, before
+    /// the logits are read back): near the whole step time means launch-bound, not GPU-bound.
+    pub decode_host_ms: f64,
     pub peak_kv_bytes: usize,
     pub kv_bytes_held: usize,
     /// Device memory in use, the larger of two samples after prefill and after decode
@@ -130,6 +133,7 @@ pub fn run(
                 .unwrap_or(0);
             let kv_token = cfg.kv_bytes_per_token_layer(model.dtype().size_in_bytes());
             let mut bytes = 0f64;
+            let mut host_s = 0f64;
             device.synchronize()?;
             let t1 = Instant::now();
             for _ in 0..opts.decode {
@@ -138,9 +142,11 @@ pub fn run(
                     .map(|l| keys_attended(recipe.rule(l, Phase::Decode), q))
                     .sum();
                 bytes += (model.weight_bytes() + keys * kv_token) as f64;
+                let issued = Instant::now();
                 let l = model
                     .forward(&[next], &mut cache, recipe, Phase::Decode, Logits::Last)?
                     .expect("logits");
+                host_s += issued.elapsed().as_secs_f64();
                 next = l.argmax(0)?.to_scalar::<u32>()?;
             }
             device.synchronize()?;
@@ -155,6 +161,7 @@ pub fn run(
                 prefill_tflops: flops / prefill_s / 1e12,
                 decode_tok_s: opts.decode as f64 / decode_s.max(1e-12),
                 decode_gbs: bytes / decode_s.max(1e-12) / 1e9,
+                decode_host_ms: host_s * 1e3 / opts.decode.max(1) as f64,
                 peak_kv_bytes: peak_kv,
                 kv_bytes_held: stats.bytes_held,
                 peak_device_bytes: device_memory_in_use(&device).max(mem_after_prefill),
@@ -170,13 +177,13 @@ fn mib(b: usize) -> String {
     format!("{:.1}", b as f64 / (1024.0 * 1024.0))
 }
 
-pub const TABLE_HEADER: &str = "| recipe | tokens | prefill s | prefill tok/s | TFLOP/s | decode tok/s | decode GB/s | peak KV MiB | KV held MiB | device mem MiB |\n\
-                                |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
+pub const TABLE_HEADER: &str = "| recipe | tokens | prefill s | prefill tok/s | TFLOP/s | decode tok/s | decode GB/s | decode host ms/tok | peak KV MiB | KV held MiB | device mem MiB |\n\
+                                |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
 
 /// One Markdown table row.
 pub fn table_row(r: &BenchRow) -> String {
     format!(
-        "| {} | {} | {:.3} | {:.0} | {:.2} | {:.1} | {:.1} | {} | {} | {} |",
+        "| {} | {} | {:.3} | {:.0} | {:.2} | {:.1} | {:.1} | {:.2} | {} | {} | {} |",
         r.recipe,
         r.tokens,
         r.prefill_s,
@@ -184,6 +191,7 @@ pub fn table_row(r: &BenchRow) -> String {
         r.prefill_tflops,
         r.decode_tok_s,
         r.decode_gbs,
+        r.decode_host_ms,
         mib(r.peak_kv_bytes),
         mib(r.kv_bytes_held),
         r.peak_device_bytes.map_or("-".into(), |b| mib(b as usize)),

@@ -166,8 +166,17 @@ struct BenchArgs {
     sink: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Attention implementation: the fused kernel where it runs (CUDA, bf16), or candle ops.
+    #[arg(long, value_enum, default_value = "fused")]
+    attention: AttentionImpl,
     #[arg(long)]
     json: bool,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum AttentionImpl {
+    Fused,
+    Ops,
 }
 
 /// Errors that are the user's input rather than ours exit with 2.
@@ -440,7 +449,7 @@ fn chat(cfg: &Config, file: Option<&Path>) -> Result<()> {
 
 fn bench_cmd(b: BenchArgs) -> Result<()> {
     let device = model::parse_device(&b.device)?;
-    let model = if b.random_weights {
+    let mut model = if b.random_weights {
         let name = b
             .preset
             .as_deref()
@@ -462,6 +471,7 @@ fn bench_cmd(b: BenchArgs) -> Result<()> {
             .unwrap_or(hub::DEFAULT_PRESET);
         loader::load(spec, &device, b.weights, &fetch_options())?.model
     };
+    model.set_fused_attention(b.attention == AttentionImpl::Fused);
     let mut d = RecipeDefaults::for_context(model.config().ctx);
     d.window = b.window.unwrap_or(d.window);
     d.sink = b.sink.unwrap_or(d.sink);
@@ -487,10 +497,11 @@ fn bench_cmd(b: BenchArgs) -> Result<()> {
     let c = *model.config();
     if !b.json {
         println!(
-            "{} {} · {} · weights {:.0} MiB · W={} K={} · chunk {}\n\n{}",
+            "{} {} · {} · attention {:?} · weights {:.0} MiB · W={} K={} · chunk {}\n\n{}",
             c.arch,
             c.summary(),
             crate::engine::device_name(&device),
+            b.attention,
             model.weight_bytes() as f64 / 1048576.0,
             d.window,
             d.sink,
@@ -543,13 +554,82 @@ fn selftest_cmd(device: &str, json: bool) -> Result<()> {
             println!("FAIL {f}");
         }
     }
-    if !report.failures.is_empty() {
-        bail!("{} selftest case(s) failed", report.failures.len());
+    let mut failed = report.failures.len();
+    if dev.is_cuda() && !json {
+        failed += cuda_selftest(&dev)?;
+    }
+    if failed > 0 {
+        bail!("{failed} selftest case(s) failed");
     }
     if !json {
         println!("all passed");
     }
     Ok(())
+}
+
+/// The fused kernel's own grid, the engine through it against the candle-ops path, and
+/// greedy decoding against the CPU. Returns the number of failures.
+fn cuda_selftest(dev: &candle_core::Device) -> Result<usize> {
+    use crate::selftest::kernel;
+    const KERNEL_TOLERANCE: f32 = 1e-2;
+    let grid = kernel::kernel_grid();
+    let mut failed = 0;
+    let mut worst = 0f32;
+    println!(
+        "fused kernel: {} cases against the f64 reference (relative error ≤ 1e-2, output poisoned first)",
+        grid.len()
+    );
+    for spec in &grid {
+        let c = kernel::check(dev, spec)?;
+        worst = worst.max(c.rel_err);
+        let bad = c.unwritten > 0 || c.rel_err.is_nan() || c.rel_err > KERNEL_TOLERANCE;
+        if bad || spec.prior > 100_000 {
+            println!(
+                "{} d={} gqa={} window={:?} sink={} chunk={} keys={} evicted={} rows={} rel_err={:.2e} unwritten={}",
+                if bad { "FAIL" } else { "  ok" },
+                spec.head_dim,
+                spec.group,
+                spec.window,
+                spec.sink,
+                spec.chunk,
+                spec.prior + spec.chunk,
+                spec.evicted,
+                c.rows_checked,
+                c.rel_err,
+                c.unwritten
+            );
+        }
+        failed += usize::from(bad);
+    }
+    println!("fused kernel: worst relative error {worst:.2e}");
+    let fvo = crate::selftest::fused_vs_ops(dev, 3e-2, 7)?;
+    let worst = fvo
+        .cases
+        .iter()
+        .map(|c| c.max_abs_diff)
+        .fold(0f32, f32::max);
+    println!(
+        "engine bf16, fused kernel vs candle ops: {} cases, worst relative logit diff {worst:.2e}",
+        fvo.cases.len()
+    );
+    for f in &fvo.failures {
+        println!("FAIL {f}");
+    }
+    failed += fvo.failures.len();
+    let g = kernel::greedy(dev, 200, 11)?;
+    println!(
+        "greedy 200 steps vs CPU f32: bf16+fused agrees for {} tokens{}; f32 on the device agrees for {}",
+        g.agreeing_prefix,
+        g.cpu_margin_at_divergence
+            .map(|m| format!(" (first difference where the CPU's top-2 logit margin is {m:.3e})"))
+            .unwrap_or_default(),
+        g.f32_agreeing_prefix
+    );
+    if g.f32_agreeing_prefix < g.steps {
+        println!("FAIL f32 greedy decoding on the device differs from the CPU");
+        failed += 1;
+    }
+    Ok(failed)
 }
 
 fn models_cmd(cmd: ModelsCmd) -> Result<()> {

@@ -1,14 +1,17 @@
 //! Per-layer K/V storage that writes in place and can drop what a recipe will never read again.
 //!
 //! Slot layout of a layer: slots `0..sink_held` hold positions `0..sink_held` (the sink), and
-//! slots `sink_held..len` hold the contiguous positions `start..end`. Before any eviction
-//! `sink_held = start = 0`, so slot = position.
+//! slots `recent_slot..len` hold the contiguous positions `start..end`; slots between are
+//! dropped tokens. Before any eviction everything is 0, so slot = position. Eviction only moves
+//! `recent_slot` and `start` (no copy); an append that finds the buffer full first compacts
+//! the recent tokens down to `sink_held`, so copying is amortised over many steps.
 
 use std::ops::Range;
 
 use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
 
+use super::fused_attention::SlotMap;
 use super::{ModelError, Result};
 use crate::recipe::KeySpan;
 
@@ -17,9 +20,13 @@ struct LayerCache {
     /// `[1, kv_heads, capacity, head_dim]`, or None before the first write.
     k: Option<Tensor>,
     v: Option<Tensor>,
+    /// Slots in use, dropped ones included.
     len: usize,
     sink_held: usize,
+    /// Slot of position `start`.
+    recent_slot: usize,
     start: usize,
+    /// Most tokens held between steps.
     peak_len: usize,
 }
 
@@ -30,6 +37,7 @@ impl LayerCache {
             v: None,
             len: 0,
             sink_held: 0,
+            recent_slot: 0,
             start: 0,
             peak_len: 0,
         }
@@ -40,7 +48,11 @@ impl LayerCache {
     }
 
     fn end(&self) -> usize {
-        self.start + (self.len - self.sink_held)
+        self.start + (self.len - self.recent_slot)
+    }
+
+    fn held_tokens(&self) -> usize {
+        self.sink_held + (self.len - self.recent_slot)
     }
 
     /// Slot ranges holding positions `r`, or the first position no longer held.
@@ -62,7 +74,7 @@ impl LayerCache {
                     self.end()
                 });
             }
-            let s = self.sink_held + rest.start - self.start;
+            let s = self.recent_slot + rest.start - self.start;
             out.push(s..s + rest.len());
         }
         Ok(out)
@@ -171,9 +183,21 @@ impl KvCache {
 
     /// Writes K and V (`[1, kv_heads, C, head_dim]`) of positions `next_pos..next_pos+C`.
     pub fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<()> {
-        let c = k.dims()[2];
+        let (kb, vb, slot) = self.append_slots(layer, k.dims()[2])?;
+        kb.slice_set(&k.contiguous()?, 2, slot)?;
+        vb.slice_set(&v.contiguous()?, 2, slot)?;
+        Ok(())
+    }
+
+    /// Makes room for positions `next_pos..next_pos+c` and returns the layer's K and V
+    /// buffers and the slot where they go, for kernels that write the cache in place.
+    pub fn append_slots(&mut self, layer: usize, c: usize) -> Result<(Tensor, Tensor, usize)> {
         let l = &self.layers[layer];
         debug_assert_eq!(l.end(), self.next_pos, "layer {layer} out of step");
+        if l.len + c > l.capacity() {
+            self.compact(layer)?;
+        }
+        let l = &self.layers[layer];
         let need = l.len + c;
         if need > l.capacity() {
             // Geometric growth keeps total copying linear in the document length.
@@ -183,13 +207,35 @@ impl KvCache {
             self.reserve(layer, grown)?;
         }
         let l = &mut self.layers[layer];
-        let (kb, vb) = (
-            l.k.as_ref().expect("reserved"),
-            l.v.as_ref().expect("reserved"),
-        );
-        kb.slice_set(&k.contiguous()?, 2, l.len)?;
-        vb.slice_set(&v.contiguous()?, 2, l.len)?;
+        let slot = l.len;
         l.len += c;
+        Ok((
+            l.k.clone().expect("reserved"),
+            l.v.clone().expect("reserved"),
+            slot,
+        ))
+    }
+
+    /// Moves the recent tokens down over the dropped slots.
+    fn compact(&mut self, layer: usize) -> Result<()> {
+        let l = &mut self.layers[layer];
+        if l.recent_slot == l.sink_held {
+            return Ok(());
+        }
+        let keep = l.len - l.recent_slot;
+        if keep > 0 {
+            let (kb, vb) = (
+                l.k.as_ref().expect("written"),
+                l.v.as_ref().expect("written"),
+            );
+            // Source and destination may overlap: copy out first.
+            let kk = kb.narrow(2, l.recent_slot, keep)?.force_contiguous()?;
+            let vv = vb.narrow(2, l.recent_slot, keep)?.force_contiguous()?;
+            kb.slice_set(&kk, 2, l.sink_held)?;
+            vb.slice_set(&vv, 2, l.sink_held)?;
+        }
+        l.len = l.sink_held + keep;
+        l.recent_slot = l.sink_held;
         Ok(())
     }
 
@@ -197,28 +243,25 @@ impl KvCache {
     pub fn advance(&mut self, c: usize) {
         self.next_pos += c;
         for l in self.layers.iter_mut() {
-            l.peak_len = l.peak_len.max(l.len);
+            l.peak_len = l.peak_len.max(l.held_tokens());
         }
+    }
+
+    /// Slot ranges holding the positions of `r`, adjacent ranges merged.
+    fn slot_ranges(&self, layer: usize, r: Range<usize>) -> Result<Vec<Range<usize>>> {
+        let slots = self.layers[layer]
+            .slots(r)
+            .map_err(|pos| ModelError::Evicted { pos })?;
+        Ok(merge(slots))
     }
 
     /// K and V at the positions of `span`, in span order (sink first).
     pub fn gather(&self, layer: usize, span: &KeySpan) -> Result<(Tensor, Tensor)> {
+        let mut slots = self.slot_ranges(layer, span.sink.clone())?;
+        slots.extend(self.slot_ranges(layer, span.recent.clone())?);
+        // Before eviction a span is one contiguous narrow.
+        let merged = merge(slots);
         let l = &self.layers[layer];
-        let mut slots = l
-            .slots(span.sink.clone())
-            .map_err(|pos| ModelError::Evicted { pos })?;
-        slots.extend(
-            l.slots(span.recent.clone())
-                .map_err(|pos| ModelError::Evicted { pos })?,
-        );
-        // Merge adjacent slot ranges: before eviction a span is one contiguous narrow.
-        let mut merged: Vec<Range<usize>> = Vec::new();
-        for s in slots {
-            match merged.last_mut() {
-                Some(last) if last.end == s.start => last.end = s.end,
-                _ => merged.push(s),
-            }
-        }
         let (kb, vb) = (
             l.k.as_ref().expect("written"),
             l.v.as_ref().expect("written"),
@@ -237,38 +280,48 @@ impl KvCache {
         Ok((take(kb)?, take(vb)?))
     }
 
-    /// Drops positions `sink..first_needed` of a layer and compacts its buffers in place.
-    /// Positions below `sink` are never dropped.
+    /// The layer's whole K and V buffers and where the keys of `span` lie in them, for
+    /// kernels that read the cache in place instead of gathering.
+    pub fn slot_map(&self, layer: usize, span: &KeySpan) -> Result<(Tensor, Tensor, SlotMap)> {
+        let one = |r: Range<usize>| -> Result<Range<usize>> {
+            let v = self.slot_ranges(layer, r.clone())?;
+            match v.as_slice() {
+                [] => Ok(0..0),
+                [s] => Ok(s.clone()),
+                _ => Err(ModelError::Evicted { pos: r.start }),
+            }
+        };
+        let (sink, recent) = (one(span.sink.clone())?, one(span.recent.clone())?);
+        let l = &self.layers[layer];
+        let map = SlotMap {
+            n_sink: sink.len(),
+            sink_slot0: sink.start,
+            n_recent: recent.len(),
+            recent_slot0: recent.start,
+            recent_pos0: span.recent.start,
+        };
+        Ok((
+            l.k.clone().expect("written"),
+            l.v.clone().expect("written"),
+            map,
+        ))
+    }
+
+    /// Drops positions `sink..first_needed` of a layer. Positions below `sink` are never
+    /// dropped. Their slots stay allocated until an append needs the room (see `compact`).
     pub fn evict(&mut self, layer: usize, sink: usize, first_needed: usize) -> Result<()> {
         let l = &mut self.layers[layer];
         let end = l.end();
-        // Without a gap yet, slot = position and the first droppable position is `sink`.
-        let contiguous = l.start == l.sink_held;
-        let lo = if contiguous { sink.min(end) } else { l.start };
+        // Before the first eviction slot = position and the first droppable position is `sink`.
+        let never = l.start == 0 && l.sink_held == 0;
+        let lo = if never { sink.min(end) } else { l.start };
         let keep_from = first_needed.max(sink).min(end);
         if keep_from <= lo {
             return Ok(());
         }
-        let keep = end - keep_from;
-        let src = if contiguous {
-            keep_from
-        } else {
-            l.sink_held + keep_from - l.start
-        };
-        if keep > 0 {
-            let (kb, vb) = (
-                l.k.as_ref().expect("written"),
-                l.v.as_ref().expect("written"),
-            );
-            // Source and destination may overlap: copy out first (`contiguous` may be a view).
-            let kk = kb.narrow(2, src, keep)?.force_contiguous()?;
-            let vv = vb.narrow(2, src, keep)?.force_contiguous()?;
-            kb.slice_set(&kk, 2, sink)?;
-            vb.slice_set(&vv, 2, sink)?;
-        }
+        l.recent_slot += keep_from - l.start;
         l.sink_held = sink;
         l.start = keep_from;
-        l.len = sink + keep;
         Ok(())
     }
 
@@ -280,7 +333,7 @@ impl KvCache {
 
     pub fn stats(&self) -> CacheStats {
         let tb = self.token_bytes();
-        let tokens: Vec<usize> = self.layers.iter().map(|l| l.len).collect();
+        let tokens: Vec<usize> = self.layers.iter().map(LayerCache::held_tokens).collect();
         let alloc = self.layers.iter().map(|l| l.capacity()).sum::<usize>() * tb;
         CacheStats {
             bytes_held: tokens.iter().sum::<usize>() * tb,
@@ -309,4 +362,16 @@ impl KvCache {
         }
         Ok(out)
     }
+}
+
+/// Joins ranges that touch (`0..4, 4..9` → `0..9`).
+fn merge(ranges: Vec<Range<usize>>) -> Vec<Range<usize>> {
+    let mut merged: Vec<Range<usize>> = Vec::new();
+    for s in ranges {
+        match merged.last_mut() {
+            Some(last) if last.end == s.start => last.end = s.end,
+            _ => merged.push(s),
+        }
+    }
+    merged
 }

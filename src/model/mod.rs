@@ -1,6 +1,8 @@
 //! Weights loading (GGUF, safetensors, random) and the transformer that runs them.
 
 pub mod config;
+pub mod fused_attention;
+mod fused_rope;
 pub mod kv_cache;
 pub mod transformer;
 mod weights;

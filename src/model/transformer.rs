@@ -9,6 +9,7 @@ use super::config::{ModelConfig, RopeStyle};
 use super::kv_cache::KvCache;
 use super::weights::{Linear, WeightSource};
 use super::{ModelError, Result};
+use super::{fused_attention, fused_rope};
 use crate::recipe::{AttnRule, KeySpan, Phase, Recipe};
 
 /// Which logits a forward pass returns.
@@ -22,20 +23,78 @@ pub enum Logits {
     Skip,
 }
 
+/// Projections that read the same input, run as one matmul when their weights are dense
+/// (concatenated at load: fewer, larger GEMMs and fewer launches per token), else one each
+/// (quantized blocks cannot be concatenated) with the outputs joined.
+#[derive(Debug, Clone)]
+struct Joined {
+    parts: Vec<Linear>,
+    /// Output width of each projection, in order.
+    widths: Vec<usize>,
+}
+
+impl Joined {
+    fn new(parts: Vec<Linear>) -> candle_core::Result<Self> {
+        let widths = parts.iter().map(Linear::out_dim).collect();
+        let dense: Option<Vec<Tensor>> = parts
+            .iter()
+            .map(|p| match p {
+                Linear::Dense(w) => Some(w.clone()),
+                Linear::Quantized(_) => None,
+            })
+            .collect();
+        let parts = match dense {
+            Some(ws) => vec![Linear::Dense(Tensor::cat(&ws, 0)?)],
+            None => parts,
+        };
+        Ok(Joined { parts, widths })
+    }
+
+    /// `[.., in]` → the joined outputs `[.., Σ widths]`.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self.parts.as_slice() {
+            [one] => one.forward(x),
+            many => {
+                let ys = many
+                    .iter()
+                    .map(|p| p.forward(x))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                Tensor::cat(&ys, candle_core::D::Minus1)
+            }
+        }
+    }
+
+    /// Splits a joined output back into the projections' outputs (views, no copy).
+    fn split_out(&self, y: &Tensor) -> candle_core::Result<Vec<Tensor>> {
+        let mut at = 0;
+        self.widths
+            .iter()
+            .map(|&w| {
+                let part = y.narrow(candle_core::D::Minus1, at, w);
+                at += w;
+                part
+            })
+            .collect()
+    }
+
+    fn bytes(&self) -> usize {
+        self.parts.iter().map(Linear::bytes).sum()
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Layer {
     attn_norm: Tensor,
-    wq: Linear,
-    wk: Linear,
-    wv: Linear,
+    /// q, k, v.
+    qkv: Joined,
+    /// Qwen2: the q/k/v biases, concatenated like the projections.
+    qkv_bias: Option<Tensor>,
     wo: Linear,
-    /// Qwen2: q/k/v biases.
-    bias: Option<(Tensor, Tensor, Tensor)>,
     /// Qwen3: per-head RMSNorm of q and k before RoPE.
     qk_norm: Option<(Tensor, Tensor)>,
     ffn_norm: Tensor,
-    gate: Linear,
-    up: Linear,
+    /// gate, up.
+    gate_up: Joined,
     down: Linear,
 }
 
@@ -48,12 +107,16 @@ pub struct Model {
     lm_head: Linear,
     device: Device,
     dtype: DType,
+    /// Use the fused attention kernel where it runs (CUDA, bf16).
+    fused: bool,
 }
 
 /// RoPE tables for a run of positions, shared by every layer of one forward pass.
 struct Rope {
     cos: Tensor,
     sin: Tensor,
+    /// `[C, d]`: cos | sin per token, for the fused kernels (CUDA, bf16 only).
+    cs: Option<Tensor>,
     style: RopeStyle,
 }
 
@@ -84,9 +147,16 @@ impl Rope {
         let t = |v: Vec<f32>| -> Result<Tensor> {
             Ok(Tensor::from_vec(v, (n, half), device)?.to_dtype(dtype)?)
         };
+        let (cos, sin) = (t(cos)?, t(sin)?);
+        let cs = if device.is_cuda() && dtype == DType::BF16 {
+            Some(Tensor::cat(&[&cos, &sin], 1)?)
+        } else {
+            None
+        };
         Ok(Rope {
-            cos: t(cos)?,
-            sin: t(sin)?,
+            cos,
+            sin,
+            cs,
             style: cfg.rope_style,
         })
     }
@@ -137,6 +207,11 @@ fn attend_in_blocks(
     Tensor::cat(&parts, 2)
 }
 
+/// `[1,H,C,d]` → `[1,C,H·d]`, the layout the output projection reads.
+fn token_major(attn: &Tensor) -> candle_core::Result<Tensor> {
+    attn.transpose(1, 2)?.flatten_from(2)
+}
+
 fn attend_block(
     q: &Tensor,
     k: &Tensor,
@@ -162,6 +237,16 @@ fn attend_block(
 }
 
 impl Layer {
+    /// Normalised input → the joined q/k/v projection `[1, C, (H + 2·KV)·d]`, biases added.
+    fn project(&self, cfg: &ModelConfig, x: &Tensor) -> candle_core::Result<Tensor> {
+        let h = candle_nn::ops::rms_norm(x, &self.attn_norm, cfg.rms_eps as f32)?;
+        let y = self.qkv.forward(&h)?;
+        match &self.qkv_bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+
     /// Normalised input → rotated q `[1,H,C,d]`, k and v `[1,KV,C,d]`.
     fn qkv(
         &self,
@@ -170,22 +255,14 @@ impl Layer {
         rope: &Rope,
     ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
         let (b, c, _) = x.dims3()?;
-        let h = candle_nn::ops::rms_norm(x, &self.attn_norm, cfg.rms_eps as f32)?;
-        let (mut q, mut k, mut v) = (
-            self.wq.forward(&h)?,
-            self.wk.forward(&h)?,
-            self.wv.forward(&h)?,
-        );
-        if let Some((bq, bk, bv)) = &self.bias {
-            q = q.broadcast_add(bq)?;
-            k = k.broadcast_add(bk)?;
-            v = v.broadcast_add(bv)?;
-        }
-        let split = |t: Tensor, n: usize| t.reshape((b, c, n, cfg.head_dim))?.transpose(1, 2);
+        let y = self.project(cfg, x)?;
+        // Heads of q, k and v side by side: split by head (views), so the only copy is RoPE's.
+        let y = y.reshape((b, c, cfg.heads + 2 * cfg.kv_heads, cfg.head_dim))?;
+        let heads = |at: usize, n: usize| y.narrow(2, at, n)?.transpose(1, 2);
         let (mut q, mut k, v) = (
-            split(q, cfg.heads)?,
-            split(k, cfg.kv_heads)?,
-            split(v, cfg.kv_heads)?,
+            heads(0, cfg.heads)?,
+            heads(cfg.heads, cfg.kv_heads)?,
+            heads(cfg.heads + cfg.kv_heads, cfg.kv_heads)?,
         );
         if let Some((qn, kn)) = &self.qk_norm {
             q = candle_nn::ops::rms_norm(&q.contiguous()?, qn, cfg.rms_eps as f32)?;
@@ -194,16 +271,17 @@ impl Layer {
         Ok((rope.apply(&q)?, rope.apply(&k)?, v.contiguous()?))
     }
 
-    /// Attention output `[1,H,C,d]` → residual stream, then the MLP block.
+    /// Attention output `[1,C,H·d]` → residual stream, then the MLP block.
     fn finish(&self, cfg: &ModelConfig, x: &Tensor, attn: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, c, _) = x.dims3()?;
-        let attn = attn
-            .transpose(1, 2)?
-            .reshape((b, c, cfg.heads * cfg.head_dim))?;
-        let x = (x + self.wo.forward(&attn)?)?;
+        let x = (x + self.wo.forward(attn)?)?;
         let h = candle_nn::ops::rms_norm(&x, &self.ffn_norm, cfg.rms_eps as f32)?;
-        let gate = candle_nn::ops::silu(&self.gate.forward(&h)?)?;
-        let mlp = self.down.forward(&(gate * self.up.forward(&h)?)?)?;
+        let y = self.gate_up.forward(&h)?;
+        let [gate, up]: [Tensor; 2] = self
+            .gate_up
+            .split_out(&y)?
+            .try_into()
+            .expect("two projections");
+        let mlp = self.down.forward(&(candle_nn::ops::silu(&gate)? * up)?)?;
         x + mlp
     }
 }
@@ -219,12 +297,15 @@ impl Model {
         let mut layers = Vec::with_capacity(cfg.layers);
         for i in 0..cfg.layers {
             let n = |s: &str| format!("blk.{i}.{s}");
-            let bias = if cfg.arch.has_qkv_bias() {
-                Some((
-                    src.vector(&n("attn_q.bias"), q_dim)?,
-                    src.vector(&n("attn_k.bias"), kv_dim)?,
-                    src.vector(&n("attn_v.bias"), kv_dim)?,
-                ))
+            let qkv_bias = if cfg.arch.has_qkv_bias() {
+                Some(Tensor::cat(
+                    &[
+                        src.vector(&n("attn_q.bias"), q_dim)?,
+                        src.vector(&n("attn_k.bias"), kv_dim)?,
+                        src.vector(&n("attn_v.bias"), kv_dim)?,
+                    ],
+                    0,
+                )?)
             } else {
                 None
             };
@@ -238,15 +319,19 @@ impl Model {
             };
             layers.push(Layer {
                 attn_norm: src.vector(&n("attn_norm.weight"), cfg.hidden)?,
-                wq: src.linear(&n("attn_q.weight"), q_dim, cfg.hidden)?,
-                wk: src.linear(&n("attn_k.weight"), kv_dim, cfg.hidden)?,
-                wv: src.linear(&n("attn_v.weight"), kv_dim, cfg.hidden)?,
+                qkv: Joined::new(vec![
+                    src.linear(&n("attn_q.weight"), q_dim, cfg.hidden)?,
+                    src.linear(&n("attn_k.weight"), kv_dim, cfg.hidden)?,
+                    src.linear(&n("attn_v.weight"), kv_dim, cfg.hidden)?,
+                ])?,
+                qkv_bias,
                 wo: src.linear(&n("attn_output.weight"), cfg.hidden, q_dim)?,
-                bias,
                 qk_norm,
                 ffn_norm: src.vector(&n("ffn_norm.weight"), cfg.hidden)?,
-                gate: src.linear(&n("ffn_gate.weight"), cfg.intermediate, cfg.hidden)?,
-                up: src.linear(&n("ffn_up.weight"), cfg.intermediate, cfg.hidden)?,
+                gate_up: Joined::new(vec![
+                    src.linear(&n("ffn_gate.weight"), cfg.intermediate, cfg.hidden)?,
+                    src.linear(&n("ffn_up.weight"), cfg.intermediate, cfg.hidden)?,
+                ])?,
                 down: src.linear(&n("ffn_down.weight"), cfg.hidden, cfg.intermediate)?,
             });
         }
@@ -264,7 +349,14 @@ impl Model {
             layers,
             norm,
             lm_head,
+            fused: true,
         })
+    }
+
+    /// Chooses the fused attention kernel (default, where it runs) or the candle-ops path,
+    /// so the two can be compared on the same GPU.
+    pub fn set_fused_attention(&mut self, on: bool) {
+        self.fused = on;
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -297,10 +389,10 @@ impl Model {
             .layers
             .iter()
             .map(|l| {
-                [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down]
-                    .iter()
-                    .map(|w| w.bytes())
-                    .sum::<usize>()
+                l.qkv.bytes()
+                    + l.gate_up.bytes()
+                    + l.wo.bytes()
+                    + l.down.bytes()
                     + vec(&l.attn_norm)
                     + vec(&l.ffn_norm)
             })
@@ -353,11 +445,37 @@ impl Model {
         let mut spans: HashMap<AttnRule, (KeySpan, Option<Tensor>)> = HashMap::new();
         for (i, layer) in self.layers.iter().enumerate() {
             let rule = recipe.rule(i, phase);
-            let (q, k, v) = layer.qkv(&self.cfg, &x, &rope)?;
-            cache.append(i, &k, &v)?;
+            let q = match (&rope.cs, &layer.qk_norm) {
+                // Fused: RoPE on q, k and v written into the cache in place (no qk-norm between).
+                (Some(cs), None) if self.fused => {
+                    let y = layer.project(&self.cfg, &x)?;
+                    let c = &self.cfg;
+                    let q = fused_rope::rotate_q(&y, cs, c.heads, c.head_dim, c.rope_style)?;
+                    let (kb, vb, slot) = cache.append_slots(i, tokens.len())?;
+                    fused_rope::write_kv(
+                        &y,
+                        cs,
+                        &kb,
+                        &vb,
+                        slot,
+                        c.heads,
+                        c.kv_heads,
+                        c.head_dim,
+                        c.rope_style,
+                    )?;
+                    q
+                }
+                _ => {
+                    let (q, k, v) = layer.qkv(&self.cfg, &x, &rope)?;
+                    cache.append(i, &k, &v)?;
+                    q
+                }
+            };
+            let fused = self.fused && fused_attention::supported(&q);
             if let std::collections::hash_map::Entry::Vacant(e) = spans.entry(rule) {
                 let span = rule.key_span(q0, q1);
-                let mask = if q1 - q0 > 1 {
+                // The kernel computes the mask from positions; the ops path needs it as a tensor.
+                let mask = if q1 - q0 > 1 && !fused {
                     Some(rule.mask_tensor(q0..q1, &span, &self.device)?)
                 } else {
                     None
@@ -365,8 +483,13 @@ impl Model {
                 e.insert((span, mask));
             }
             let (span, mask) = &spans[&rule];
-            let (kk, vv) = cache.gather(i, span)?;
-            let attn = attend(&q, &kk, &vv, mask.as_ref())?;
+            let attn = if fused {
+                let (kb, vb, map) = cache.slot_map(i, span)?;
+                fused_attention::attention(&q, &kb, &vb, map, rule, q0, false)?.flatten_from(2)?
+            } else {
+                let (kk, vv) = cache.gather(i, span)?;
+                token_major(&attend(&q, &kk, &vv, mask.as_ref())?)?
+            };
             x = layer.finish(&self.cfg, &x, &attn)?;
             if cache.eviction() && recipe.layer_evicts(i) {
                 // Keep the newest token's window: sink + the last W tokens (DESIGN.md).
@@ -402,7 +525,7 @@ impl Model {
             }
             let mask = Tensor::from_vec(m, (t, t), &self.device)?;
             let (q, k, v) = layer.qkv(&self.cfg, &x, &rope)?;
-            let attn = attend(&q, &k, &v, Some(&mask))?;
+            let attn = token_major(&attend(&q, &k, &v, Some(&mask))?)?;
             x = layer.finish(&self.cfg, &x, &attn)?;
         }
         self.head(&x, Logits::All)?

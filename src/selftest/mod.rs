@@ -8,6 +8,8 @@ use serde::Serialize;
 use crate::model::{Arch, Logits, Model, ModelConfig, RopeStyle, random_model};
 use crate::recipe::{LayerSet, Phase, Recipe};
 
+pub mod kernel;
+
 /// A tiny model of each architecture, shaped to exercise GQA and interleaving.
 pub fn tiny_config(arch: Arch) -> ModelConfig {
     let (heads, kv_heads) = match arch {
@@ -33,6 +35,19 @@ pub fn tiny_config(arch: Arch) -> ModelConfig {
         } else {
             RopeStyle::Halves
         },
+    }
+}
+
+/// A tiny model with head dim 64, the smallest the fused CUDA kernel runs.
+pub fn tiny_config_d64() -> ModelConfig {
+    ModelConfig {
+        vocab: 256,
+        hidden: 128,
+        intermediate: 256,
+        heads: 4,
+        kv_heads: 2,
+        head_dim: 64,
+        ..tiny_config(Arch::Qwen2)
     }
 }
 
@@ -209,4 +224,77 @@ pub fn run(
         tolerance,
         failures,
     })
+}
+
+/// The engine with the fused kernel against the candle-ops path, both bf16 on `device`, over
+/// the recipe grid and chunk sizes: slot maps, eviction and decode through the kernel.
+/// `max_abs_diff` is relative here: max |fused − ops| / max |ops|.
+pub fn fused_vs_ops(device: &Device, tolerance: f32, seed: u64) -> crate::model::Result<Report> {
+    let cfg = tiny_config_d64();
+    let fused = random_model(&cfg, seed, device, DType::BF16)?;
+    let mut ops = fused.clone();
+    ops.set_fused_attention(false);
+    let prompt: Vec<u32> = (0..40)
+        .map(|i| ((i * 37 + seed as usize * 11) % cfg.vocab) as u32)
+        .collect();
+    let (mut cases, mut failures) = (Vec::new(), Vec::new());
+    for recipe in recipe_grid() {
+        for chunk in [1, 7, 40] {
+            let a = run_engine(&fused, &recipe, &prompt, chunk, 20, true)?;
+            // Feed the ops path the same tokens, so a near-tie cannot fork the two runs.
+            let b = replay(&ops, &recipe, &a.tokens, prompt.len(), chunk)?;
+            let scale = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            let diff = max_abs_diff(&a.logits, &b)? / scale.max(1e-6);
+            if diff.is_nan() || diff > tolerance {
+                failures.push(format!(
+                    "fused vs ops {} chunk {chunk}: relative diff {diff:e} > {tolerance:e}",
+                    recipe.describe()
+                ));
+            }
+            cases.push(Case {
+                arch: "qwen2-d64".into(),
+                recipe: recipe.describe(),
+                chunk,
+                max_abs_diff: diff,
+                peak_tokens: 0,
+                bound: None,
+            });
+        }
+    }
+    Ok(Report {
+        device: crate::engine::device_name(device),
+        cases,
+        tolerance,
+        failures,
+    })
+}
+
+/// Logits of a fixed token sequence: the prompt prefilled in chunks, the rest decoded.
+fn replay(
+    model: &Model,
+    recipe: &Recipe,
+    tokens: &[u32],
+    prompt: usize,
+    chunk: usize,
+) -> crate::model::Result<Tensor> {
+    let mut cache = model.new_cache();
+    let mut rows = Vec::new();
+    for part in tokens[..prompt].chunks(chunk) {
+        rows.push(
+            model
+                .forward(part, &mut cache, recipe, Phase::Prefill, Logits::All)?
+                .expect("all logits"),
+        );
+    }
+    for &t in &tokens[prompt..] {
+        rows.push(
+            model
+                .forward(&[t], &mut cache, recipe, Phase::Decode, Logits::Last)?
+                .expect("logits")
+                .unsqueeze(0)?,
+        );
+    }
+    Ok(Tensor::cat(&rows, 0)?
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?)
 }

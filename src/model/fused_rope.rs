@@ -1,0 +1,263 @@
+//! From the joined q/k/v projection output to attention inputs on CUDA (`cuda/qkv_rope.cu`):
+//! q rotated into its own tensor, k rotated and v copied straight into their KV-cache slots.
+//! Three launches where the candle-ops path takes seven (transpose copies, RoPE, cache copies).
+
+use candle_core::{CpuStorage, Layout, Shape, Tensor};
+
+use super::config::RopeStyle;
+
+/// What one launch moves out of `y: [1, C, (H + 2·KV)·d]`: `heads` heads from `head0`.
+// Read by the CUDA implementation only.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+#[derive(Debug, Clone, Copy)]
+struct Move {
+    head0: usize,
+    heads: usize,
+    head_dim: usize,
+    /// None: copy (v).
+    rope: Option<RopeStyle>,
+}
+
+/// Rotated q `[1, H, C, d]` from the joined output `y`; `cs` is `[C, d]`: cos | sin per token.
+pub fn rotate_q(
+    y: &Tensor,
+    cs: &Tensor,
+    heads: usize,
+    head_dim: usize,
+    style: RopeStyle,
+) -> candle_core::Result<Tensor> {
+    y.apply_op2_no_bwd(
+        cs,
+        &QRope(Move {
+            head0: 0,
+            heads,
+            head_dim,
+            rope: Some(style),
+        }),
+    )
+}
+
+/// Writes k (rotated) and v of every token of `y` into cache buffers `[1, KV, capacity, d]`
+/// at slots `slot0..slot0 + C`.
+#[allow(clippy::too_many_arguments)]
+pub fn write_kv(
+    y: &Tensor,
+    cs: &Tensor,
+    k_buf: &Tensor,
+    v_buf: &Tensor,
+    slot0: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    style: RopeStyle,
+) -> candle_core::Result<()> {
+    let k = Move {
+        head0: heads,
+        heads: kv_heads,
+        head_dim,
+        rope: Some(style),
+    };
+    let v = Move {
+        head0: heads + kv_heads,
+        rope: None,
+        ..k
+    };
+    k_buf.inplace_op3(y, cs, &CacheWrite { mv: k, slot0 })?;
+    v_buf.inplace_op3(y, cs, &CacheWrite { mv: v, slot0 })
+}
+
+// Read by the CUDA implementation only.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+struct QRope(Move);
+
+// Read by the CUDA implementation only.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+struct CacheWrite {
+    mv: Move,
+    slot0: usize,
+}
+
+const CUDA_ONLY: &str = "the fused RoPE kernels run on CUDA only";
+
+impl candle_core::CustomOp2 for QRope {
+    fn name(&self) -> &'static str {
+        "swaa-q-rope"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        candle_core::bail!("{CUDA_ONLY}")
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        ys: &candle_core::CudaStorage,
+        yl: &Layout,
+        css: &candle_core::CudaStorage,
+        csl: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let c = yl.dims()[1];
+        let m = self.0;
+        let dev = ys.device().clone();
+        // SAFETY: the kernel writes every element (heads × C × d).
+        let mut out = unsafe { dev.alloc::<half::bf16>(m.heads * c * m.head_dim)? };
+        let mut view = out.slice_mut(..);
+        let strides = ((c * m.head_dim) as i64, m.head_dim as i64);
+        cuda::launch(ys, yl, css, csl, &mut view, m, strides, 0)?;
+        Ok((
+            candle_core::CudaStorage::wrap_cuda_slice(out, dev),
+            Shape::from((1, m.heads, c, m.head_dim)),
+        ))
+    }
+}
+
+impl candle_core::InplaceOp3 for CacheWrite {
+    fn name(&self) -> &'static str {
+        "swaa-cache-write"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &mut CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<()> {
+        candle_core::bail!("{CUDA_ONLY}")
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        dst: &mut candle_core::CudaStorage,
+        dst_l: &Layout,
+        ys: &candle_core::CudaStorage,
+        yl: &Layout,
+        css: &candle_core::CudaStorage,
+        csl: &Layout,
+    ) -> candle_core::Result<()> {
+        use candle_core::cuda_backend::CudaStorageSlice;
+        let (_, kv, cap, d) = dst_l.shape().dims4()?;
+        let c = yl.dims()[1];
+        if kv != self.mv.heads || d != self.mv.head_dim || self.slot0 + c > cap {
+            candle_core::bail!(
+                "cache write of {c} tokens at slot {} into {:?}",
+                self.slot0,
+                dst_l.dims()
+            );
+        }
+        let s = dst_l.stride();
+        let CudaStorageSlice::BF16(buf) = &mut dst.slice else {
+            candle_core::bail!("the KV cache must be bf16 for the fused kernels");
+        };
+        let mut view = buf.slice_mut(dst_l.start_offset()..);
+        let strides = (s[1] as i64, s[2] as i64);
+        cuda::launch(
+            ys,
+            yl,
+            css,
+            csl,
+            &mut view,
+            self.mv,
+            strides,
+            self.slot0 as i64,
+        )
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use candle_core::backend::BackendStorage;
+    use candle_core::cuda_backend::cudarc::driver::{
+        CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg,
+    };
+    use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
+    use candle_core::{CudaStorage, Layout, bail};
+
+    use super::Move;
+    use crate::model::config::RopeStyle;
+
+    const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/qkv_rope.ptx"));
+
+    /// Mirrors `QkvRopeParams` in qkv_rope.cu.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Params {
+        c: i32,
+        heads: i32,
+        head0: i32,
+        half: i32,
+        style: i32,
+        y_row: i64,
+        dst_head: i64,
+        dst_tok: i64,
+        slot0: i64,
+    }
+    // SAFETY: plain old data with the C layout the kernel reads.
+    unsafe impl DeviceRepr for Params {}
+
+    /// Moves `m` out of `y` into `dst`, whose (head, token) strides are `dst_strides`,
+    /// starting at token `slot0`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn launch(
+        ys: &CudaStorage,
+        yl: &Layout,
+        css: &CudaStorage,
+        csl: &Layout,
+        dst: &mut CudaViewMut<'_, half::bf16>,
+        m: Move,
+        (dst_head, dst_tok): (i64, i64),
+        slot0: i64,
+    ) -> candle_core::Result<()> {
+        let (CudaStorageSlice::BF16(y), CudaStorageSlice::BF16(cs)) = (&ys.slice, &css.slice)
+        else {
+            bail!("the fused RoPE kernels need bf16 activations");
+        };
+        let (Some((y0, y1)), Some((c0, c1))) = (yl.contiguous_offsets(), csl.contiguous_offsets())
+        else {
+            bail!("the fused RoPE kernels need contiguous inputs");
+        };
+        let (_, c, width) = yl.shape().dims3()?;
+        let p = Params {
+            c: c as i32,
+            heads: m.heads as i32,
+            head0: m.head0 as i32,
+            half: (m.head_dim / 2) as i32,
+            style: match m.rope {
+                None => 0,
+                Some(RopeStyle::Interleaved) => 1,
+                Some(RopeStyle::Halves) => 2,
+            },
+            y_row: width as i64,
+            dst_head,
+            dst_tok,
+            slot0,
+        };
+        let dev = ys.device();
+        let f = dev.get_or_load_custom_func("qkv_rope_bf16", "swaa_qkv_rope", PTX)?;
+        let (yv, csv) = (y.slice(y0..y1), cs.slice(c0..c1));
+        let mut b = f.builder();
+        b.arg(&yv);
+        b.arg(&csv);
+        b.arg(dst);
+        b.arg(&p);
+        let cfg = LaunchConfig {
+            grid_dim: (c as u32, m.heads as u32, 1),
+            block_dim: ((m.head_dim / 2) as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: reads C rows of y and cs, writes heads × C × d elements of dst within the
+        // shapes checked by the callers.
+        unsafe { b.launch(cfg) }.w()?;
+        Ok(())
+    }
+}
