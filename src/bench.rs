@@ -87,6 +87,24 @@ pub fn run(
 ) -> crate::model::Result<Vec<BenchRow>> {
     let cfg = *model.config();
     let device = model.device().clone();
+    // Warm-up: the first use of each GPU kernel JIT-compiles it and the BLAS library sets up
+    // (seconds on CUDA); none of that belongs in the first row's numbers.
+    let t = Instant::now();
+    for (_, recipe) in &opts.recipes {
+        let mut cache = model.new_cache();
+        let ids: Vec<u32> = (0..opts.chunk.min(512) as u32)
+            .map(|i| i % cfg.vocab as u32)
+            .collect();
+        model.forward(&ids, &mut cache, recipe, Phase::Prefill, Logits::Last)?;
+        for _ in 0..2 {
+            model.forward(&[1], &mut cache, recipe, Phase::Decode, Logits::Last)?;
+        }
+    }
+    device.synchronize()?;
+    progress(&format!(
+        "warm-up (kernel compilation, library setup): {:.1} s",
+        t.elapsed().as_secs_f64()
+    ));
     let mut rows = Vec::new();
     for &n in &opts.tokens {
         // Deterministic ids spread over the vocabulary: throughput does not depend on them.

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod fused_attention;
+mod fused_ops;
 mod fused_rope;
 pub mod kv_cache;
 pub mod transformer;
@@ -77,5 +78,15 @@ pub fn parse_device(name: &str) -> Result<candle_core::Device> {
     if !candle_core::utils::cuda_is_available() {
         return Err(ModelError::NoCudaBuild);
     }
-    candle_core::Device::new_cuda(ordinal).map_err(|e| ModelError::NoCudaDevice(e.to_string()))
+    let device = candle_core::Device::new_cuda(ordinal)
+        .map_err(|e| ModelError::NoCudaDevice(e.to_string()))?;
+    #[cfg(feature = "cuda")]
+    if let candle_core::Device::Cuda(d) = &device {
+        // cudarc records an event per tensor per launch so that several streams can share
+        // memory safely. Everything here runs on the device's one stream, where launch order
+        // already orders every use: the events only add driver calls to each small decode op.
+        // SAFETY: no tensor of this device is used on another stream.
+        unsafe { d.disable_event_tracking() };
+    }
+    Ok(device)
 }

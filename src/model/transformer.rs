@@ -2,6 +2,7 @@
 //! Attention takes the recipe's rule per layer and phase; the cache is its own type.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
 
@@ -9,7 +10,7 @@ use super::config::{ModelConfig, RopeStyle};
 use super::kv_cache::KvCache;
 use super::weights::{Linear, WeightSource};
 use super::{ModelError, Result};
-use super::{fused_attention, fused_rope};
+use super::{fused_attention, fused_ops, fused_rope};
 use crate::recipe::{AttnRule, KeySpan, Phase, Recipe};
 
 /// Which logits a forward pass returns.
@@ -109,9 +110,12 @@ pub struct Model {
     dtype: DType,
     /// Use the fused attention kernel where it runs (CUDA, bf16).
     fused: bool,
+    /// RoPE tables from position 0, grown on demand: a decode step then uploads nothing.
+    rope: Arc<Mutex<Option<Rope>>>,
 }
 
 /// RoPE tables for a run of positions, shared by every layer of one forward pass.
+#[derive(Debug)]
 struct Rope {
     cos: Tensor,
     sin: Tensor,
@@ -158,6 +162,21 @@ impl Rope {
             sin,
             cs,
             style: cfg.rope_style,
+        })
+    }
+
+    fn rows(&self) -> usize {
+        self.cos.dims()[0]
+    }
+
+    /// The rows of `positions` (views: no copy, no upload).
+    fn slice(&self, positions: std::ops::Range<usize>) -> candle_core::Result<Self> {
+        let rows = |t: &Tensor| t.narrow(0, positions.start, positions.len());
+        Ok(Rope {
+            cos: rows(&self.cos)?,
+            sin: rows(&self.sin)?,
+            cs: self.cs.as_ref().map(rows).transpose()?,
+            style: self.style,
         })
     }
 
@@ -238,9 +257,8 @@ fn attend_block(
 
 impl Layer {
     /// Normalised input → the joined q/k/v projection `[1, C, (H + 2·KV)·d]`, biases added.
-    fn project(&self, cfg: &ModelConfig, x: &Tensor) -> candle_core::Result<Tensor> {
-        let h = candle_nn::ops::rms_norm(x, &self.attn_norm, cfg.rms_eps as f32)?;
-        let y = self.qkv.forward(&h)?;
+    fn project(&self, h: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.qkv.forward(h)?;
         match &self.qkv_bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
@@ -251,11 +269,11 @@ impl Layer {
     fn qkv(
         &self,
         cfg: &ModelConfig,
-        x: &Tensor,
+        h: &Tensor,
         rope: &Rope,
     ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-        let (b, c, _) = x.dims3()?;
-        let y = self.project(cfg, x)?;
+        let (b, c, _) = h.dims3()?;
+        let y = self.project(h)?;
         // Heads of q, k and v side by side: split by head (views), so the only copy is RoPE's.
         let y = y.reshape((b, c, cfg.heads + 2 * cfg.kv_heads, cfg.head_dim))?;
         let heads = |at: usize, n: usize| y.narrow(2, at, n)?.transpose(1, 2);
@@ -271,18 +289,69 @@ impl Layer {
         Ok((rope.apply(&q)?, rope.apply(&k)?, v.contiguous()?))
     }
 
-    /// Attention output `[1,C,H·d]` → residual stream, then the MLP block.
-    fn finish(&self, cfg: &ModelConfig, x: &Tensor, attn: &Tensor) -> candle_core::Result<Tensor> {
-        let x = (x + self.wo.forward(attn)?)?;
-        let h = candle_nn::ops::rms_norm(&x, &self.ffn_norm, cfg.rms_eps as f32)?;
-        let y = self.gate_up.forward(&h)?;
-        let [gate, up]: [Tensor; 2] = self
-            .gate_up
-            .split_out(&y)?
-            .try_into()
-            .expect("two projections");
-        let mlp = self.down.forward(&(candle_nn::ops::silu(&gate)? * up)?)?;
-        x + mlp
+    /// Normalised input → the MLP block's output (before the residual add).
+    fn mlp(&self, h: &Tensor, fused: bool) -> candle_core::Result<Tensor> {
+        let y = self.gate_up.forward(h)?;
+        let act = if fused {
+            fused_ops::silu_mul(&y)?
+        } else {
+            let [gate, up]: [Tensor; 2] = self
+                .gate_up
+                .split_out(&y)?
+                .try_into()
+                .expect("two projections");
+            (candle_nn::ops::silu(&gate)? * up)?
+        };
+        self.down.forward(&act)
+    }
+}
+
+/// The residual stream, holding back the last block's output so that its add runs in the
+/// same launch as the next RMSNorm where the fused kernels run.
+struct Residual {
+    x: Tensor,
+    pending: Option<Tensor>,
+    fused: bool,
+    eps: f32,
+}
+
+impl Residual {
+    fn new(x: Tensor, fused: bool, eps: f64) -> Self {
+        Residual {
+            x,
+            pending: None,
+            fused,
+            eps: eps as f32,
+        }
+    }
+
+    /// Adds the held-back output, then returns `rms_norm(x) · w`.
+    fn norm(&mut self, w: &Tensor) -> candle_core::Result<Tensor> {
+        match self.pending.take() {
+            Some(d) if self.fused => {
+                let (x, h) = fused_ops::add_rms_norm(&self.x, &d, w, self.eps)?;
+                self.x = x;
+                Ok(h)
+            }
+            Some(d) => {
+                self.x = (&self.x + d)?;
+                candle_nn::ops::rms_norm(&self.x, w, self.eps)
+            }
+            None => candle_nn::ops::rms_norm(&self.x, w, self.eps),
+        }
+    }
+
+    /// Holds back a block's output; the next `norm` or `finish` adds it.
+    fn add(&mut self, delta: Tensor) {
+        debug_assert!(self.pending.is_none(), "two outputs without a norm between");
+        self.pending = Some(delta);
+    }
+
+    fn finish(self) -> candle_core::Result<Tensor> {
+        match self.pending {
+            Some(d) => self.x + d,
+            None => Ok(self.x),
+        }
     }
 }
 
@@ -350,6 +419,7 @@ impl Model {
             norm,
             lm_head,
             fused: true,
+            rope: Arc::default(),
         })
     }
 
@@ -368,6 +438,19 @@ impl Model {
     /// Activation (and KV cache) dtype.
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// RoPE tables for `positions`, from the model's table (built for at least `ctx`).
+    fn rope(&self, positions: std::ops::Range<usize>) -> Result<Rope> {
+        let mut table = self.rope.lock().expect("rope table lock");
+        if table.as_ref().is_none_or(|t| t.rows() < positions.end) {
+            // Half again the need: a long read rebuilds the table a few times, not per step.
+            let rows = (positions.end + positions.end / 2)
+                .max(self.cfg.ctx)
+                .next_multiple_of(4096);
+            *table = Some(Rope::new(&self.cfg, 0..rows, self.dtype, &self.device)?);
+        }
+        Ok(table.as_ref().expect("just built").slice(positions)?)
     }
 
     /// An empty cache shaped for this model.
@@ -439,16 +522,19 @@ impl Model {
         want: Logits,
     ) -> Result<Option<Tensor>> {
         let (q0, q1) = (cache.next_pos(), cache.next_pos() + tokens.len());
-        let rope = Rope::new(&self.cfg, q0..q1, self.dtype, &self.device)?;
-        let mut x = self.embed(tokens)?;
+        let rope = self.rope(q0..q1)?;
+        let x = self.embed(tokens)?;
+        let fused_elementwise = self.fused && fused_ops::supported(&x);
+        let mut x = Residual::new(x, fused_elementwise, self.cfg.rms_eps);
         // One key span and mask per distinct rule, shared by the layers that use it.
         let mut spans: HashMap<AttnRule, (KeySpan, Option<Tensor>)> = HashMap::new();
         for (i, layer) in self.layers.iter().enumerate() {
             let rule = recipe.rule(i, phase);
+            let h = x.norm(&layer.attn_norm)?;
             let q = match (&rope.cs, &layer.qk_norm) {
                 // Fused: RoPE on q, k and v written into the cache in place (no qk-norm between).
                 (Some(cs), None) if self.fused => {
-                    let y = layer.project(&self.cfg, &x)?;
+                    let y = layer.project(&h)?;
                     let c = &self.cfg;
                     let q = fused_rope::rotate_q(&y, cs, c.heads, c.head_dim, c.rope_style)?;
                     let (kb, vb, slot) = cache.append_slots(i, tokens.len())?;
@@ -466,7 +552,7 @@ impl Model {
                     q
                 }
                 _ => {
-                    let (q, k, v) = layer.qkv(&self.cfg, &x, &rope)?;
+                    let (q, k, v) = layer.qkv(&self.cfg, &h, &rope)?;
                     cache.append(i, &k, &v)?;
                     q
                 }
@@ -490,14 +576,16 @@ impl Model {
                 let (kk, vv) = cache.gather(i, span)?;
                 token_major(&attend(&q, &kk, &vv, mask.as_ref())?)?
             };
-            x = layer.finish(&self.cfg, &x, &attn)?;
+            x.add(layer.wo.forward(&attn)?);
+            let h = x.norm(&layer.ffn_norm)?;
+            x.add(layer.mlp(&h, fused_elementwise)?);
             if cache.eviction() && recipe.layer_evicts(i) {
                 // Keep the newest token's window: sink + the last W tokens (DESIGN.md).
                 cache.evict(i, rule.sink, rule.first_needed(q1 - 1))?;
             }
         }
         cache.advance(tokens.len());
-        self.head(&x, want)
+        self.head(&x.finish()?, want)
     }
 
     /// The dense-mask reference: the whole sequence at once, every query against every key
@@ -512,7 +600,7 @@ impl Model {
         assert_eq!(tokens.len(), phases.len(), "one phase per token");
         let t = tokens.len();
         let rope = Rope::new(&self.cfg, 0..t, self.dtype, &self.device)?;
-        let mut x = self.embed(tokens)?;
+        let mut x = Residual::new(self.embed(tokens)?, false, self.cfg.rms_eps);
         for (i, layer) in self.layers.iter().enumerate() {
             let mut m = vec![0f32; t * t];
             for (qi, phase) in phases.iter().enumerate() {
@@ -524,11 +612,14 @@ impl Model {
                 }
             }
             let mask = Tensor::from_vec(m, (t, t), &self.device)?;
-            let (q, k, v) = layer.qkv(&self.cfg, &x, &rope)?;
+            let h = x.norm(&layer.attn_norm)?;
+            let (q, k, v) = layer.qkv(&self.cfg, &h, &rope)?;
             let attn = token_major(&attend(&q, &k, &v, Some(&mask))?)?;
-            x = layer.finish(&self.cfg, &x, &attn)?;
+            x.add(layer.wo.forward(&attn)?);
+            let h = x.norm(&layer.ffn_norm)?;
+            x.add(layer.mlp(&h, false)?);
         }
-        self.head(&x, Logits::All)?
+        self.head(&x.finish()?, Logits::All)?
             .ok_or_else(|| ModelError::BadConfig("no logits".into()))
     }
 }

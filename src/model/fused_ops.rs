@@ -1,0 +1,179 @@
+//! Fused elementwise tails of a layer on CUDA (`cuda/norm_act.cu`): residual add + RMSNorm
+//! in one launch, and SiLU(gate)·up over the joined gate/up output. Decode is launch-bound,
+//! so each launch saved per layer is time saved per token.
+
+use candle_core::{CpuStorage, DType, Layout, Shape, Tensor};
+
+/// Whether the fused kernels can run on tensors like `x` (CUDA, bf16).
+pub fn supported(x: &Tensor) -> bool {
+    cfg!(feature = "cuda") && x.device().is_cuda() && x.dtype() == DType::BF16
+}
+
+/// `(x + delta, rms_norm(x + delta) · w)` for `x, delta: [.., hidden]`.
+pub fn add_rms_norm(
+    x: &Tensor,
+    delta: &Tensor,
+    w: &Tensor,
+    eps: f32,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let both = x.apply_op3_no_bwd(delta, w, &AddRmsNorm { eps })?;
+    Ok((both.get(0)?, both.get(1)?))
+}
+
+/// `silu(y[.., :I]) · y[.., I:]` for the joined gate/up output `y: [.., 2·I]`.
+pub fn silu_mul(y: &Tensor) -> candle_core::Result<Tensor> {
+    y.apply_op1_no_bwd(&SiluMul)
+}
+
+// Read by the CUDA implementation only.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+struct AddRmsNorm {
+    eps: f32,
+}
+
+struct SiluMul;
+
+const CUDA_ONLY: &str = "the fused norm and activation kernels run on CUDA only";
+
+impl candle_core::CustomOp3 for AddRmsNorm {
+    fn name(&self) -> &'static str {
+        "swaa-add-rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        candle_core::bail!("{CUDA_ONLY}")
+    }
+
+    /// Output `[2, ..x's shape]`: the sum, then the normalised sum.
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        ds: &candle_core::CudaStorage,
+        dl: &Layout,
+        ws: &candle_core::CudaStorage,
+        wl: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        use candle_core::cuda_backend::WrapErr;
+        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+        let [x, d, w] = cuda::bf16s([(xs, xl), (ds, dl), (ws, wl)])?;
+        let hidden = *xl.dims().last().expect("rank ≥ 1");
+        let rows = xl.shape().elem_count() / hidden;
+        if dl.dims() != xl.dims() || wl.dims() != [hidden] {
+            candle_core::bail!(
+                "add_rms_norm: shapes {:?} {:?} {:?}",
+                xl.dims(),
+                dl.dims(),
+                wl.dims()
+            );
+        }
+        let dev = xs.device().clone();
+        // SAFETY: every element of both halves is written below.
+        let out = unsafe { dev.alloc::<half::bf16>(2 * rows * hidden)? };
+        let (ox, oh) = (out.slice(..rows * hidden), out.slice(rows * hidden..));
+        let f = dev.get_or_load_custom_func("add_rms_norm_bf16", cuda::MODULE, cuda::PTX)?;
+        let (hd, eps) = (hidden as i32, self.eps);
+        let mut b = f.builder();
+        b.arg(&x);
+        b.arg(&d);
+        b.arg(&w);
+        b.arg(&ox);
+        b.arg(&oh);
+        b.arg(&hd);
+        b.arg(&eps);
+        let cfg = LaunchConfig {
+            grid_dim: (rows as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: one block per row of `hidden` elements, within the shapes checked above.
+        unsafe { b.launch(cfg) }.w()?;
+        let mut dims = vec![2];
+        dims.extend_from_slice(xl.dims());
+        Ok((
+            candle_core::CudaStorage::wrap_cuda_slice(out, dev),
+            Shape::from(dims),
+        ))
+    }
+}
+
+impl candle_core::CustomOp1 for SiluMul {
+    fn name(&self) -> &'static str {
+        "swaa-silu-mul"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        candle_core::bail!("{CUDA_ONLY}")
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        ys: &candle_core::CudaStorage,
+        yl: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        use candle_core::cuda_backend::WrapErr;
+        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+        let [y] = cuda::bf16s([(ys, yl)])?;
+        let width = *yl.dims().last().expect("rank ≥ 1");
+        let (rows, inter) = (yl.shape().elem_count() / width, width / 2);
+        let dev = ys.device().clone();
+        // SAFETY: the kernel writes all rows × inter elements.
+        let out = unsafe { dev.alloc::<half::bf16>(rows * inter)? };
+        let f = dev.get_or_load_custom_func("silu_mul_bf16", cuda::MODULE, cuda::PTX)?;
+        let (r, i) = (rows as i64, inter as i32);
+        let mut b = f.builder();
+        b.arg(&y);
+        b.arg(&out);
+        b.arg(&r);
+        b.arg(&i);
+        // SAFETY: reads rows × 2·inter, writes rows × inter elements.
+        unsafe { b.launch(LaunchConfig::for_num_elems((rows * inter) as u32)) }.w()?;
+        let mut dims = yl.dims().to_vec();
+        *dims.last_mut().expect("rank ≥ 1") = inter;
+        Ok((
+            candle_core::CudaStorage::wrap_cuda_slice(out, dev),
+            Shape::from(dims),
+        ))
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use candle_core::cuda_backend::CudaStorageSlice;
+    use candle_core::cuda_backend::cudarc::driver::CudaView;
+    use candle_core::{CudaStorage, Layout, bail};
+
+    pub(super) const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/norm_act.ptx"));
+    pub(super) const MODULE: &str = "swaa_norm_act";
+
+    /// Contiguous bf16 views of the inputs.
+    pub(super) fn bf16s<'a, const N: usize>(
+        inputs: [(&'a CudaStorage, &Layout); N],
+    ) -> candle_core::Result<[CudaView<'a, half::bf16>; N]> {
+        let mut out = Vec::with_capacity(N);
+        for (s, l) in inputs {
+            let CudaStorageSlice::BF16(slice) = &s.slice else {
+                bail!("the fused norm and activation kernels need bf16");
+            };
+            let Some((a, b)) = l.contiguous_offsets() else {
+                bail!("the fused norm and activation kernels need contiguous inputs");
+            };
+            out.push(slice.slice(a..b));
+        }
+        Ok(out
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("N inputs give N views")))
+    }
+}
