@@ -1,4 +1,4 @@
-//! With the `cuda` feature, compiles the project's CUDA kernels to PTX with nvcc. The CPU
+//! With the `cuda` feature, compiles the project's CUDA kernels to fat binaries with nvcc. The CPU
 //! build runs nothing here and needs no CUDA toolkit.
 
 use std::path::PathBuf;
@@ -21,11 +21,13 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     for name in ["attention", "qkv_rope", "norm_act"] {
         let src = format!("src/model/cuda/{name}.cu");
+        // Machine code for the target GPU (no JIT at first use) and PTX for newer ones.
         let status = Command::new(&nvcc)
-            .args(["--ptx", "-O3", "-std=c++17", "-lineinfo"])
-            .arg(format!("-arch=sm_{cap}"))
+            .args(["--fatbin", "-O3", "-std=c++17", "-lineinfo"])
+            .arg(format!("-gencode=arch=compute_{cap},code=sm_{cap}"))
+            .arg(format!("-gencode=arch=compute_{cap},code=compute_{cap}"))
             .arg("-o")
-            .arg(out.join(format!("{name}.ptx")))
+            .arg(out.join(format!("{name}.fatbin")))
             .arg(&src)
             .status()
             .unwrap_or_else(|e| {

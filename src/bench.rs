@@ -92,10 +92,12 @@ pub fn run(
     let t = Instant::now();
     for (_, recipe) in &opts.recipes {
         let mut cache = model.new_cache();
-        let ids: Vec<u32> = (0..opts.chunk.min(512) as u32)
-            .map(|i| i % cfg.vocab as u32)
-            .collect();
-        model.forward(&ids, &mut cache, recipe, Phase::Prefill, Logits::Last)?;
+        // Three chunks past the window: eviction and compaction run too.
+        let n = 3 * opts.chunk + recipe.window.unwrap_or(0);
+        let ids: Vec<u32> = (0..n as u32).map(|i| i % cfg.vocab as u32).collect();
+        for part in ids.chunks(opts.chunk) {
+            model.forward(part, &mut cache, recipe, Phase::Prefill, Logits::Skip)?;
+        }
         for _ in 0..2 {
             model.forward(&[1], &mut cache, recipe, Phase::Decode, Logits::Last)?;
         }

@@ -102,8 +102,7 @@ mod cuda {
 
     use super::FusedAttention;
 
-    const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/attention.ptx"));
-    const MODULE: &str = "swaa_attention";
+    use crate::model::cuda_kernels::{ATTENTION, function};
     /// Query rows per block (`BR` in the kernel).
     const ROWS: usize = 64;
     /// Keys per tile (`BC`): a split gets at least a few tiles.
@@ -218,9 +217,9 @@ mod cuda {
         let out = unsafe { dev.alloc::<bf16>(rows_total * d)? };
         let stream = dev.cuda_stream();
         if op.poison {
-            let f = dev.get_or_load_custom_func("poison_bf16", MODULE, PTX)?;
+            let f = function(&dev, ATTENTION, "poison_bf16")?;
             let count = (rows_total * d) as i64;
-            let mut b = f.builder();
+            let mut b = stream.launch_builder(&f);
             b.arg(&out);
             b.arg(&count);
             // SAFETY: the kernel writes only `count` elements of `out`.
@@ -245,9 +244,9 @@ mod cuda {
         } else {
             "swa_attention_d128"
         };
-        let f = dev.get_or_load_custom_func(name, MODULE, PTX)?;
+        let f = function(&dev, ATTENTION, name)?;
         let (qv, kv_, vv) = (q.slice(qo..), k.slice(ko..), v.slice(vo..));
-        let mut b = f.builder();
+        let mut b = stream.launch_builder(&f);
         b.arg(&qv);
         b.arg(&kv_);
         b.arg(&vv);
@@ -264,9 +263,9 @@ mod cuda {
         // (or the partials) for rows < H·C.
         unsafe { b.launch(cfg) }.w()?;
         if splits > 1 {
-            let f = dev.get_or_load_custom_func("attn_combine", MODULE, PTX)?;
+            let f = function(&dev, ATTENTION, "attn_combine")?;
             let (cc, hh, sp, dd) = (c as i32, h as i32, splits as i32, d as i32);
-            let mut b = f.builder();
+            let mut b = stream.launch_builder(&f);
             b.arg(&part_o);
             b.arg(&part_ml);
             b.arg(&out);

@@ -63,6 +63,7 @@ impl candle_core::CustomOp3 for AddRmsNorm {
         ws: &candle_core::CudaStorage,
         wl: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use crate::model::cuda_kernels::{NORM_ACT, function};
         use candle_core::backend::BackendStorage;
         use candle_core::cuda_backend::WrapErr;
         use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
@@ -81,9 +82,10 @@ impl candle_core::CustomOp3 for AddRmsNorm {
         // SAFETY: every element of both halves is written below.
         let out = unsafe { dev.alloc::<half::bf16>(2 * rows * hidden)? };
         let (ox, oh) = (out.slice(..rows * hidden), out.slice(rows * hidden..));
-        let f = dev.get_or_load_custom_func("add_rms_norm_bf16", cuda::MODULE, cuda::PTX)?;
+        let f = function(&dev, NORM_ACT, "add_rms_norm_bf16")?;
         let (hd, eps) = (hidden as i32, self.eps);
-        let mut b = f.builder();
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&f);
         b.arg(&x);
         b.arg(&d);
         b.arg(&w);
@@ -122,6 +124,7 @@ impl candle_core::CustomOp1 for SiluMul {
         ys: &candle_core::CudaStorage,
         yl: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use crate::model::cuda_kernels::{NORM_ACT, function};
         use candle_core::backend::BackendStorage;
         use candle_core::cuda_backend::WrapErr;
         use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
@@ -131,9 +134,10 @@ impl candle_core::CustomOp1 for SiluMul {
         let dev = ys.device().clone();
         // SAFETY: the kernel writes all rows × inter elements.
         let out = unsafe { dev.alloc::<half::bf16>(rows * inter)? };
-        let f = dev.get_or_load_custom_func("silu_mul_bf16", cuda::MODULE, cuda::PTX)?;
+        let f = function(&dev, NORM_ACT, "silu_mul_bf16")?;
         let (r, i) = (rows as i64, inter as i32);
-        let mut b = f.builder();
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&f);
         b.arg(&y);
         b.arg(&out);
         b.arg(&r);
@@ -154,9 +158,6 @@ mod cuda {
     use candle_core::cuda_backend::CudaStorageSlice;
     use candle_core::cuda_backend::cudarc::driver::CudaView;
     use candle_core::{CudaStorage, Layout, bail};
-
-    pub(super) const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/norm_act.ptx"));
-    pub(super) const MODULE: &str = "swaa_norm_act";
 
     /// Contiguous bf16 views of the inputs.
     pub(super) fn bf16s<'a, const N: usize>(

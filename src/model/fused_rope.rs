@@ -186,7 +186,7 @@ mod cuda {
     use super::Move;
     use crate::model::config::RopeStyle;
 
-    const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/qkv_rope.ptx"));
+    use crate::model::cuda_kernels::{QKV_ROPE, function};
 
     /// Mirrors `QkvRopeParams` in qkv_rope.cu.
     #[repr(C)]
@@ -243,9 +243,10 @@ mod cuda {
             slot0,
         };
         let dev = ys.device();
-        let f = dev.get_or_load_custom_func("qkv_rope_bf16", "swaa_qkv_rope", PTX)?;
+        let f = function(dev, QKV_ROPE, "qkv_rope_bf16")?;
         let (yv, csv) = (y.slice(y0..y1), cs.slice(c0..c1));
-        let mut b = f.builder();
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&f);
         b.arg(&yv);
         b.arg(&csv);
         b.arg(dst);

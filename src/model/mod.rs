@@ -1,6 +1,8 @@
 //! Weights loading (GGUF, safetensors, random) and the transformer that runs them.
 
 pub mod config;
+#[cfg(feature = "cuda")]
+mod cuda_kernels;
 pub mod fused_attention;
 mod fused_ops;
 mod fused_rope;
