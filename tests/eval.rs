@@ -210,8 +210,9 @@ fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-/// The CI-sized eval: 6 recipes × 2 lengths × 2 needles on the real model. The window is a
-/// quarter of the length, so plain SWA cannot see needles at 10% and 50% depth; full can.
+/// The CI-sized eval: 6 recipes × 2 lengths × 1 needle on the real model (12 reads of 0.5k and
+/// 1k tokens: 2–3 minutes on 2 cores). The window is a quarter of the length, so plain SWA
+/// cannot see a needle at 50% depth; full attention can.
 #[test]
 fn ci_sized_needle_eval_writes_table_json_and_plot_and_full_beats_swa() {
     let model = common::smollm2().display().to_string();
@@ -219,8 +220,8 @@ fn ci_sized_needle_eval_writes_table_json_and_plot_and_full_beats_swa() {
     let out_s = out.display().to_string();
     #[rustfmt::skip]
     let args = [
-        "eval", "--model", &model, "--task", "needle", "--lengths", "512,1k", "--samples", "2",
-        "--depths", "10,50", "--haystack", "assets/sample.md", "--out", &out_s, "--seed", "3",
+        "eval", "--model", &model, "--task", "needle", "--lengths", "512,1k", "--samples", "1",
+        "--depths", "50", "--haystack", "assets/sample.md", "--out", &out_s, "--seed", "3",
         "--max-tokens", "20",
     ];
     let o = swaa(&args);
@@ -272,7 +273,7 @@ fn ci_sized_needle_eval_writes_table_json_and_plot_and_full_beats_swa() {
             r["ci_high"].as_f64().unwrap(),
         );
         assert!(lo <= acc && acc <= hi && hi <= 1.0, "{r}");
-        assert_eq!(r["samples"], 2);
+        assert_eq!(r["samples"], 1);
         assert!(r["mean_prefill_s"].as_f64().unwrap() > 0.0);
         assert!(r["peak_kv_bytes"].as_u64().unwrap() > 0);
     }
@@ -303,7 +304,7 @@ fn ci_sized_needle_eval_writes_table_json_and_plot_and_full_beats_swa() {
 
     // A second run finds every answer in results.jsonl and recomputes nothing.
     let results = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
-    assert_eq!(results.lines().count(), 24);
+    assert_eq!(results.lines().count(), 12);
     let t = std::time::Instant::now();
     let again = swaa(&args);
     assert!(again.status.success());

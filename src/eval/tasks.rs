@@ -113,7 +113,13 @@ impl Haystack {
             .filter(|p| {
                 p.file_name()
                     .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("ch") && n.ends_with(".html"))
+                    // Chapters are `chNN-MM-title.html`; other pages are redirects and indexes.
+                    .is_some_and(|n| {
+                        n.len() > 5
+                            && n.starts_with("ch")
+                            && n.as_bytes()[2..4].iter().all(u8::is_ascii_digit)
+                            && n.ends_with(".html")
+                    })
             })
             .collect();
         chapters.sort();
