@@ -559,6 +559,41 @@ mod tests {
     }
 
     #[test]
+    fn jsonl_reads_inline_and_path_documents_and_groups_questions_by_document() {
+        let dir = std::env::temp_dir().join(format!("swaa-eval-jsonl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("book.md"), "# Book\n\nThe ferry leaves at nine.\n").unwrap();
+        let lines = [
+            r#"{"document": "book.md", "question": "When?", "answer": "9"}"#,
+            r#"{"document": "Inline text.", "question": "What?", "answer": ["text", "inline text"]}"#,
+            r#"{"document": "book.md", "question": "What leaves?", "answer": "the ferry"}"#,
+        ];
+        let path = dir.join("set.jsonl");
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let docs = jsonl_docs(&path, &words).unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].title, "Book");
+        assert!(docs[0].text.contains("ferry leaves"));
+        assert_eq!(
+            docs[0].questions.len(),
+            2,
+            "questions on one document share its read"
+        );
+        assert_eq!(docs[1].text, "Inline text.");
+        assert_eq!(docs[1].questions[0].answers, ["text", "inline text"]);
+        assert_eq!(docs[0].length, 1024);
+
+        std::fs::write(&path, format!("{}\n{{\"document\": \"x\"}}", lines[0])).unwrap();
+        let err = jsonl_docs(&path, &words).unwrap_err();
+        assert!(matches!(err, EvalError::BadJsonl { line: 2, .. }), "{err}");
+        assert!(
+            err.to_string().contains("\"question\""),
+            "says the format: {err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn short_or_missing_text_is_refused() {
         assert!(matches!(
             Haystack::from_text("too short"),
