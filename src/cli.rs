@@ -1,4 +1,4 @@
-//! The command line: `swaa-chat [FILE]`, `ask`, `bench`, `selftest`, `models`.
+//! The command line: `swaa-chat [FILE]`, `ask`, `bench`, `eval`, `selftest`, `models`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -57,6 +57,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Answer quality vs cost per recipe and length: needle, multi-fact QA or your JSONL.
+    Eval(crate::eval::EvalArgs),
     /// List, fetch or locate model presets.
     Models {
         #[command(subcommand)]
@@ -235,6 +237,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         }) => ask(&merge(file_cfg, &run), &file, &question, json),
         Some(Cmd::Bench(b)) => bench_cmd(b),
         Some(Cmd::Selftest { device, json }) => selftest_cmd(&device, json),
+        Some(Cmd::Eval(a)) => crate::eval::command(a, &file_cfg),
         Some(Cmd::Models { cmd }) => models_cmd(cmd),
     }
 }
@@ -298,7 +301,7 @@ fn build_recipe(c: &config::RecipeConfig, model: &ModelConfig) -> Result<Recipe>
     Ok(r)
 }
 
-fn fetch_options() -> FetchOptions {
+pub(crate) fn fetch_options() -> FetchOptions {
     FetchOptions {
         quiet: !std::io::stderr().is_terminal(),
         ..Default::default()

@@ -165,6 +165,19 @@ struct Transcript {
     tokens: Vec<u32>,
 }
 
+/// A session's state after a read (or any turn): restoring it answers a new question as if
+/// the document had just been read, without reading it again. Holds a deep copy of the cache.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    cache: KvCache,
+    recipe: Recipe,
+    built_with: Option<Recipe>,
+    document: Option<(String, String)>,
+    history: Vec<(String, String)>,
+    held: Transcript,
+    last_stats: Stats,
+}
+
 pub struct Session {
     model: Model,
     tok: ChatTokenizer,
@@ -213,6 +226,13 @@ impl Session {
     }
     pub fn ctx(&self) -> usize {
         self.opts.ctx.unwrap_or(self.model.config().ctx)
+    }
+    pub fn sampling(&self) -> &SamplingParams {
+        &self.opts.sampling
+    }
+    /// Questions and answers so far (empty right after a read).
+    pub fn history(&self) -> &[(String, String)] {
+        &self.history
     }
     pub fn set_sampling(&mut self, s: SamplingParams) {
         self.opts.sampling = s;
@@ -319,6 +339,34 @@ impl Session {
             .or_else(|| full.find(marker))
             .unwrap_or(0);
         Ok(Some(full[..end].to_string()))
+    }
+
+    /// Captures the cache and conversation, e.g. right after `read`, so that every later
+    /// question can start from the read document (eval, recipe comparison, the reader).
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        Ok(Snapshot {
+            cache: self.cache.fork()?,
+            recipe: self.recipe.clone(),
+            built_with: self.built_with.clone(),
+            document: self.document.clone(),
+            history: self.history.clone(),
+            held: self.held.clone(),
+            last_stats: self.last_stats.clone(),
+        })
+    }
+
+    /// Returns to a snapshot; the snapshot stays valid for further restores (the cache is
+    /// copied, since answering writes to it and may evict). The next `ask` prefills only the
+    /// question's tokens after what the snapshot held.
+    pub fn restore(&mut self, snap: &Snapshot) -> Result<()> {
+        self.cache = snap.cache.fork()?;
+        self.recipe = snap.recipe.clone();
+        self.built_with = snap.built_with.clone();
+        self.document = snap.document.clone();
+        self.history = snap.history.clone();
+        self.held = snap.held.clone();
+        self.last_stats = snap.last_stats.clone();
+        Ok(())
     }
 
     /// Keys `[from, to)` besides the sink that the newest token sees in a sliding layer.

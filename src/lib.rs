@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod document;
 pub mod engine;
+pub mod eval;
 pub mod hub;
 pub mod loader;
 pub mod model;

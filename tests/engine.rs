@@ -3,48 +3,13 @@
 
 mod common;
 
-use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use candle_core::Device;
-use candle_core::quantized::GgmlDType;
-use swaa_chat::engine::{
-    Command, ContextPolicy, Engine, EngineError, Event, Session, SessionOptions,
-};
-use swaa_chat::model::{Arch, WeightsMode, load_gguf};
+use swaa_chat::engine::{Command, ContextPolicy, Engine, EngineError, Event, SessionOptions};
 use swaa_chat::recipe::{Recipe, RecipeDefaults};
-use swaa_chat::sampling::SamplingParams;
-use swaa_chat::tokenizer::ChatTokenizer;
 
-fn tiny_gguf() -> &'static std::path::Path {
-    static PATH: OnceLock<std::path::PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let md = common::tokenizer_metadata(&common::smollm2());
-        let mut cfg = common::quant_friendly(Arch::Llama, 49152);
-        cfg.tied_embeddings = true;
-        let path = common::temp_dir("engine").join("tiny.gguf");
-        common::write_random_gguf(&path, &cfg, GgmlDType::Q8_0, &md);
-        path
-    })
-}
-
-fn session(recipe: Recipe, opts: SessionOptions) -> Session {
-    let (model, md) = load_gguf(tiny_gguf(), &Device::Cpu, WeightsMode::Auto).unwrap();
-    let tok = ChatTokenizer::from_gguf(&md).unwrap();
-    Session::new(model, tok, recipe, opts)
-}
-
-fn opts(chunk: usize, max_new: usize) -> SessionOptions {
-    SessionOptions {
-        chunk,
-        sampling: SamplingParams {
-            max_new_tokens: max_new,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-}
+use common::{session_opts as opts, tiny_session as session};
 
 fn doc(words: usize) -> String {
     (0..words).map(|i| format!("word{} ", i % 97)).collect()

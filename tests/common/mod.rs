@@ -3,12 +3,17 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
+use swaa_chat::engine::{Session, SessionOptions};
 use swaa_chat::hub;
-use swaa_chat::model::{Arch, ModelConfig};
+use swaa_chat::model::{Arch, ModelConfig, WeightsMode, load_gguf};
+use swaa_chat::recipe::Recipe;
+use swaa_chat::sampling::SamplingParams;
+use swaa_chat::tokenizer::ChatTokenizer;
 
 /// The smollm2-135m GGUF, fetched once (CI fetches it with `models fetch` before the tests).
 pub fn smollm2() -> PathBuf {
@@ -19,6 +24,39 @@ pub fn smollm2() -> PathBuf {
     };
     hub::fetch(preset, &opts)
         .unwrap_or_else(|e| panic!("the tests need the smollm2-135m preset: {e}"))
+}
+
+/// A tiny random llama (Q8_0) with smollm2's real tokenizer, written once per test binary:
+/// engine-level tests run on it in well under a second each.
+pub fn tiny_smollm2_gguf() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let md = tokenizer_metadata(&smollm2());
+        let mut cfg = quant_friendly(Arch::Llama, 49152);
+        cfg.tied_embeddings = true;
+        let path = temp_dir("tiny").join("tiny.gguf");
+        write_random_gguf(&path, &cfg, GgmlDType::Q8_0, &md);
+        path
+    })
+}
+
+/// A session on the tiny model.
+pub fn tiny_session(recipe: Recipe, opts: SessionOptions) -> Session {
+    let (model, md) = load_gguf(tiny_smollm2_gguf(), &Device::Cpu, WeightsMode::Auto).unwrap();
+    let tok = ChatTokenizer::from_gguf(&md).unwrap();
+    Session::new(model, tok, recipe, opts)
+}
+
+/// Prefill `chunk` tokens a step, answer with at most `max_new` greedy tokens.
+pub fn session_opts(chunk: usize, max_new: usize) -> SessionOptions {
+    SessionOptions {
+        chunk,
+        sampling: SamplingParams {
+            max_new_tokens: max_new,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
 }
 
 /// Tokenizer metadata (`tokenizer.*`) of a GGUF file, to give random models a real vocabulary.
