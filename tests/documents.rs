@@ -26,7 +26,7 @@ fn assert_tiles(doc: &Document) {
     }
 }
 
-fn section_text<'a>(doc: &'a Document, number: usize) -> &'a str {
+fn section_text(doc: &Document, number: usize) -> &str {
     let s = doc.sections.iter().find(|s| s.number == number).unwrap();
     &doc.text[s.start..s.end]
 }

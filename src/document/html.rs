@@ -125,10 +125,10 @@ pub(super) fn convert(html: &str) -> Converted {
                 let name = e.name();
                 if closing {
                     w.close(name);
-                    if name == "title" {
-                        if let Some(t) = title_text.take() {
-                            title.get_or_insert(t);
-                        }
+                    if name == "title"
+                        && let Some(t) = title_text.take()
+                    {
+                        title.get_or_insert(t);
                     }
                     continue;
                 }

@@ -90,13 +90,13 @@ pub(super) fn markdown(text: &str) -> Parsed {
                 continue;
             }
             let underline = |c: char| t.len() >= 2 && t.chars().all(|x| x == c);
-            if let Some((p_at, p_text)) = prev {
-                if underline('=') || underline('-') {
-                    let level = if underline('=') { 1 } else { 2 };
-                    heads.push((p_at, level, p_text.trim().to_string()));
-                    prev = None;
-                    continue;
-                }
+            if let Some((p_at, p_text)) = prev
+                && (underline('=') || underline('-'))
+            {
+                let level = if underline('=') { 1 } else { 2 };
+                heads.push((p_at, level, p_text.trim().to_string()));
+                prev = None;
+                continue;
             }
         }
         prev = (!t.is_empty() && indent < 4 && !t.starts_with(['-', '*', '>', '|']))
