@@ -233,7 +233,9 @@ fn dispatch(cli: Cli) -> Result<()> {
             run,
         }) => ask(&merge(file_cfg, &run), &file, &question, json),
         Some(Cmd::Extract { file, json }) => {
-            Ok(std::io::stdout().write_all(document::extract(&file, json)?.as_bytes())?)
+            let text = document::extract(&file, json)?;
+            std::io::stdout().write_all(text.as_bytes())?;
+            Ok(())
         }
         Some(Cmd::Bench(b)) => bench_cmd(b),
         Some(Cmd::Selftest { device, json }) => selftest_cmd(&device, json),

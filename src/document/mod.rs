@@ -227,7 +227,8 @@ fn load_as(
     Ok((format, doc))
 }
 
-/// Extensions read as plain text or Markdown; any other text file is read as plain text too.
+/// Extensions that promise text: binary data under one of them is "not a text document",
+/// under any other extension an unsupported type.
 const TEXT_EXTENSIONS: &[&str] = &[
     "txt", "text", "md", "markdown", "rst", "htm", "html", "xhtml",
 ];
