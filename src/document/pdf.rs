@@ -207,4 +207,11 @@ mod tests {
             "fine flow\n\noff"
         );
     }
+
+    #[test]
+    fn a_parser_panic_becomes_an_error_message() {
+        let e = quietly(|| -> u8 { panic!("bad xref at {}", 42) }).unwrap_err();
+        assert_eq!(e, "parser panic: bad xref at 42");
+        assert_eq!(quietly(|| 7), Ok(7));
+    }
 }
