@@ -1,4 +1,4 @@
-//! The command line: `swaa-chat [FILE]`, `ask`, `bench`, `eval`, `selftest`, `models`.
+//! The command line: `swaa-chat [FILE]`, `ask`, `extract`, `bench`, `eval`, `selftest`, `models`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -26,7 +26,7 @@ use crate::recipe::{LayerSet, Recipe, RecipeDefaults};
 pub struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
-    /// Document to read (.txt, .md; - for stdin). Without one: a plain chat with the model.
+    /// Document to read (PDF, EPUB, HTML, Markdown, text; - for stdin). Without one: a plain chat.
     file: Option<PathBuf>,
     #[command(flatten)]
     run: RunArgs,
@@ -46,6 +46,14 @@ enum Cmd {
         json: bool,
         #[command(flatten)]
         run: RunArgs,
+    },
+    /// Print the text the model reads from a document, with page or chapter markers.
+    Extract {
+        file: PathBuf,
+        /// Print one JSON object: title, format, pages (number, title, start, end: byte
+        /// offsets into text) and text.
+        #[arg(long)]
+        json: bool,
     },
     /// Prefill and decode throughput per recipe and context length.
     Bench(BenchArgs),
@@ -235,6 +243,11 @@ fn dispatch(cli: Cli) -> Result<()> {
             json,
             run,
         }) => ask(&merge(file_cfg, &run), &file, &question, json),
+        Some(Cmd::Extract { file, json }) => {
+            let text = document::extract(&file, json)?;
+            std::io::stdout().write_all(text.as_bytes())?;
+            Ok(())
+        }
         Some(Cmd::Bench(b)) => bench_cmd(b),
         Some(Cmd::Selftest { device, json }) => selftest_cmd(&device, json),
         Some(Cmd::Eval(a)) => crate::eval::command(a, &file_cfg),

@@ -4,33 +4,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use candle_core::quantized::GgmlDType;
+use common::{fails_clearly, swaa};
 use swaa_chat::model::Arch;
-
-fn swaa(args: &[&str]) -> Output {
-    let data = common::temp_dir("cli-data");
-    Command::new(env!("CARGO_BIN_EXE_swaa-chat"))
-        .args(args)
-        .env("SWAA_CHAT_DATA", &data)
-        .env("SWAA_CHAT_CONFIG", data.join("none.toml"))
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap()
-}
-
-/// Fails with exactly one line on stderr containing every `needle`.
-fn fails_clearly(out: &Output, code: i32, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    assert!(err.starts_with("error: "), "{err}");
-    for n in needles {
-        assert!(err.contains(n), "expected '{n}' in: {err}");
-    }
-}
 
 fn doc_file(dir: &Path) -> String {
     let p = dir.join("doc.md");
@@ -86,9 +64,13 @@ fn bad_documents_exit_2() {
     let empty = dir.join("empty.txt");
     std::fs::write(&empty, "  \n").unwrap();
     fails_clearly(&swaa(&["ask", empty.to_str().unwrap(), "q"]), 2, &["empty"]);
-    let bin = dir.join("latin1.txt");
-    std::fs::write(&bin, [0x63, 0x61, 0x66, 0xe9, 0x0a]).unwrap();
-    fails_clearly(&swaa(&["ask", bin.to_str().unwrap(), "q"]), 2, &["UTF-8"]);
+    let bin = dir.join("binary.txt");
+    std::fs::write(&bin, [0x7f, 0x45, 0x4c, 0x46, 0x02, 0x01, 0x00, 0x00]).unwrap();
+    fails_clearly(
+        &swaa(&["ask", bin.to_str().unwrap(), "q"]),
+        2,
+        &["not a text document"],
+    );
     let missing = dir.join("nope.md");
     fails_clearly(
         &swaa(&["ask", missing.to_str().unwrap(), "q"]),

@@ -2,7 +2,9 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use candle_core::quantized::gguf_file::{self, Value};
@@ -241,4 +243,38 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 
 pub fn metadata_map(md: Vec<(String, Value)>) -> HashMap<String, Value> {
     md.into_iter().collect()
+}
+
+/// Runs the binary offline, with an empty config and its own data dir.
+pub fn swaa(args: &[&str]) -> Output {
+    swaa_with_stdin(args, b"")
+}
+
+pub fn swaa_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
+    let data = temp_dir("cli-data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_swaa-chat"))
+        .args(args)
+        .env("SWAA_CHAT_DATA", &data)
+        .env("SWAA_CHAT_CONFIG", data.join("none.toml"))
+        .env("HF_HUB_OFFLINE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A command that never reads stdin may have exited already: a broken pipe is fine.
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// Fails with exactly one line on stderr containing every `needle`.
+pub fn fails_clearly(out: &Output, code: i32, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "expected '{n}' in: {err}");
+    }
 }
