@@ -12,4 +12,5 @@ pub mod model;
 pub mod recipe;
 pub mod sampling;
 pub mod selftest;
+pub mod swat;
 pub mod tokenizer;
