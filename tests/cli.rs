@@ -9,28 +9,7 @@ use std::process::{Command, Output};
 use candle_core::quantized::GgmlDType;
 use swaa_chat::model::Arch;
 
-fn swaa(args: &[&str]) -> Output {
-    let data = common::temp_dir("cli-data");
-    Command::new(env!("CARGO_BIN_EXE_swaa-chat"))
-        .args(args)
-        .env("SWAA_CHAT_DATA", &data)
-        .env("SWAA_CHAT_CONFIG", data.join("none.toml"))
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap()
-}
-
-/// Fails with exactly one line on stderr containing every `needle`.
-fn fails_clearly(out: &Output, code: i32, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    assert!(err.starts_with("error: "), "{err}");
-    for n in needles {
-        assert!(err.contains(n), "expected '{n}' in: {err}");
-    }
-}
+use common::{fails_clearly, swaa};
 
 fn doc_file(dir: &Path) -> String {
     let p = dir.join("doc.md");

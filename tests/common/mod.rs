@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -203,4 +204,28 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 
 pub fn metadata_map(md: Vec<(String, Value)>) -> HashMap<String, Value> {
     md.into_iter().collect()
+}
+
+/// Runs the binary with a private data dir, no config file and no hub access.
+pub fn swaa(args: &[&str]) -> Output {
+    let data = temp_dir("cli-data");
+    Command::new(env!("CARGO_BIN_EXE_swaa-chat"))
+        .args(args)
+        .env("SWAA_CHAT_DATA", &data)
+        .env("SWAA_CHAT_CONFIG", data.join("none.toml"))
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap()
+}
+
+/// Fails with exactly one line on stderr containing every `needle`.
+pub fn fails_clearly(out: &Output, code: i32, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "expected '{n}' in: {err}");
+    }
 }
