@@ -45,10 +45,20 @@ fn grid() -> Vec<SwatConfig> {
 /// The formula of DESIGN.md "SWAT details", element by element in f64: RoPE ("halves" pairs
 /// (x_m, x_{m+d/2}) at angle p·θ^(−2m/d)), ALiBi slope ∓2^(−8(h+1)/H) with odd heads positive
 /// when balanced, β, sigmoid or softmax over the keys `i−W < j ≤ i`.
-fn dense_reference(cfg: &SwatConfig, q: &[f32], k: &[f32], v: &[f32], h: usize, t: usize) -> Vec<f64> {
+fn dense_reference(
+    cfg: &SwatConfig,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    h: usize,
+    t: usize,
+) -> Vec<f64> {
     let d = cfg.head_dim();
     let at = |x: &[f32], hh: usize, p: usize| -> Vec<f64> {
-        let row: Vec<f64> = x[(hh * t + p) * d..(hh * t + p + 1) * d].iter().map(|&a| a as f64).collect();
+        let row: Vec<f64> = x[(hh * t + p) * d..(hh * t + p + 1) * d]
+            .iter()
+            .map(|&a| a as f64)
+            .collect();
         if !cfg.uses_rope() {
             return row;
         }
@@ -70,7 +80,9 @@ fn dense_reference(cfg: &SwatConfig, q: &[f32], k: &[f32], v: &[f32], h: usize, 
         };
         for i in 0..t {
             let qi = at(q, hh, i);
-            let keys: Vec<usize> = (0..=i).filter(|&j| cfg.window.is_none_or(|w| i - j < w)).collect();
+            let keys: Vec<usize> = (0..=i)
+                .filter(|&j| cfg.window.is_none_or(|w| i - j < w))
+                .collect();
             let scores: Vec<f64> = keys
                 .iter()
                 .map(|&j| {
@@ -121,7 +133,11 @@ fn swat_attention_with_window_alibi_and_rope_matches_dense_reference_chunked_and
                 .zip(&want)
                 .map(|(a, b)| (*a as f64 - b).abs())
                 .fold(0.0, f64::max);
-            assert!(err < 1e-4, "{} block {block}: max abs diff {err}", cfg.summary());
+            assert!(
+                err < 1e-4,
+                "{} block {block}: max abs diff {err}",
+                cfg.summary()
+            );
         }
     }
 }
@@ -144,19 +160,28 @@ fn gradients_match_finite_differences_on_a_tiny_model() {
         let grads = model.loss(&x, &y).unwrap().backward().unwrap();
         let eps = 1e-5;
         for (name, var) in model.named_vars() {
-            let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("no gradient for {name}"));
             let g = g.flatten_all().unwrap().to_vec1::<f64>().unwrap();
-            let base = var.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            let base = var
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
             let n = base.len();
             for idx in [0, n / 3, n - 1] {
                 let at = |delta: f64| {
                     let mut w = base.clone();
                     w[idx] += delta;
-                    var.set(&Tensor::from_vec(w, var.dims(), &dev).unwrap()).unwrap();
+                    var.set(&Tensor::from_vec(w, var.dims(), &dev).unwrap())
+                        .unwrap();
                     loss(&model)
                 };
                 let fd = (at(eps) - at(-eps)) / (2.0 * eps);
-                var.set(&Tensor::from_vec(base.clone(), var.dims(), &dev).unwrap()).unwrap();
+                var.set(&Tensor::from_vec(base.clone(), var.dims(), &dev).unwrap())
+                    .unwrap();
                 let tol = 1e-6 + 1e-4 * fd.abs().max(g[idx].abs());
                 assert!(
                     (fd - g[idx]).abs() < tol,
@@ -180,7 +205,12 @@ fn rolling_cache_matches_recomputation_and_stays_constant() {
     let n = 40;
     let (ids, all) = tokens(n, &dev);
     for window in [Some(5), None] {
-        let cfg = config(Activation::Sigmoid, Positions::Alirope, Slopes::Balanced, window);
+        let cfg = config(
+            Activation::Sigmoid,
+            Positions::Alirope,
+            Slopes::Balanced,
+            window,
+        );
         let model = SwatModel::new(&cfg, 3, DType::F32, &dev).unwrap();
         let want = model.forward(&all, None).unwrap();
         for chunk in [1, 3, 7, n] {
@@ -189,7 +219,11 @@ fn rolling_cache_matches_recomputation_and_stays_constant() {
             let mut sizes = Vec::new();
             for s in (0..n).step_by(chunk) {
                 let len = chunk.min(n - s);
-                parts.push(model.forward(&all.narrow(1, s, len).unwrap(), Some(&mut cache)).unwrap());
+                parts.push(
+                    model
+                        .forward(&all.narrow(1, s, len).unwrap(), Some(&mut cache))
+                        .unwrap(),
+                );
                 sizes.push((cache.position(), cache.tokens(), cache.bytes()));
             }
             let got = Tensor::cat(&parts, 1).unwrap();
@@ -207,16 +241,33 @@ fn rolling_cache_matches_recomputation_and_stays_constant() {
     }
     // One layer: the output at i depends on tokens i−W+1..=i only, and position terms are
     // relative, so reading just those tokens from position 0 gives the cached result.
-    let mut cfg = config(Activation::Sigmoid, Positions::Alirope, Slopes::Balanced, Some(6));
+    let mut cfg = config(
+        Activation::Sigmoid,
+        Positions::Alirope,
+        Slopes::Balanced,
+        Some(6),
+    );
     cfg.layers = 1;
     let model = SwatModel::new(&cfg, 5, DType::F32, &dev).unwrap();
     let mut cache = RollingCache::new(&cfg);
     for (i, &tok) in ids.iter().enumerate() {
         let x = Tensor::new(&[tok], &dev).unwrap().unsqueeze(0).unwrap();
-        let cached = model.forward(&x, Some(&mut cache)).unwrap().get(0).unwrap().get(0).unwrap();
+        let cached = model
+            .forward(&x, Some(&mut cache))
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .get(0)
+            .unwrap();
         let from = (i + 1).saturating_sub(6);
         let window = all.narrow(1, from, i + 1 - from).unwrap();
-        let fresh = model.forward(&window, None).unwrap().get(0).unwrap().get(i - from).unwrap();
+        let fresh = model
+            .forward(&window, None)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .get(i - from)
+            .unwrap();
         let diff = common::max_abs_diff(&cached, &fresh);
         assert!(diff < 1e-4, "position {i}: {diff}");
     }
@@ -232,7 +283,11 @@ fn ci_settings() -> TrainSettings {
     model.seq_len = 128;
     TrainSettings {
         model,
-        texts: vec![repo("assets/sample.md"), repo("README.md"), repo("NOTES.md")],
+        texts: vec![
+            repo("assets/sample.md"),
+            repo("README.md"),
+            repo("NOTES.md"),
+        ],
         steps: 300,
         batch: 8,
         lr: 3e-3,
@@ -267,11 +322,17 @@ fn tiny_training_run_learns_resumes_exactly_and_generates() {
     )
     .unwrap();
     assert!(summary.finished() && !summary.interrupted);
-    let (first, last) = (summary.val_history[0].1, summary.val_history.last().unwrap().1);
-    assert!((first - 256f32.ln()).abs() < 0.3, "untrained held-out loss {first}");
+    let (first, last) = (
+        summary.val_history[0].1,
+        summary.val_history.last().unwrap().1,
+    );
+    assert!(
+        (first - 256f32.ln()).abs() < 0.3,
+        "untrained held-out loss {first}"
+    );
     assert!(last < first - 1.5, "held-out loss {first} → {last}");
 
-    // The same run stopped at step 150 (as Ctrl-C does), then resumed for one step.
+    // The same run stopped at step 50 (as Ctrl-C does), then resumed for one step.
     let b = root.join("b");
     let stop = AtomicBool::new(false);
     let s = train::train(
@@ -279,12 +340,19 @@ fn tiny_training_run_learns_resumes_exactly_and_generates() {
         &b,
         &dev,
         None,
-        &mut |r| stop.store(r.step == 150, Ordering::Relaxed),
+        &mut |r| stop.store(r.step == 50, Ordering::Relaxed),
         &stop,
     )
     .unwrap();
-    assert_eq!((s.step, s.interrupted), (150, true));
-    let again = train::train(Start::Fresh(ci_settings()), &b, &dev, None, &mut |_| {}, &never);
+    assert_eq!((s.step, s.interrupted), (50, true));
+    let again = train::train(
+        Start::Fresh(ci_settings()),
+        &b,
+        &dev,
+        None,
+        &mut |_| {},
+        &never,
+    );
     assert!(again.unwrap_err().to_string().contains("--resume"));
     let stop = AtomicBool::new(false);
     let mut resumed = None;
@@ -300,7 +368,7 @@ fn tiny_training_run_learns_resumes_exactly_and_generates() {
         &stop,
     )
     .unwrap();
-    assert_eq!(resumed, Some((151, losses[150])), "next loss after resume");
+    assert_eq!(resumed, Some((51, losses[50])), "next loss after resume");
 
     // Generation through the rolling cache: longer than the window, constant KV.
     let model = SwatModel::load(&a, DType::F32, &dev).unwrap();
@@ -314,8 +382,14 @@ fn tiny_training_run_learns_resumes_exactly_and_generates() {
     assert_eq!(stats.generated_tokens, 200);
     assert_eq!(stats.kv_tokens, 31);
     assert_eq!(stats.kv_bytes, 2 * 2 * 31 * 64 * 4);
-    let letters = text.chars().filter(|c| c.is_ascii_alphabetic() || *c == ' ').count();
-    assert!(letters * 2 > text.chars().count(), "not prose-like: {text:?}");
+    let letters = text
+        .chars()
+        .filter(|c| c.is_ascii_alphabetic() || *c == ' ')
+        .count();
+    assert!(
+        letters * 2 > text.chars().count(),
+        "not prose-like: {text:?}"
+    );
 
     cli_on_the_trained_model(&a, &root);
 }
@@ -326,8 +400,18 @@ fn cli_on_the_trained_model(model: &Path, root: &Path) {
     let out = root.join("report");
     let sample = repo("assets/sample.md");
     let r = common::swaa(&[
-        "swat", "ppl", "--model", m, "--text", sample.to_str().unwrap(), "--lengths", "64,512",
-        "--max-seqs", "2", "--out", out.to_str().unwrap(),
+        "swat",
+        "ppl",
+        "--model",
+        m,
+        "--text",
+        sample.to_str().unwrap(),
+        "--lengths",
+        "64,512",
+        "--max-seqs",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
     ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(String::from_utf8_lossy(&r.stdout).contains("| a |"));
@@ -336,23 +420,67 @@ fn cli_on_the_trained_model(model: &Path, root: &Path) {
     assert_eq!(rows.len(), 2);
     for row in &rows {
         let ppl = row["ppl"].as_f64().unwrap();
-        assert!(ppl > 1.0 && ppl < 20.0, "trained byte model perplexity {ppl}");
+        assert!(
+            ppl > 1.0 && ppl < 20.0,
+            "trained byte model perplexity {ppl}"
+        );
         assert_eq!(row["cache_tokens"], 31);
     }
-    assert!(std::fs::read_to_string(out.join("ppl.svg")).unwrap().contains("<svg"));
+    assert!(
+        std::fs::read_to_string(out.join("ppl.svg"))
+            .unwrap()
+            .contains("<svg")
+    );
 
-    let r = common::swaa(&["swat", "generate", "--model", m, "--prompt", "The ", "--max-tokens", "40"]);
+    let r = common::swaa(&[
+        "swat",
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "The ",
+        "--max-tokens",
+        "40",
+    ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(!String::from_utf8_lossy(&r.stdout).trim().is_empty());
     assert!(String::from_utf8_lossy(&r.stderr).contains("KV 31 tok/layer"));
 
-    let r = common::swaa(&["ask", "--model", m, sample.to_str().unwrap(), "What is it?", "--max-tokens", "20"]);
+    let doc = root.join("doc.md");
+    std::fs::write(
+        &doc,
+        "# Notes\n\nThe window slides over the text, and the cache stays small.\n",
+    )
+    .unwrap();
+    let r = common::swaa(&[
+        "ask",
+        "--model",
+        m,
+        doc.to_str().unwrap(),
+        "What slides?",
+        "--max-tokens",
+        "20",
+    ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(String::from_utf8_lossy(&r.stderr).contains("KV 31 tok/layer"));
 
     let missing = root.join("missing");
-    let r = common::swaa(&["swat", "generate", "--model", missing.to_str().unwrap(), "--prompt", "x"]);
+    let r = common::swaa(&[
+        "swat",
+        "generate",
+        "--model",
+        missing.to_str().unwrap(),
+        "--prompt",
+        "x",
+    ]);
     common::fails_clearly(&r, 1, &["not a SWAT checkpoint"]);
-    let r = common::swaa(&["swat", "train", "--text", sample.to_str().unwrap(), "--out", m]);
+    let r = common::swaa(&[
+        "swat",
+        "train",
+        "--text",
+        sample.to_str().unwrap(),
+        "--out",
+        m,
+    ]);
     common::fails_clearly(&r, 1, &["--resume"]);
 }

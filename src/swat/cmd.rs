@@ -273,7 +273,13 @@ fn train_with_bar(
             r.tokens_per_s
         ));
         if let Some(v) = r.val_loss {
-            tracing::info!(step = r.step, loss = r.loss, val = v, lr = r.lr, "SWAT step");
+            tracing::info!(
+                step = r.step,
+                loss = r.loss,
+                val = v,
+                lr = r.lr,
+                "SWAT step"
+            );
         }
     };
     let summary = train::train(start, out, device, deadline, &mut on_step, stop)?;
@@ -321,7 +327,14 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
         Start::Fresh(s)
     };
     let stop = interrupt_flag();
-    let summary = train_with_bar(start, &a.out, &device, deadline(a.run.minutes), &stop, "train")?;
+    let summary = train_with_bar(
+        start,
+        &a.out,
+        &device,
+        deadline(a.run.minutes),
+        &stop,
+        "train",
+    )?;
     report_summary(&summary);
     Ok(())
 }
@@ -337,11 +350,7 @@ fn name_of(dir: &Path) -> String {
 }
 
 /// Perplexity rows for each model and length, printing progress.
-fn measure(
-    models: &[(String, SwatModel)],
-    tokens: &[u32],
-    eval: &EvalArgs,
-) -> Result<Vec<PplRow>> {
+fn measure(models: &[(String, SwatModel)], tokens: &[u32], eval: &EvalArgs) -> Result<Vec<PplRow>> {
     let mut rows = Vec::new();
     for (name, model) in models {
         let chunk = eval.chunk.unwrap_or(model.config().window.unwrap_or(512));
@@ -384,7 +393,13 @@ pub fn compare_variants() -> [(&'static str, Activation, Positions, Slopes, bool
         ("transformer-full", Softmax, Rope, Unidirectional, false),
         ("softmax-rope-swa", Softmax, Rope, Unidirectional, true),
         ("sigmoid-rope-swa", Sigmoid, Rope, Unidirectional, true),
-        ("sigmoid-alirope-uni", Sigmoid, Alirope, Unidirectional, true),
+        (
+            "sigmoid-alirope-uni",
+            Sigmoid,
+            Alirope,
+            Unidirectional,
+            true,
+        ),
         ("sigmoid-alirope-balanced", Sigmoid, Alirope, Balanced, true),
     ]
 }

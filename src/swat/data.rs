@@ -57,8 +57,8 @@ impl ByteTokenizer {
             path: dir.into(),
             detail,
         };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| not_ckpt(format!("{}: {e}", Self::FILE)))?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| not_ckpt(format!("{}: {e}", Self::FILE)))?;
         let t: ByteTokenizer =
             serde_json::from_str(&text).map_err(|e| not_ckpt(format!("{}: {e}", Self::FILE)))?;
         if t.vocab_size != Self::VOCAB {
@@ -211,7 +211,9 @@ mod tests {
 
     #[test]
     fn corpus_holds_out_the_tail_and_batches_shift_targets_by_one() {
-        let text: String = (0..1000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+        let text: String = (0..1000)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
         let c = Corpus::from_text(&text, 0.1);
         assert_eq!((c.train.len(), c.val.len()), (900, 100));
         assert_eq!(c.val[0], u32::from(b'a' + (900 % 26) as u8));

@@ -109,7 +109,11 @@ impl SwatConfig {
         let (hidden, layers, heads, intermediate) = match name {
             "tiny" => (64, 2, 4, 192),
             "small" => (256, 6, 8, 768),
-            _ => return Err(invalid(format!("unknown SWAT preset '{name}': use tiny or small"))),
+            _ => {
+                return Err(invalid(format!(
+                    "unknown SWAT preset '{name}': use tiny or small"
+                )));
+            }
         };
         Ok(SwatConfig {
             architecture: ARCHITECTURE.into(),
@@ -147,7 +151,9 @@ impl SwatConfig {
             )));
         }
         if self.window == Some(0) {
-            return Err(invalid("--window must be at least 1 (or 0 for full attention)"));
+            return Err(invalid(
+                "--window must be at least 1 (or 0 for full attention)",
+            ));
         }
         if self.slopes == Slopes::Balanced && self.uses_alibi() && self.heads < 2 {
             return Err(invalid("balanced slopes need at least 2 heads"));
@@ -339,6 +345,9 @@ mod tests {
         let xs: Vec<f64> = (0..20_000).map(|_| r.normal()).collect();
         let mean = xs.iter().sum::<f64>() / xs.len() as f64;
         let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
-        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "{mean} {var}");
+        assert!(
+            mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
+            "{mean} {var}"
+        );
     }
 }

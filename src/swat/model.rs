@@ -60,7 +60,9 @@ fn plan(
     for qs in (0..t).step_by(block.max(1)) {
         let len = block.min(t - qs);
         let (a, b) = (q0 + qs, q0 + qs + len);
-        let ks = rule.window.map_or(k0, |w| (a + 1).saturating_sub(w).max(k0));
+        let ks = rule
+            .window
+            .map_or(k0, |w| (a + 1).saturating_sub(w).max(k0));
         let keys = b - ks;
         let mut bias = Vec::with_capacity(heads * len * keys);
         for h in 0..heads {
@@ -135,7 +137,8 @@ fn rope_tables(
             sin.push(a.sin());
         }
     }
-    let mk = |v| -> Result<Tensor> { Ok(Tensor::from_vec(v, (t, d / 2), device)?.to_dtype(dtype)?) };
+    let mk =
+        |v| -> Result<Tensor> { Ok(Tensor::from_vec(v, (t, d / 2), device)?.to_dtype(dtype)?) };
     Ok((mk(cos)?, mk(sin)?))
 }
 
@@ -383,7 +386,15 @@ impl SwatModel {
     pub fn forward(&self, tokens: &Tensor, mut cache: Option<&mut RollingCache>) -> Result<Tensor> {
         let (_, t) = tokens.dims2()?;
         let (p0, held) = cache.as_ref().map_or((0, 0), |c| (c.pos, c.tokens()));
-        let blocks = plan(&self.rule, p0, t, p0 - held, self.block, self.dtype, &self.device)?;
+        let blocks = plan(
+            &self.rule,
+            p0,
+            t,
+            p0 - held,
+            self.block,
+            self.dtype,
+            &self.device,
+        )?;
         let mut x = self.embed.embedding(&tokens.flatten_all()?)?.reshape((
             tokens.dim(0)?,
             t,

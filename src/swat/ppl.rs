@@ -49,7 +49,8 @@ pub fn perplexity(
             let x = Tensor::new(&seq[c..c + n], dev)?.unsqueeze(0)?;
             let y = Tensor::new(&seq[c + 1..c + n + 1], dev)?;
             let logits = model.forward(&x, Some(&mut cache))?.squeeze(0)?;
-            let logp = candle_nn::ops::log_softmax(&logits.to_dtype(candle_core::DType::F32)?, D::Minus1)?;
+            let logp =
+                candle_nn::ops::log_softmax(&logits.to_dtype(candle_core::DType::F32)?, D::Minus1)?;
             let picked = logp.gather(&y.unsqueeze(1)?, 1)?;
             nll -= picked.sum_all()?.to_scalar::<f32>()? as f64;
             count += n;
@@ -117,9 +118,9 @@ pub fn plot_svg(rows: &[PplRow], path: &Path, title: &str) -> Result<()> {
     if rows.is_empty() {
         return Err(invalid("no perplexity results to plot"));
     }
-    let (min_l, max_l) = rows
-        .iter()
-        .fold((usize::MAX, 0), |(a, b), r| (a.min(r.length), b.max(r.length)));
+    let (min_l, max_l) = rows.iter().fold((usize::MAX, 0), |(a, b), r| {
+        (a.min(r.length), b.max(r.length))
+    });
     let max_p = rows.iter().map(|r| r.ppl).fold(1.0f64, f64::max);
     let min_p = rows.iter().map(|r| r.ppl).fold(max_p, f64::min);
     let root = SVGBackend::new(path, (800, 500)).into_drawing_area();

@@ -315,7 +315,11 @@ pub fn train(
         let mut sq = 0f64;
         for (name, var) in model.named_vars() {
             if let Some(g) = grads.get(var.as_tensor()) {
-                sq += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                sq += g
+                    .sqr()?
+                    .sum_all()?
+                    .to_dtype(DType::F64)?
+                    .to_scalar::<f64>()?;
                 named.insert(name, g.clone());
             }
         }
