@@ -72,6 +72,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ModelsCmd,
     },
+    /// SWAT: train sliding-window (sigmoid, balanced ALiBi + RoPE) models, measure, generate.
+    Swat {
+        #[command(subcommand)]
+        cmd: crate::swat::SwatCmd,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -252,6 +257,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Some(Cmd::Selftest { device, json }) => selftest_cmd(&device, json),
         Some(Cmd::Eval(a)) => crate::eval::command(a, &file_cfg),
         Some(Cmd::Models { cmd }) => models_cmd(cmd),
+        Some(Cmd::Swat { cmd }) => crate::swat::cmd::run(cmd),
     }
 }
 
@@ -380,6 +386,9 @@ fn printer(pb: &ProgressBar, stream: bool) -> impl FnMut(Event) + '_ {
 }
 
 fn ask(cfg: &Config, file: &Path, question: &str, json: bool) -> Result<()> {
+    if crate::swat::is_checkpoint(Path::new(&cfg.model)) {
+        return crate::swat::cmd::ask(cfg, file, question, json);
+    }
     let doc = document::load(file)?;
     let (mut session, name) = open_session(cfg)?;
     session.load_document(&doc.title, &doc.text);

@@ -13,4 +13,5 @@ pub mod model;
 pub mod recipe;
 pub mod sampling;
 pub mod selftest;
+pub mod swat;
 pub mod tokenizer;

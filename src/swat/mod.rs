@@ -1,0 +1,356 @@
+//! SWAT: sliding-window attention training (Fu et al. 2025, github Fzkuji/swat-attention).
+//! A small byte-level decoder trained here with candle autograd: sigmoid (or softmax)
+//! attention over a sliding window, RoPE and/or ALiBi with uni- or bidirectional (balanced)
+//! slopes, and inference with a rolling KV cache whose size does not grow with the text.
+//!
+//! `model` is the architecture and cache, `data` the tokenizer and corpus, `train` the loop
+//! and checkpoints, `ppl` perplexity against length, `cmd` the `swaa-chat swat …` commands.
+
+pub mod cmd;
+pub mod data;
+pub mod generate;
+pub mod model;
+pub mod ppl;
+pub mod train;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use cmd::SwatCmd;
+pub use data::{ByteTokenizer, Corpus};
+pub use model::{RollingCache, SwatModel};
+
+/// Marks a SWAT checkpoint's config.json (Hugging Face configs have no such value).
+pub const ARCHITECTURE: &str = "swat";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwatError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(
+        "{path} is not a SWAT checkpoint ({detail}); pass a folder written by `swaa-chat swat train`"
+    )]
+    NotCheckpoint { path: PathBuf, detail: String },
+    #[error(
+        "{0} already holds a SWAT checkpoint: pass --resume to continue it, or choose another --out"
+    )]
+    CheckpointExists(PathBuf),
+    #[error(transparent)]
+    Document(#[from] crate::document::DocumentError),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T> = std::result::Result<T, SwatError>;
+
+fn invalid(msg: impl Into<String>) -> SwatError {
+    SwatError::Invalid(msg.into())
+}
+
+/// How attention weights are made from scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    Softmax,
+    Sigmoid,
+}
+
+/// Position information: rotary on q and k, a linear distance bias, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Positions {
+    Rope,
+    Alibi,
+    Alirope,
+}
+
+/// ALiBi slope signs: every head penalises distance, or half of them favour older keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Slopes {
+    Unidirectional,
+    Balanced,
+}
+
+/// A SWAT model's shape and attention rule, stored as its checkpoint's config.json.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SwatConfig {
+    pub architecture: String,
+    pub vocab: usize,
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub intermediate: usize,
+    /// Sliding window W (keys `i-W < j <= i`); None is full causal attention.
+    pub window: Option<usize>,
+    pub activation: Activation,
+    pub positions: Positions,
+    pub slopes: Slopes,
+    /// Fixed sigmoid bias β; None means −ln W (see [`SwatConfig::beta`]).
+    pub beta: Option<f64>,
+    pub rope_theta: f64,
+    pub rms_eps: f64,
+    /// The sequence length it was trained on (the β default for full attention).
+    pub seq_len: usize,
+}
+
+impl SwatConfig {
+    /// `tiny` trains in about a minute on a laptop CPU (CI); `small` (~5M parameters) is for
+    /// the comparison runs on a GPU.
+    pub fn preset(name: &str) -> Result<Self> {
+        let (hidden, layers, heads, intermediate) = match name {
+            "tiny" => (64, 2, 4, 192),
+            "small" => (256, 6, 8, 768),
+            _ => {
+                return Err(invalid(format!(
+                    "unknown SWAT preset '{name}': use tiny or small"
+                )));
+            }
+        };
+        Ok(SwatConfig {
+            architecture: ARCHITECTURE.into(),
+            vocab: ByteTokenizer::VOCAB,
+            hidden,
+            layers,
+            heads,
+            intermediate,
+            window: Some(128),
+            activation: Activation::Sigmoid,
+            positions: Positions::Alirope,
+            slopes: Slopes::Balanced,
+            beta: None,
+            rope_theta: 10_000.0,
+            rms_eps: 1e-5,
+            seq_len: 1024,
+        })
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.hidden / self.heads
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.architecture != ARCHITECTURE {
+            return Err(invalid(format!(
+                "config.json architecture is '{}', not '{ARCHITECTURE}'",
+                self.architecture
+            )));
+        }
+        if self.heads == 0
+            || !self.hidden.is_multiple_of(self.heads)
+            || !self.head_dim().is_multiple_of(2)
+        {
+            return Err(invalid(format!(
+                "hidden size {} must split into {} heads of even size",
+                self.hidden, self.heads
+            )));
+        }
+        if self.window == Some(0) {
+            return Err(invalid(
+                "--window must be at least 1 (or 0 for full attention)",
+            ));
+        }
+        if self.slopes == Slopes::Balanced && self.uses_alibi() && self.heads < 2 {
+            return Err(invalid("balanced slopes need at least 2 heads"));
+        }
+        Ok(())
+    }
+
+    pub fn uses_rope(&self) -> bool {
+        matches!(self.positions, Positions::Rope | Positions::Alirope)
+    }
+
+    pub fn uses_alibi(&self) -> bool {
+        matches!(self.positions, Positions::Alibi | Positions::Alirope)
+    }
+
+    /// β added to every score. Sigmoid weights do not sum to 1: at initialisation scores are
+    /// ≈ 0, so each of the W keys would get σ(0) = ½ and a layer's output would grow with W.
+    /// β = −ln W gives σ ≈ 1/(W+1) per key, a sum near 1 as with softmax, which keeps early
+    /// training stable (Ramapuram et al. 2024, "Theory, Analysis, and Best Practices for
+    /// Sigmoid Self-Attention", use the same −ln n). Softmax ignores a constant shift: 0.
+    pub fn beta(&self) -> f64 {
+        match self.activation {
+            Activation::Softmax => 0.0,
+            Activation::Sigmoid => self
+                .beta
+                .unwrap_or_else(|| -(self.window.unwrap_or(self.seq_len).max(1) as f64).ln()),
+        }
+    }
+
+    /// Per-head ALiBi slope `b_h` in the score term `b_h·(i−j)`: negative penalises distance.
+    /// Magnitudes follow ALiBi's geometric sequence `2^(−8(h+1)/H)`. Balanced slopes alternate
+    /// signs by head (even heads negative, odd positive) rather than splitting the heads into
+    /// two blocks, so that both directions get steep and gentle slopes alike; a block split
+    /// would give all the steep (local) slopes to one direction. Zero without ALiBi.
+    pub fn slopes(&self) -> Vec<f64> {
+        let h = self.heads as f64;
+        (0..self.heads)
+            .map(|i| {
+                if !self.uses_alibi() {
+                    return 0.0;
+                }
+                let m = 2f64.powf(-8.0 * (i as f64 + 1.0) / h);
+                match self.slopes {
+                    Slopes::Balanced if i % 2 == 1 => m,
+                    _ => -m,
+                }
+            })
+            .collect()
+    }
+
+    /// Parameters, for reports.
+    pub fn parameters(&self) -> usize {
+        let per_layer = 4 * self.hidden * self.hidden + 3 * self.hidden * self.intermediate;
+        self.vocab * self.hidden + self.layers * (per_layer + 2 * self.hidden) + self.hidden
+    }
+
+    pub fn summary(&self) -> String {
+        let window = self.window.map_or("full".into(), |w| format!("W={w}"));
+        format!(
+            "{:?}+{:?}{} {window} · {}L d{} {}H · {:.2}M params",
+            self.activation,
+            self.positions,
+            if self.uses_alibi() {
+                format!("({:?})", self.slopes)
+            } else {
+                String::new()
+            },
+            self.layers,
+            self.hidden,
+            self.heads,
+            self.parameters() as f64 / 1e6
+        )
+        .to_lowercase()
+    }
+
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join("config.json");
+        let not_ckpt = |detail: String| SwatError::NotCheckpoint {
+            path: dir.into(),
+            detail,
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| not_ckpt(format!("{e}")))?;
+        let cfg: SwatConfig =
+            serde_json::from_str(&text).map_err(|e| not_ckpt(format!("config.json: {e}")))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// True when `path` is a folder whose config.json says it is a SWAT model.
+pub fn is_checkpoint(path: &Path) -> bool {
+    #[derive(Deserialize)]
+    struct Probe {
+        architecture: Option<String>,
+    }
+    std::fs::read_to_string(path.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Probe>(&t).ok())
+        .and_then(|p| p.architecture)
+        .is_some_and(|a| a == ARCHITECTURE)
+}
+
+/// A small seedable generator whose whole state is one `u64` (splitmix64), so training can
+/// checkpoint it and resume with the same data order and the same initial weights everywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, n)` (n > 0); the modulo bias is irrelevant at corpus sizes.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// Uniform in `(0, 1]`.
+    fn unit(&mut self) -> f64 {
+        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let (u, v) = (self.unit(), self.unit());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+}
+
+/// Parses `256`, `1k`, `16k` (k = 1024).
+pub fn parse_length(s: &str) -> std::result::Result<usize, String> {
+    let t = s.trim().to_lowercase();
+    let (num, mul) = match t.strip_suffix('k') {
+        Some(n) => (n, 1024),
+        None => (t.as_str(), 1),
+    };
+    match num.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n * mul),
+        _ => Err(format!(
+            "bad length '{s}': use a positive number of tokens like 256, 1k or 16k"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn balanced_slopes_alternate_signs_with_alibi_magnitudes() {
+        let mut c = SwatConfig::preset("tiny").unwrap();
+        c.heads = 4;
+        let s = c.slopes();
+        assert_eq!(s, vec![-0.25, 2f64.powi(-4), -2f64.powi(-6), 2f64.powi(-8)]);
+        c.slopes = Slopes::Unidirectional;
+        assert!(c.slopes().iter().all(|&b| b < 0.0));
+        c.positions = Positions::Rope;
+        assert!(c.slopes().iter().all(|&b| b == 0.0));
+    }
+
+    #[test]
+    fn sigmoid_beta_defaults_to_minus_log_window() {
+        let mut c = SwatConfig::preset("tiny").unwrap();
+        c.window = Some(128);
+        assert!((c.beta() + 128f64.ln()).abs() < 1e-12);
+        c.window = None;
+        assert!((c.beta() + (c.seq_len as f64).ln()).abs() < 1e-12);
+        c.beta = Some(-2.0);
+        assert_eq!(c.beta(), -2.0);
+        c.activation = Activation::Softmax;
+        assert_eq!(c.beta(), 0.0);
+    }
+
+    #[test]
+    fn lengths_parse_with_k_suffix() {
+        assert_eq!(parse_length("256"), Ok(256));
+        assert_eq!(parse_length("16k"), Ok(16384));
+        assert!(parse_length("0").is_err());
+        assert!(parse_length("x").is_err());
+    }
+
+    #[test]
+    fn rng_normal_has_unit_variance() {
+        let mut r = Rng(3);
+        let xs: Vec<f64> = (0..20_000).map(|_| r.normal()).collect();
+        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
+        assert!(
+            mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
+            "{mean} {var}"
+        );
+    }
+}

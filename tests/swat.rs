@@ -1,0 +1,486 @@
+//! SWAT: the attention rule against a dense reference written from the formula, autograd
+//! against finite differences, the rolling cache against recomputation, and a CI-sized
+//! training run that learns, resumes to the identical next loss and generates.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::{DType, Device, Tensor};
+use swaa_chat::sampling::SamplingParams;
+use swaa_chat::swat::generate::generate;
+use swaa_chat::swat::model::{AttnRule, attention, rotate};
+use swaa_chat::swat::train::{self, Start, TrainSettings};
+use swaa_chat::swat::{Activation, Positions, RollingCache, Slopes, SwatConfig, SwatModel};
+
+fn config(
+    activation: Activation,
+    positions: Positions,
+    slopes: Slopes,
+    window: Option<usize>,
+) -> SwatConfig {
+    let mut c = SwatConfig::preset("tiny").unwrap();
+    c.activation = activation;
+    c.positions = positions;
+    c.slopes = slopes;
+    c.window = window;
+    c
+}
+
+fn grid() -> Vec<SwatConfig> {
+    let mut v = Vec::new();
+    for act in [Activation::Sigmoid, Activation::Softmax] {
+        for pos in [Positions::Rope, Positions::Alibi, Positions::Alirope] {
+            for sl in [Slopes::Unidirectional, Slopes::Balanced] {
+                for w in [None, Some(1), Some(5)] {
+                    v.push(config(act, pos, sl, w));
+                }
+            }
+        }
+    }
+    v
+}
+
+/// The formula of DESIGN.md "SWAT details", element by element in f64: RoPE ("halves" pairs
+/// (x_m, x_{m+d/2}) at angle p·θ^(−2m/d)), ALiBi slope ∓2^(−8(h+1)/H) with odd heads positive
+/// when balanced, β, sigmoid or softmax over the keys `i−W < j ≤ i`.
+fn dense_reference(
+    cfg: &SwatConfig,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    h: usize,
+    t: usize,
+) -> Vec<f64> {
+    let d = cfg.head_dim();
+    let at = |x: &[f32], hh: usize, p: usize| -> Vec<f64> {
+        let row: Vec<f64> = x[(hh * t + p) * d..(hh * t + p + 1) * d]
+            .iter()
+            .map(|&a| a as f64)
+            .collect();
+        if !cfg.uses_rope() {
+            return row;
+        }
+        let mut out = row.clone();
+        for m in 0..d / 2 {
+            let a = p as f64 * cfg.rope_theta.powf(-2.0 * m as f64 / d as f64);
+            out[m] = row[m] * a.cos() - row[m + d / 2] * a.sin();
+            out[m + d / 2] = row[m + d / 2] * a.cos() + row[m] * a.sin();
+        }
+        out
+    };
+    let mut out = vec![0f64; h * t * d];
+    for hh in 0..h {
+        let mag = 2f64.powf(-8.0 * (hh as f64 + 1.0) / h as f64);
+        let slope = match (cfg.uses_alibi(), cfg.slopes) {
+            (false, _) => 0.0,
+            (true, Slopes::Balanced) if hh % 2 == 1 => mag,
+            _ => -mag,
+        };
+        for i in 0..t {
+            let qi = at(q, hh, i);
+            let keys: Vec<usize> = (0..=i)
+                .filter(|&j| cfg.window.is_none_or(|w| i - j < w))
+                .collect();
+            let scores: Vec<f64> = keys
+                .iter()
+                .map(|&j| {
+                    let kj = at(k, hh, j);
+                    let dot: f64 = qi.iter().zip(&kj).map(|(a, b)| a * b).sum();
+                    dot / (d as f64).sqrt() + slope * (i - j) as f64 + cfg.beta()
+                })
+                .collect();
+            let weights: Vec<f64> = match cfg.activation {
+                Activation::Sigmoid => scores.iter().map(|s| 1.0 / (1.0 + (-s).exp())).collect(),
+                Activation::Softmax => {
+                    let m = scores.iter().cloned().fold(f64::MIN, f64::max);
+                    let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+                    let z: f64 = e.iter().sum();
+                    e.iter().map(|x| x / z).collect()
+                }
+            };
+            for (w, &j) in weights.iter().zip(&keys) {
+                for c in 0..d {
+                    out[(hh * t + i) * d + c] += w * v[(hh * t + j) * d + c] as f64;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn swat_attention_with_window_alibi_and_rope_matches_dense_reference_chunked_and_not() {
+    let (h, t) = (4, 13);
+    let dev = Device::Cpu;
+    for cfg in grid() {
+        let d = cfg.head_dim();
+        let rnd = || Tensor::randn(0f32, 1.0, (1, h, t, d), &dev).unwrap();
+        let (q, k, v) = (rnd(), rnd(), rnd());
+        let flat = |x: &Tensor| x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let want = dense_reference(&cfg, &flat(&q), &flat(&k), &flat(&v), h, t);
+        let (qr, kr) = if cfg.uses_rope() {
+            (rotate(&cfg, &q, 0).unwrap(), rotate(&cfg, &k, 0).unwrap())
+        } else {
+            (q.clone(), k.clone())
+        };
+        let rule = AttnRule::new(&cfg);
+        for block in [1, 4, t] {
+            let got = flat(&attention(&qr, &kr, &v, 0, &rule, block).unwrap());
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (*a as f64 - b).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                err < 1e-4,
+                "{} block {block}: max abs diff {err}",
+                cfg.summary()
+            );
+        }
+    }
+}
+
+/// Central differences of the loss in f64 against autograd, for a few entries of every tensor.
+#[test]
+fn gradients_match_finite_differences_on_a_tiny_model() {
+    let dev = Device::Cpu;
+    for (act, pos, sl) in [
+        (Activation::Sigmoid, Positions::Alirope, Slopes::Balanced),
+        (Activation::Softmax, Positions::Rope, Slopes::Unidirectional),
+    ] {
+        let mut cfg = config(act, pos, sl, Some(3));
+        (cfg.hidden, cfg.heads, cfg.layers, cfg.intermediate) = (16, 2, 2, 24);
+        let model = SwatModel::new(&cfg, 11, DType::F64, &dev).unwrap();
+        let ids: Vec<u32> = (0..20).map(|i| (i * 37 % 251) as u32).collect();
+        let x = Tensor::from_vec(ids[..18].to_vec(), (2, 9), &dev).unwrap();
+        let y = Tensor::from_vec(ids[2..].to_vec(), (2, 9), &dev).unwrap();
+        let loss = |m: &SwatModel| m.loss(&x, &y).unwrap().to_scalar::<f64>().unwrap();
+        let grads = model.loss(&x, &y).unwrap().backward().unwrap();
+        let eps = 1e-5;
+        for (name, var) in model.named_vars() {
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("no gradient for {name}"));
+            let g = g.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            let base = var
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            let n = base.len();
+            for idx in [0, n / 3, n - 1] {
+                let at = |delta: f64| {
+                    let mut w = base.clone();
+                    w[idx] += delta;
+                    var.set(&Tensor::from_vec(w, var.dims(), &dev).unwrap())
+                        .unwrap();
+                    loss(&model)
+                };
+                let fd = (at(eps) - at(-eps)) / (2.0 * eps);
+                var.set(&Tensor::from_vec(base.clone(), var.dims(), &dev).unwrap())
+                    .unwrap();
+                let tol = 1e-6 + 1e-4 * fd.abs().max(g[idx].abs());
+                assert!(
+                    (fd - g[idx]).abs() < tol,
+                    "{act:?}/{pos:?} {name}[{idx}]: autograd {} vs finite difference {fd}",
+                    g[idx]
+                );
+            }
+        }
+    }
+}
+
+fn tokens(n: usize, dev: &Device) -> (Vec<u32>, Tensor) {
+    let ids: Vec<u32> = (0..n).map(|i| ((i * 7919 + 13) % 256) as u32).collect();
+    let t = Tensor::from_vec(ids.clone(), (1, n), dev).unwrap();
+    (ids, t)
+}
+
+#[test]
+fn rolling_cache_matches_recomputation_and_stays_constant() {
+    let dev = Device::Cpu;
+    let n = 40;
+    let (ids, all) = tokens(n, &dev);
+    for window in [Some(5), None] {
+        let cfg = config(
+            Activation::Sigmoid,
+            Positions::Alirope,
+            Slopes::Balanced,
+            window,
+        );
+        let model = SwatModel::new(&cfg, 3, DType::F32, &dev).unwrap();
+        let want = model.forward(&all, None).unwrap();
+        for chunk in [1, 3, 7, n] {
+            let mut cache = RollingCache::new(&cfg);
+            let mut parts = Vec::new();
+            let mut sizes = Vec::new();
+            for s in (0..n).step_by(chunk) {
+                let len = chunk.min(n - s);
+                parts.push(
+                    model
+                        .forward(&all.narrow(1, s, len).unwrap(), Some(&mut cache))
+                        .unwrap(),
+                );
+                sizes.push((cache.position(), cache.tokens(), cache.bytes()));
+            }
+            let got = Tensor::cat(&parts, 1).unwrap();
+            let diff = common::max_abs_diff(&got, &want);
+            assert!(diff < 1e-4, "W={window:?} chunk {chunk}: {diff}");
+            let (pos, held, _) = *sizes.last().unwrap();
+            assert_eq!(pos, n);
+            assert_eq!(held, window.map_or(n, |w| w - 1), "keys held");
+            if window.is_some() {
+                // Once a window's worth of tokens has been read, memory no longer grows.
+                let full: Vec<usize> = sizes.iter().filter(|s| s.0 >= 5).map(|s| s.2).collect();
+                assert!(full.windows(2).all(|w| w[0] == w[1]), "{sizes:?}");
+            }
+        }
+    }
+    // One layer: the output at i depends on tokens i−W+1..=i only, and position terms are
+    // relative, so reading just those tokens from position 0 gives the cached result.
+    let mut cfg = config(
+        Activation::Sigmoid,
+        Positions::Alirope,
+        Slopes::Balanced,
+        Some(6),
+    );
+    cfg.layers = 1;
+    let model = SwatModel::new(&cfg, 5, DType::F32, &dev).unwrap();
+    let mut cache = RollingCache::new(&cfg);
+    for (i, &tok) in ids.iter().enumerate() {
+        let x = Tensor::new(&[tok], &dev).unwrap().unsqueeze(0).unwrap();
+        let cached = model
+            .forward(&x, Some(&mut cache))
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .get(0)
+            .unwrap();
+        let from = (i + 1).saturating_sub(6);
+        let window = all.narrow(1, from, i + 1 - from).unwrap();
+        let fresh = model
+            .forward(&window, None)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .get(i - from)
+            .unwrap();
+        let diff = common::max_abs_diff(&cached, &fresh);
+        assert!(diff < 1e-4, "position {i}: {diff}");
+    }
+}
+
+fn repo(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+fn ci_settings() -> TrainSettings {
+    let mut model = SwatConfig::preset("tiny").unwrap();
+    model.window = Some(32);
+    model.seq_len = 128;
+    TrainSettings {
+        model,
+        texts: vec![
+            repo("assets/sample.md"),
+            repo("README.md"),
+            repo("NOTES.md"),
+        ],
+        steps: 300,
+        batch: 8,
+        lr: 3e-3,
+        min_lr_ratio: 0.1,
+        warmup: 30,
+        weight_decay: 0.1,
+        clip: 1.0,
+        seed: 7,
+        val_fraction: 0.1,
+        val_every: 100,
+        val_windows: 16,
+        checkpoint_every: 0,
+    }
+}
+
+#[test]
+fn tiny_training_run_learns_resumes_exactly_and_generates() {
+    let dev = Device::Cpu;
+    let root = common::temp_dir("swat-train");
+    let never = AtomicBool::new(false);
+
+    // Uninterrupted run.
+    let a = root.join("a");
+    let mut losses = Vec::new();
+    let summary = train::train(
+        Start::Fresh(ci_settings()),
+        &a,
+        &dev,
+        None,
+        &mut |r| losses.push(r.loss),
+        &never,
+    )
+    .unwrap();
+    assert!(summary.finished() && !summary.interrupted);
+    let (first, last) = (
+        summary.val_history[0].1,
+        summary.val_history.last().unwrap().1,
+    );
+    assert!(
+        (first - 256f32.ln()).abs() < 0.3,
+        "untrained held-out loss {first}"
+    );
+    assert!(last < first - 1.5, "held-out loss {first} → {last}");
+
+    // The same run stopped at step 50 (as Ctrl-C does), then resumed for one step.
+    let b = root.join("b");
+    let stop = AtomicBool::new(false);
+    let s = train::train(
+        Start::Fresh(ci_settings()),
+        &b,
+        &dev,
+        None,
+        &mut |r| stop.store(r.step == 50, Ordering::Relaxed),
+        &stop,
+    )
+    .unwrap();
+    assert_eq!((s.step, s.interrupted), (50, true));
+    let again = train::train(
+        Start::Fresh(ci_settings()),
+        &b,
+        &dev,
+        None,
+        &mut |_| {},
+        &never,
+    );
+    assert!(again.unwrap_err().to_string().contains("--resume"));
+    let stop = AtomicBool::new(false);
+    let mut resumed = None;
+    train::train(
+        Start::Resume,
+        &b,
+        &dev,
+        None,
+        &mut |r| {
+            resumed = Some((r.step, r.loss));
+            stop.store(true, Ordering::Relaxed);
+        },
+        &stop,
+    )
+    .unwrap();
+    assert_eq!(resumed, Some((51, losses[50])), "next loss after resume");
+
+    // Generation through the rolling cache: longer than the window, constant KV.
+    let model = SwatModel::load(&a, DType::F32, &dev).unwrap();
+    let params = SamplingParams {
+        max_new_tokens: 200,
+        ..Default::default()
+    };
+    let mut streamed = String::new();
+    let (text, stats) = generate(&model, "The model ", &params, &mut |t| streamed += t).unwrap();
+    assert_eq!(text, streamed);
+    assert_eq!(stats.generated_tokens, 200);
+    assert_eq!(stats.kv_tokens, 31);
+    assert_eq!(stats.kv_bytes, 2 * 2 * 31 * 64 * 4);
+    let letters = text
+        .chars()
+        .filter(|c| c.is_ascii_alphabetic() || *c == ' ')
+        .count();
+    assert!(
+        letters * 2 > text.chars().count(),
+        "not prose-like: {text:?}"
+    );
+
+    cli_on_the_trained_model(&a, &root);
+}
+
+/// The `swat` commands on the trained checkpoint, and their errors on bad input.
+fn cli_on_the_trained_model(model: &Path, root: &Path) {
+    let m = model.to_str().unwrap();
+    let out = root.join("report");
+    let sample = repo("assets/sample.md");
+    let r = common::swaa(&[
+        "swat",
+        "ppl",
+        "--model",
+        m,
+        "--text",
+        sample.to_str().unwrap(),
+        "--lengths",
+        "64,512",
+        "--max-seqs",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(String::from_utf8_lossy(&r.stdout).contains("| a |"));
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(out.join("ppl.json")).unwrap()).unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        let ppl = row["ppl"].as_f64().unwrap();
+        assert!(
+            ppl > 1.0 && ppl < 20.0,
+            "trained byte model perplexity {ppl}"
+        );
+        assert_eq!(row["cache_tokens"], 31);
+    }
+    assert!(
+        std::fs::read_to_string(out.join("ppl.svg"))
+            .unwrap()
+            .contains("<svg")
+    );
+
+    let r = common::swaa(&[
+        "swat",
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "The ",
+        "--max-tokens",
+        "40",
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(!String::from_utf8_lossy(&r.stdout).trim().is_empty());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("KV 31 tok/layer"));
+
+    let doc = root.join("doc.md");
+    std::fs::write(
+        &doc,
+        "# Notes\n\nThe window slides over the text, and the cache stays small.\n",
+    )
+    .unwrap();
+    let r = common::swaa(&[
+        "ask",
+        "--model",
+        m,
+        doc.to_str().unwrap(),
+        "What slides?",
+        "--max-tokens",
+        "20",
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("KV 31 tok/layer"));
+
+    let missing = root.join("missing");
+    let r = common::swaa(&[
+        "swat",
+        "generate",
+        "--model",
+        missing.to_str().unwrap(),
+        "--prompt",
+        "x",
+    ]);
+    common::fails_clearly(&r, 1, &["not a SWAT checkpoint"]);
+    let r = common::swaa(&[
+        "swat",
+        "train",
+        "--text",
+        sample.to_str().unwrap(),
+        "--out",
+        m,
+    ]);
+    common::fails_clearly(&r, 1, &["--resume"]);
+}
