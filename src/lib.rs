@@ -13,3 +13,4 @@ pub mod recipe;
 pub mod sampling;
 pub mod selftest;
 pub mod tokenizer;
+pub mod tui;
