@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::Device;
 use candle_core::quantized::GgmlDType;
-use crossterm::event::{
-    KeyCode, KeyEvent, KeyModifiers, MouseEvent, MouseEventKind,
-};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseEvent, MouseEventKind};
 use ratatui::layout::Rect;
 use swaa_chat::document::{Document, Section};
 use swaa_chat::engine::{Answer, Command, Engine, Event, Session, SessionOptions, Stats};
@@ -120,7 +118,9 @@ fn answer(app: &App, text: &str, cancelled: bool) -> Event {
 fn loading_model_and_document_hands_the_document_over_and_reads_it() {
     let (app, fx) = loaded_app();
     assert_eq!(fx.len(), 2, "{fx:?}");
-    assert!(matches!(&fx[0], Effect::Engine(Command::LoadDocument { title, .. }) if title == "Logbook"));
+    assert!(
+        matches!(&fx[0], Effect::Engine(Command::LoadDocument { title, .. }) if title == "Logbook")
+    );
     assert_eq!(fx[1], Effect::Engine(Command::Read));
     assert!(app.reading);
     // Either order of arrival works: the document first, then the model.
@@ -166,7 +166,11 @@ fn typing_sending_and_editing_keys() {
     );
     assert!(app.input.is_empty() && app.answering);
     assert_eq!(app.turns.len(), 1);
-    assert_eq!(app.turns[0].recipe, swaa().to_string(), "the turn records its recipe");
+    assert_eq!(
+        app.turns[0].recipe,
+        swaa().to_string(),
+        "the turn records its recipe"
+    );
     // A second question while answering is refused with a hint, and stays in the box.
     typed(&mut app, "next");
     assert!(app.update(key(KeyCode::Enter)).is_empty());
@@ -237,7 +241,11 @@ fn recipe_keys_change_the_recipe_as_documented() {
     assert!(!app.recipe.fa_decode, "F4: FA decode off");
     assert_eq!(app.recipe.full_layers, LayerSet::Every(2));
     press(&mut app, 5);
-    assert_eq!(app.recipe.full_layers, LayerSet::Every(4), "F5: odd → every 4th");
+    assert_eq!(
+        app.recipe.full_layers,
+        LayerSet::Every(4),
+        "F5: odd → every 4th"
+    );
     press(&mut app, 5);
     assert_eq!(app.recipe.full_layers, LayerSet::None);
     press(&mut app, 5);
@@ -253,7 +261,14 @@ fn recipe_keys_change_the_recipe_as_documented() {
     }
     assert_eq!(
         seen,
-        ["full", "swa", "swa-fadec", "swa-sink", "swa-interleave", "swaa"]
+        [
+            "full",
+            "swa",
+            "swa-fadec",
+            "swa-sink",
+            "swa-interleave",
+            "swaa"
+        ]
     );
     assert!(!app.show_thinking);
     app.update(key(KeyCode::F(8)));
@@ -358,10 +373,19 @@ fn help_save_quit_and_focus_keys() {
     };
     assert!(markdown.contains("## How tall is the tower?"), "{markdown}");
     assert!(markdown.contains("**52** metres"), "{markdown}");
-    assert!(markdown.contains(&format!("recipe {}", swaa())), "{markdown}");
+    assert!(
+        markdown.contains(&format!("recipe {}", swaa())),
+        "{markdown}"
+    );
     assert!(markdown.contains("12.5 tok/s"), "{markdown}");
     app.update(Msg::Saved(Ok("/data/conversations/c.md".into())));
-    assert!(app.status.as_ref().unwrap().1.contains("/data/conversations/c.md"));
+    assert!(
+        app.status
+            .as_ref()
+            .unwrap()
+            .1
+            .contains("/data/conversations/c.md")
+    );
 
     // Tab: question → document → chat → question.
     assert_eq!(app.focus, Focus::Input);
@@ -381,9 +405,16 @@ fn help_save_quit_and_focus_keys() {
 fn panes_scroll_with_keys_and_the_mouse_wheel() {
     let mut app = read_app();
     assert!(app.doc_follow);
-    let h = ui::layout(Rect::new(0, 0, 120, 40), &app).doc.unwrap().height as usize - 2;
+    let h = ui::layout(Rect::new(0, 0, 120, 40), &app)
+        .doc
+        .unwrap()
+        .height as usize
+        - 2;
     let followed = app.doc_top(h);
-    assert!(followed > 0, "following the window shows the end of the read");
+    assert!(
+        followed > 0,
+        "following the window shows the end of the read"
+    );
     app.update(key(KeyCode::Tab));
     app.update(key(KeyCode::Up));
     assert!(!app.doc_follow);
@@ -499,13 +530,24 @@ fn tiny_engine(recipe: &Recipe) -> (Engine, ModelInfo) {
         device: "cpu".into(),
         layers: model.config().layers,
         ctx: model.config().ctx,
-        defaults: RecipeDefaults { window: 64, sink: 4 },
+        defaults: RecipeDefaults {
+            window: 64,
+            sink: 4,
+        },
     };
-    (Engine::spawn(Session::new(model, tok, recipe.clone(), opts)), info)
+    (
+        Engine::spawn(Session::new(model, tok, recipe.clone(), opts)),
+        info,
+    )
 }
 
 /// Carries effects to the engine and its events back into the app until `done` holds.
-fn pump(app: &mut App, engine: &Engine, fx: Vec<Effect>, done: impl Fn(&App) -> bool) -> Vec<Event> {
+fn pump(
+    app: &mut App,
+    engine: &Engine,
+    fx: Vec<Effect>,
+    done: impl Fn(&App) -> bool,
+) -> Vec<Event> {
     let mut seen = Vec::new();
     let mut pending = fx;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -557,7 +599,10 @@ fn with_an_engine_reading_answering_and_a_reread_keep_the_chat() {
     fx.extend(app.update(Msg::DocumentReady(doc_text(300))));
     pump(&mut app, &engine, fx, |a| !a.reading);
     assert!(app.doc_tokens > 300 && app.read_tokens == app.doc_tokens);
-    assert!(app.stats.cache.next_pos >= app.doc_tokens, "stats came with the read");
+    assert!(
+        app.stats.cache.next_pos >= app.doc_tokens,
+        "stats came with the read"
+    );
 
     typed(&mut app, "What is this?");
     let fx = app.update(key(KeyCode::Enter));
@@ -596,7 +641,10 @@ fn with_an_engine_reading_answering_and_a_reread_keep_the_chat() {
     });
     assert!(first.unwrap() > again, "{events:?}");
     assert_eq!(app.turns.len(), 2);
-    assert_eq!(app.turns[1].recipe, app.read_with.as_ref().unwrap().to_string());
+    assert_eq!(
+        app.turns[1].recipe,
+        app.read_with.as_ref().unwrap().to_string()
+    );
 }
 
 #[test]
@@ -622,7 +670,8 @@ fn with_an_engine_esc_stops_a_read_and_a_question_reads_the_rest() {
 fn help_lists_every_function_key() {
     for f in 1..=8 {
         assert!(
-            HELP.iter().any(|(k, _)| k.split_whitespace().any(|w| w == format!("F{f}"))),
+            HELP.iter()
+                .any(|(k, _)| k.split_whitespace().any(|w| w == format!("F{f}"))),
             "F{f} is missing from the help"
         );
     }

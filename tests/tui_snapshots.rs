@@ -223,6 +223,9 @@ fn wide_200x50() {
 fn plain_chat_without_a_document() {
     let mut app = App::new("smollm2-135m", false, Theme::default());
     app.update(Msg::Resize(100, 20));
-    app.update(Msg::ModelReady(info(), Recipe::preset("swaa", DEFAULTS).unwrap()));
+    app.update(Msg::ModelReady(
+        info(),
+        Recipe::preset("swaa", DEFAULTS).unwrap(),
+    ));
     insta::assert_snapshot!(screen(&app, 100, 20).backend());
 }

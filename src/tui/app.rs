@@ -27,6 +27,8 @@ pub struct ModelInfo {
     pub defaults: RecipeDefaults,
 }
 
+// Engine events are the large variant; each is moved once, and boxing would allocate per token.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Msg {
     Key(KeyEvent),
@@ -133,7 +135,10 @@ pub struct DocView {
 pub enum DocLine {
     Text(Range<usize>),
     /// A section heading, placed before the text at byte `at`.
-    Marker { label: String, at: usize },
+    Marker {
+        label: String,
+        at: usize,
+    },
 }
 
 impl DocView {
@@ -316,8 +321,7 @@ impl App {
     pub fn defaults(&self) -> RecipeDefaults {
         self.model
             .as_ref()
-            .map(|m| m.defaults)
-            .unwrap_or(RecipeDefaults::for_context(8192))
+            .map_or_else(|| RecipeDefaults::for_context(8192), |m| m.defaults)
     }
 
     pub fn update(&mut self, msg: Msg) -> Vec<Effect> {
@@ -550,7 +554,12 @@ impl App {
                 let page = self.page(Focus::Chat) as isize;
                 self.scroll(Focus::Chat, if a == Action::PageUp { -page } else { page });
             }
-            Action::Up | Action::Down | Action::PageUp | Action::PageDown | Action::Home | Action::End
+            Action::Up
+            | Action::Down
+            | Action::PageUp
+            | Action::PageDown
+            | Action::Home
+            | Action::End
                 if self.focus != Focus::Input =>
             {
                 let page = self.page(self.focus) as isize;
@@ -747,7 +756,11 @@ impl App {
             Focus::Document => {
                 let h = self.page(Focus::Document);
                 let top = self.doc_top(h) as isize;
-                let max = self.doc.as_ref().map_or(0, |d| d.lines.len().saturating_sub(h)) as isize;
+                let max = self
+                    .doc
+                    .as_ref()
+                    .map_or(0, |d| d.lines.len().saturating_sub(h))
+                    as isize;
                 self.doc_scroll = (top + by).clamp(0, max) as usize;
                 self.doc_follow = false;
             }
@@ -755,7 +768,9 @@ impl App {
                 let area = Rect::new(0, 0, self.size.0, self.size.1);
                 let chat = ui::layout(area, self).chat;
                 let (w, h) = (chat.width.saturating_sub(2), chat.height.saturating_sub(2));
-                let max = ui::chat_lines(self, w as usize).len().saturating_sub(h as usize);
+                let max = ui::chat_lines(self, w as usize)
+                    .len()
+                    .saturating_sub(h as usize);
                 let up = self.chat_scroll as isize - by;
                 self.chat_scroll = up.clamp(0, max as isize) as usize;
             }
@@ -805,8 +820,8 @@ impl App {
         if self.doc_tokens == 0 {
             return 0;
         }
-        let b = (t.min(self.doc_tokens) as f64 / self.doc_tokens as f64 * d.text.len() as f64)
-            as usize;
+        let b =
+            (t.min(self.doc_tokens) as f64 / self.doc_tokens as f64 * d.text.len() as f64) as usize;
         floor_boundary(&d.text, b.min(d.text.len()))
     }
 
@@ -876,10 +891,16 @@ impl RecipeKnob {
 
 /// The windows F2 cycles through: ¼×…4× the model's default, below its context.
 pub fn window_sizes(d: RecipeDefaults, ctx: usize) -> Vec<usize> {
-    let mut v: Vec<usize> = [d.window / 4, d.window / 2, d.window, d.window * 2, d.window * 4]
-        .into_iter()
-        .filter(|&w| w >= 16 && w < ctx.max(17))
-        .collect();
+    let mut v: Vec<usize> = [
+        d.window / 4,
+        d.window / 2,
+        d.window,
+        d.window * 2,
+        d.window * 4,
+    ]
+    .into_iter()
+    .filter(|&w| w >= 16 && w < ctx.max(17))
+    .collect();
     v.dedup();
     if v.is_empty() {
         v.push(d.window.max(1));

@@ -38,12 +38,24 @@ pub enum Action {
 pub const HELP: &[(&str, &str)] = &[
     ("Enter", "send the question"),
     ("Alt-Enter Shift-Enter Ctrl-J", "new line in the question"),
-    ("Up Down", "move between lines; past the ends: question history"),
-    ("Left Right Home End", "move the cursor (Ctrl-A/Ctrl-E: line start/end)"),
-    ("Backspace Del Ctrl-W Ctrl-U", "delete a character, a word, the question"),
+    (
+        "Up Down",
+        "move between lines; past the ends: question history",
+    ),
+    (
+        "Left Right Home End",
+        "move the cursor (Ctrl-A/Ctrl-E: line start/end)",
+    ),
+    (
+        "Backspace Del Ctrl-W Ctrl-U",
+        "delete a character, a word, the question",
+    ),
     ("PgUp PgDn", "scroll the chat (or the focused pane)"),
     ("Tab", "focus: question → document → chat"),
-    ("Up Down Home End", "in a pane: scroll, top, follow reading / newest"),
+    (
+        "Up Down Home End",
+        "in a pane: scroll, top, follow reading / newest",
+    ),
     ("mouse wheel", "scroll the pane under the pointer"),
     ("F2", "window: ¼×, ½×, 1×, 2×, 4× the default, full"),
     ("F3", "sink tokens on/off"),

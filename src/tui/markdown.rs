@@ -108,7 +108,8 @@ pub fn inline(s: &str, base: Style, theme: &Theme) -> Vec<(String, Style)> {
                 .filter(|&e| e > 0)
                 .map(|e| (2, e + 2, 2, base.add_modifier(Modifier::BOLD))),
             '*' | '_' => {
-                let word_start = plain.is_empty() || plain.ends_with(|p: char| !p.is_alphanumeric());
+                let word_start =
+                    plain.is_empty() || plain.ends_with(|p: char| !p.is_alphanumeric());
                 let next_ok = rest[1..].starts_with(|n: char| !n.is_whitespace());
                 rest[1..]
                     .find(c)
@@ -180,7 +181,13 @@ fn blocks(text: &str, width: usize, theme: &Theme, out: &mut Vec<Line<'static>>)
         }
         if in_code {
             let pad = Span::styled("  ", theme.code);
-            wrap_styled(pad.clone(), pad, &[(line.to_string(), theme.code)], width, out);
+            wrap_styled(
+                pad.clone(),
+                pad,
+                &[(line.to_string(), theme.code)],
+                width,
+                out,
+            );
             continue;
         }
         let body = line.trim_start();
@@ -193,21 +200,51 @@ fn blocks(text: &str, width: usize, theme: &Theme, out: &mut Vec<Line<'static>>)
             } else {
                 theme.heading
             };
-            wrap_styled(Span::raw(""), Span::raw(""), &inline(title, style, theme), width, out);
+            wrap_styled(
+                Span::raw(""),
+                Span::raw(""),
+                &inline(title, style, theme),
+                width,
+                out,
+            );
         } else if let Some(item) = ["- ", "* ", "+ "].iter().find_map(|b| body.strip_prefix(b)) {
             let first = Span::styled(format!("{indent}• "), theme.accent);
             let cont = Span::raw(" ".repeat(indent.len() + 2));
-            wrap_styled(first, cont, &inline(item, Style::default(), theme), width, out);
+            wrap_styled(
+                first,
+                cont,
+                &inline(item, Style::default(), theme),
+                width,
+                out,
+            );
         } else if let Some((num, item)) = numbered(body) {
             let first = Span::styled(format!("{indent}{num} "), theme.accent);
             let cont = Span::raw(" ".repeat(indent.len() + num.len() + 1));
-            wrap_styled(first, cont, &inline(item, Style::default(), theme), width, out);
+            wrap_styled(
+                first,
+                cont,
+                &inline(item, Style::default(), theme),
+                width,
+                out,
+            );
         } else if let Some(q) = body.strip_prefix('>') {
             let bar = Span::styled("│ ", theme.thinking);
-            wrap_styled(bar.clone(), bar, &inline(q.trim_start(), theme.thinking, theme), width, out);
+            wrap_styled(
+                bar.clone(),
+                bar,
+                &inline(q.trim_start(), theme.thinking, theme),
+                width,
+                out,
+            );
         } else {
             let pre = Span::raw(indent.clone());
-            wrap_styled(pre.clone(), pre, &inline(body, Style::default(), theme), width, out);
+            wrap_styled(
+                pre.clone(),
+                pre,
+                &inline(body, Style::default(), theme),
+                width,
+                out,
+            );
         }
     }
 }
@@ -227,7 +264,9 @@ fn numbered(s: &str) -> Option<(&str, &str)> {
         return None;
     }
     let rest = &s[digits..];
-    let item = rest.strip_prefix(". ").or_else(|| rest.strip_prefix(") "))?;
+    let item = rest
+        .strip_prefix(". ")
+        .or_else(|| rest.strip_prefix(") "))?;
     Some((&s[..digits + 1], item))
 }
 
@@ -264,7 +303,12 @@ mod tests {
         let lines = render(md, 20, false, &t);
         let text = plain(&lines);
         assert_eq!(text[0], "Title");
-        assert!(lines[0].spans[1].style.add_modifier.contains(Modifier::BOLD));
+        assert!(
+            lines[0].spans[1]
+                .style
+                .add_modifier
+                .contains(Modifier::BOLD)
+        );
         assert_eq!(text[2], "Some bold and it and ");
         let bold = lines[2].spans.iter().find(|s| s.content == "bold").unwrap();
         assert!(bold.style.add_modifier.contains(Modifier::BOLD));
@@ -278,7 +322,10 @@ mod tests {
         assert_eq!(text[8], "  let a = 1;");
         assert_eq!(text.len(), 9);
         // Unmatched markers are text, and snake_case stays intact.
-        assert_eq!(plain(&render("2 * 3 and a_b_c", 40, false, &t)), ["2 * 3 and a_b_c"]);
+        assert_eq!(
+            plain(&render("2 * 3 and a_b_c", 40, false, &t)),
+            ["2 * 3 and a_b_c"]
+        );
     }
 
     #[test]
@@ -288,7 +335,10 @@ mod tests {
             split_thinking("<think>hmm, well</think>\n52 metres"),
             (Some("hmm, well"), "\n52 metres")
         );
-        assert_eq!(split_thinking("<think>still going"), (Some("still going"), ""));
+        assert_eq!(
+            split_thinking("<think>still going"),
+            (Some("still going"), "")
+        );
         assert_eq!(split_thinking("no tags"), (None, "no tags"));
         let shut = plain(&render("<think>a b c</think>\nAnswer", 40, false, &t));
         assert_eq!(shut, ["▸ thinking (3 words, F8 shows)", "Answer"]);

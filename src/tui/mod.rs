@@ -41,15 +41,16 @@ pub fn run(cfg: &Config, file: Option<&Path>) -> Result<()> {
     let theme = Theme::from_config(&cfg.tui).map_err(anyhow::Error::msg)?;
     if let Some(f) = file {
         // A wrong path is a one-line error on the plain terminal, not a screen.
-        std::fs::metadata(f).map_err(|source| crate::document::DocumentError::Unreadable {
-            path: f.into(),
-            source,
-        })?;
+        std::fs::metadata(f)
+            .with_context(|| format!("cannot read {}: give the path of a document", f.display()))?;
     }
     if let hub::ModelSpec::Preset(p) = hub::resolve(&cfg.model)?
         && hub::cached_path(p).is_none()
     {
-        eprintln!("{} is not cached yet: fetching it before the document opens", p.name);
+        eprintln!(
+            "{} is not cached yet: fetching it before the document opens",
+            p.name
+        );
         hub::fetch(p, &FetchOptions::default()).with_context(|| format!("fetching {}", p.name))?;
     }
     let mut app = App::new(&cfg.model, file.is_some(), theme);
@@ -58,7 +59,12 @@ pub fn run(cfg: &Config, file: Option<&Path>) -> Result<()> {
         .enable_time()
         .build()?;
     let mut screen = Screen::enter(cfg.tui.mouse).inspect_err(|_| restore(cfg.tui.mouse))?;
-    let result = rt.block_on(event_loop(&mut screen, app, cfg.clone(), file.map(Path::to_path_buf)));
+    let result = rt.block_on(event_loop(
+        &mut screen,
+        app,
+        cfg.clone(),
+        file.map(Path::to_path_buf),
+    ));
     drop(screen);
     // A model still loading on a blocking worker is abandoned, not waited for.
     rt.shutdown_background();
@@ -160,8 +166,7 @@ fn save(markdown: &str) -> Result<PathBuf, String> {
     let dir = config::data_dir()
         .map_err(|e| e.to_string())?
         .join("conversations");
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -104,8 +104,8 @@ pub fn layout(area: Rect, app: &App) -> Panes {
     let (doc, chat) = if !app.wants_document {
         (None, main)
     } else if area.width >= 120 {
-        let [d, c] =
-            Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(main);
+        let [d, c] = Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
+            .areas(main);
         (Some(d), c)
     } else {
         let [d, c] =
@@ -164,20 +164,23 @@ fn pane<'a>(title: String, focused: bool, app: &App) -> Block<'a> {
 }
 
 fn title_bar(f: &mut Frame, app: &App, r: Rect) {
-    let model = app.model.as_ref().map_or(app.model_hint.as_str(), |m| m.name.as_str());
+    let model = app
+        .model
+        .as_ref()
+        .map_or(app.model_hint.as_str(), |m| m.name.as_str());
     let mut spans = vec![Span::styled(" swaa-chat ", app.theme.heading)];
     if let Some(d) = &app.doc {
         spans.push(Span::raw(format!("· {} ", printable(&d.title))));
     }
-    spans.push(Span::styled(format!("· {model} · {} ", app.recipe), app.theme.dim));
+    spans.push(Span::styled(
+        format!("· {model} · {} ", app.recipe),
+        app.theme.dim,
+    ));
     f.render_widget(Paragraph::new(Line::from(spans)), r);
     let help = Span::styled("F1 help ", app.theme.dim);
     let w = help.width() as u16;
     if r.width > w {
-        f.render_widget(
-            Paragraph::new(help),
-            Rect::new(r.right() - w, r.y, w, 1),
-        );
+        f.render_widget(Paragraph::new(help), Rect::new(r.right() - w, r.y, w, 1));
     }
 }
 
@@ -260,9 +263,19 @@ fn doc_pane(f: &mut Frame, app: &App, r: Rect) {
         let (a, b) = (row * len / h, ((row + 1) * len / h).max(row * len / h + 1));
         let overlaps = |s: &std::ops::Range<usize>| s.start < b && a < s.end;
         let (ch, style) = if overlaps(&win) {
-            ("█", app.theme.window.fg(app.theme.window.bg.unwrap_or(Color::Blue)))
+            (
+                "█",
+                app.theme
+                    .window
+                    .fg(app.theme.window.bg.unwrap_or(Color::Blue)),
+            )
         } else if overlaps(&sink) {
-            ("█", app.theme.sink.fg(app.theme.sink.bg.unwrap_or(Color::Magenta)))
+            (
+                "█",
+                app.theme
+                    .sink
+                    .fg(app.theme.sink.bg.unwrap_or(Color::Magenta)),
+            )
         } else if a < read.end {
             ("▓", Style::default())
         } else {
@@ -274,7 +287,10 @@ fn doc_pane(f: &mut Frame, app: &App, r: Rect) {
             Span::styled("│", app.theme.dim)
         };
         let line = Line::from(vec![Span::styled(ch, style), view]);
-        f.render_widget(Paragraph::new(line), Rect::new(x, inner.y + row as u16, 2, 1));
+        f.render_widget(
+            Paragraph::new(line),
+            Rect::new(x, inner.y + row as u16, 2, 1),
+        );
     }
 }
 
@@ -309,7 +325,9 @@ pub fn chat_lines(app: &App, width: usize) -> Vec<Line<'static>> {
         }
         out.extend(markdown::render(&turn.answer, width, app.show_thinking, t));
         let note = match &turn.state {
-            TurnState::Waiting if app.reading => Line::styled("… waiting for the reading to finish", t.dim),
+            TurnState::Waiting if app.reading => {
+                Line::styled("… waiting for the reading to finish", t.dim)
+            }
             TurnState::Waiting => Line::styled("… reading the question", t.dim),
             TurnState::Streaming => Line::styled("▍", t.accent),
             TurnState::Done => Line::styled(answer_note(turn), t.dim),
@@ -332,13 +350,19 @@ fn answer_note(turn: &super::app::Turn) -> String {
 }
 
 fn chat_pane(f: &mut Frame, app: &App, r: Rect) {
-    let scrolled = if app.chat_scroll > 0 { " · scrolled (End: newest)" } else { "" };
+    let scrolled = if app.chat_scroll > 0 {
+        " · scrolled (End: newest)"
+    } else {
+        ""
+    };
     let block = pane(format!(" Chat{scrolled} "), app.focus == Focus::Chat, app);
     let inner = block.inner(r);
     f.render_widget(block, r);
     let lines = chat_lines(app, inner.width as usize);
     let h = inner.height as usize;
-    let bottom = lines.len().saturating_sub(app.chat_scroll.min(lines.len().saturating_sub(h)));
+    let bottom = lines
+        .len()
+        .saturating_sub(app.chat_scroll.min(lines.len().saturating_sub(h)));
     let start = bottom.saturating_sub(h);
     let shown: Vec<Line> = lines[start..bottom].to_vec();
     f.render_widget(Paragraph::new(shown), inner);
@@ -430,7 +454,11 @@ fn stats_lines(app: &App) -> Vec<Line<'static>> {
     }
     if app.wants_document {
         let read = if app.doc_tokens > 0 {
-            format!("{} / {} tok", fmt_int(app.read_tokens), fmt_int(app.doc_tokens))
+            format!(
+                "{} / {} tok",
+                fmt_int(app.read_tokens),
+                fmt_int(app.doc_tokens)
+            )
         } else {
             "–".into()
         };
@@ -449,17 +477,13 @@ fn stats_lines(app: &App) -> Vec<Line<'static>> {
     rows.push(kv("prefill", rate(prefill, "tok/s"), app));
     rows.push(kv("decode", rate(s.decode_tokens_per_s, "tok/s"), app));
     rows.push(kv("TTFT", rate(s.time_to_first_token_s, "s"), app));
-    rows.push(kv(
-        "memory",
-        app.rss_bytes.map_or("–".into(), fmt_mib),
-        app,
-    ));
+    rows.push(kv("memory", app.rss_bytes.map_or("–".into(), fmt_mib), app));
     rows
 }
 
 fn recipe_lines(app: &App) -> Vec<Line<'static>> {
     let r = &app.recipe;
-    let on = |b: bool| if b { "on" } else { "off" }.to_string();
+    let on = |b: bool| String::from(if b { "on" } else { "off" });
     let full = match &r.full_layers {
         LayerSet::None => "none".to_string(),
         LayerSet::Every(4) => "every 4th".to_string(),
@@ -485,7 +509,11 @@ fn recipe_lines(app: &App) -> Vec<Line<'static>> {
         row(
             "F3",
             "sink",
-            if r.sink > 0 { fmt_int(r.sink) } else { "off".into() },
+            if r.sink > 0 {
+                fmt_int(r.sink)
+            } else {
+                "off".into()
+            },
         ),
         row("F4", "FA decode", on(r.fa_decode)),
         row("F5", "full layers", full),
@@ -571,11 +599,7 @@ fn progress_bar(f: &mut Frame, app: &App, r: Rect) {
     let (ratio, label) = match &app.progress {
         Some(p) => {
             let what = if p.reading { "reading" } else { "prompt" };
-            let mut label = format!(
-                "{what} {} / {} tok",
-                fmt_int(p.done),
-                fmt_int(p.total)
-            );
+            let mut label = format!("{what} {} / {} tok", fmt_int(p.done), fmt_int(p.total));
             if let Some(rate) = p.rate(app.now) {
                 label += &format!(" · {rate:.0} tok/s");
             }
