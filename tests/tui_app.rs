@@ -628,7 +628,8 @@ fn with_an_engine_reading_answering_and_a_reread_keep_the_chat() {
     // The document and the first answer are in the cache again (plus the answer's end
     // marker, which the template adds once the turn is over).
     let again = app.stats.cache.next_pos;
-    assert!(held <= again && again <= held + 8, "{held} → {again}");
+    // Re-encoding the generated text may split it a little differently from the sampled ids.
+    assert!(again.abs_diff(held) <= 8, "{held} → {again}");
     assert_eq!(app.read_with.as_ref().unwrap().window, Some(128));
 
     // The follow-up only adds itself: its prompt progress starts where the cache ends.
