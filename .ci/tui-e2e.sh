@@ -70,8 +70,8 @@ echo "tui-e2e: KV full layers $kv_before â†’ $kv_after; decode $decode_before â†
 [[ "$decode_after" =~ [0-9.]+\ tok/s ]] || fail "no decode rate after the answer: '$decode_after'"
 
 T send-keys -t e2e F4
-wait_for recipe 'F4 FA decode +on' 30
-grep -q 'applies at once' "$OUT/recipe.txt" || fail "FA decode did not apply at once"
+wait_for recipe 'applies at once' 30
+grep -Eq 'F4 FA decode +on' "$OUT/recipe.txt" || fail "the recipe panel does not show FA decode on"
 
 T send-keys -t e2e C-s
 wait_for saved 'saved the conversation to' 30
@@ -81,7 +81,9 @@ cp "$saved" "$OUT/conversation.md"
 answer=$(awk -v q="## $QUESTION" '$0 == q {on=1; next} on && /^\*recipe/ {exit} on' "$saved")
 echo "tui-e2e: answer: $(echo "$answer" | tr '\n' ' ')"
 grep -Eiq -- "$ACCEPT" <<<"$answer" || fail "the answer does not say $ACCEPT"
-first_words=$(echo "$answer" | grep -m1 -E '[[:alnum:]]' | sed -E 's/^[[:space:]]*//' | cut -d' ' -f1-3 | sed -E 's/[*_`]//g')
+# The first words of the answer as the screen shows them (list and heading marks are drawn).
+first_words=$(echo "$answer" | grep -m1 -E '[[:alnum:]]' \
+  | sed -E 's/^[[:space:]]*//; s/^([-*+>#]+|[0-9]+[.)]) +//; s/[*_`]//g' | cut -d' ' -f1-3)
 grep -qF -- "$first_words" "$OUT/answered.txt" || fail "the answer '$first_words' is not on the screen"
 
 T send-keys -t e2e C-c
