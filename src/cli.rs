@@ -240,7 +240,14 @@ fn dispatch(cli: Cli) -> Result<()> {
                 println!("# {}\n{}", path.display(), toml::to_string_pretty(&cfg)?);
                 return Ok(());
             }
-            chat(&cfg, cli.file.as_deref())
+            // The reader needs a terminal both ways (and stdin for keys, not a document);
+            // pipes and tests get the line-mode chat.
+            let stdin_doc = cli.file.as_deref() == Some(Path::new("-"));
+            if !stdin_doc && std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+                crate::tui::run(&cfg, cli.file.as_deref())
+            } else {
+                chat(&cfg, cli.file.as_deref())
+            }
         }
         Some(Cmd::Ask {
             file,
@@ -327,14 +334,14 @@ pub(crate) fn fetch_options() -> FetchOptions {
     }
 }
 
-fn open_session(cfg: &Config) -> Result<(Session, String)> {
+pub(crate) fn open_session(cfg: &Config, fetch: &FetchOptions) -> Result<(Session, String)> {
     let device = model::parse_device(&cfg.device)?;
     let Loaded {
         model,
         tokenizer,
         name,
         ..
-    } = loader::load(&cfg.model, &device, cfg.weights, &fetch_options())?;
+    } = loader::load(&cfg.model, &device, cfg.weights, fetch)?;
     let recipe = build_recipe(&cfg.recipe, model.config())?;
     let opts = SessionOptions {
         chunk: cfg.chunk,
@@ -390,7 +397,7 @@ fn ask(cfg: &Config, file: &Path, question: &str, json: bool) -> Result<()> {
         return crate::swat::cmd::ask(cfg, file, question, json);
     }
     let doc = document::load(file)?;
-    let (mut session, name) = open_session(cfg)?;
+    let (mut session, name) = open_session(cfg, &fetch_options())?;
     session.load_document(&doc.title, &doc.text);
     let pb = progress_bar(json);
     let never = AtomicBool::new(false);
@@ -423,10 +430,11 @@ fn ask(cfg: &Config, file: &Path, question: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// A line-mode chat until the terminal reader lands: read the document, then answer each line.
+/// The line-mode chat (when stdin or stdout is not a terminal): read the document, then
+/// answer each line.
 fn chat(cfg: &Config, file: Option<&Path>) -> Result<()> {
     let doc = file.map(document::load).transpose()?;
-    let (mut session, name) = open_session(cfg)?;
+    let (mut session, name) = open_session(cfg, &fetch_options())?;
     let never = AtomicBool::new(false);
     let pb = progress_bar(false);
     if let Some(doc) = &doc {

@@ -24,6 +24,34 @@ pub struct Config {
     pub ctx: usize,
     pub context_policy: ContextPolicy,
     pub sampling: SamplingParams,
+    pub tui: TuiConfig,
+}
+
+/// The terminal reader. Colours are names (cyan, darkgray…), indexes 0-255 or `#rrggbb`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TuiConfig {
+    /// Capture the mouse for wheel scrolling (off: the terminal's own text selection works).
+    pub mouse: bool,
+    pub accent_color: String,
+    /// Background of the text inside the attention window.
+    pub window_color: String,
+    /// Background of the sink tokens.
+    pub sink_color: String,
+    /// Text not read yet, hints and thinking blocks.
+    pub unread_color: String,
+}
+
+impl Default for TuiConfig {
+    fn default() -> Self {
+        TuiConfig {
+            mouse: true,
+            accent_color: "cyan".into(),
+            window_color: "blue".into(),
+            sink_color: "magenta".into(),
+            unread_color: "darkgray".into(),
+        }
+    }
 }
 
 /// The recipe to start with: a named preset, then optional overrides.
@@ -64,6 +92,7 @@ impl Default for Config {
             ctx: 0,
             context_policy: ContextPolicy::Error,
             sampling: SamplingParams::default(),
+            tui: TuiConfig::default(),
         }
     }
 }

@@ -88,7 +88,7 @@ impl Default for SessionOptions {
 }
 
 /// Numbers for the stats panel and `--json`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Stats {
     pub device: String,
     pub recipe: String,
@@ -140,7 +140,7 @@ pub enum Event {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     LoadDocument {
         title: String,
@@ -436,6 +436,9 @@ impl Session {
                 self.model
                     .forward(part, &mut self.cache, &self.recipe, Phase::Prefill, want)?;
             self.held.tokens.extend_from_slice(part);
+            // The cache grows (or stays flat) while reading: a UI shows it live. Before the
+            // progress, so the last progress event finds the stats up to date.
+            emit(Event::Stats(self.stats_now()));
             emit(Event::Progress {
                 done: total - n + (i * chunk + part.len()),
                 total,
@@ -481,6 +484,38 @@ impl Session {
         self.last_stats.prefill_seconds = secs;
         self.last_stats.prefill_tokens_per_s = rest.len() as f64 / secs.max(1e-9);
         emit(Event::Stats(self.stats_now()));
+        Ok(())
+    }
+
+    /// Reads again after a recipe change: the document, and the conversation so far when
+    /// there is one, so the chat is kept and the next question only adds itself.
+    pub fn reread(&mut self, emit: &mut dyn FnMut(Event), cancel: &AtomicBool) -> Result<()> {
+        if self.history.is_empty() {
+            return self.read(emit, cancel);
+        }
+        let text = self.render(None)?;
+        let tokens = self.encode(&text)?;
+        let needed = tokens.len() + self.question_budget();
+        if needed > self.ctx() {
+            return Err(EngineError::ContextOverflow {
+                needed,
+                doc: tokens.len(),
+                rest: self.question_budget(),
+                ctx: self.ctx(),
+            });
+        }
+        let start = Instant::now();
+        if let Err(e) = self.prefill(&tokens, tokens.len(), emit, cancel) {
+            // Unlike a document, a partial conversation is not resumed: the next question
+            // reads it all again.
+            self.clear_cache();
+            return Err(e);
+        }
+        self.held.text = text;
+        let secs = start.elapsed().as_secs_f64();
+        self.last_stats.prompt_tokens = tokens.len();
+        self.last_stats.prefill_seconds = secs;
+        self.last_stats.prefill_tokens_per_s = tokens.len() as f64 / secs.max(1e-9);
         Ok(())
     }
 
@@ -677,6 +712,12 @@ impl Engine {
     pub fn events(&self) -> &Receiver<Event> {
         &self.rx
     }
+
+    /// Takes the event receiver, e.g. to forward events into an async loop from a thread of
+    /// its own; [`Self::events`] is empty afterwards.
+    pub fn take_events(&mut self) -> Receiver<Event> {
+        std::mem::replace(&mut self.rx, channel().1)
+    }
 }
 
 impl Drop for Engine {
@@ -709,7 +750,7 @@ fn run(s: &mut Session, rx: Receiver<Command>, tx: Sender<Event>, cancel: Arc<At
                 let reread = s.set_recipe(r.clone());
                 emit(Event::RecipeApplied { recipe: r, reread });
                 if reread {
-                    s.read(&mut emit, &cancel)
+                    s.reread(&mut emit, &cancel)
                 } else {
                     Ok(())
                 }

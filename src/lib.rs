@@ -15,3 +15,4 @@ pub mod sampling;
 pub mod selftest;
 pub mod swat;
 pub mod tokenizer;
+pub mod tui;

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# End to end in a real terminal: the reader runs under tmux (fixed size), reads
+# assets/sample.md with smollm2-135m, answers a question whose answer is in the sample
+# (assets/sample-facts.json), toggles a recipe, saves the conversation and quits. Every step
+# polls the screen with a timeout; the captured screens are kept in $TUI_E2E_OUT
+# (default target/tui-e2e). Exits non-zero, printing the last screen, on any failure.
+#
+# Uses the debug binary that CI already built (SWAA_CHAT_BIN overrides), and the full recipe:
+# the 135M model needs every token to find a fact in a 4,200-token text.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${SWAA_CHAT_BIN:-target/debug/swaa-chat}
+OUT=${TUI_E2E_OUT:-target/tui-e2e}
+LIMIT=${TUI_E2E_TIMEOUT:-300}
+QUESTION="How tall is Greyhollow Tower?"
+ACCEPT='52|fifty-two|fifty two'
+
+command -v tmux >/dev/null || { echo "tui-e2e: tmux is missing (apt-get install -y tmux)" >&2; exit 1; }
+[ -x "$BIN" ] || { echo "tui-e2e: $BIN is missing: run cargo build first" >&2; exit 1; }
+mkdir -p "$OUT"
+rm -f "$OUT"/*.txt
+data=$(mktemp -d)
+sock="swaa-e2e-$$"
+T() { tmux -L "$sock" "$@"; }
+cleanup() { T kill-server 2>/dev/null || true; rm -rf "$data"; }
+trap cleanup EXIT
+
+screen() { T capture-pane -p -t e2e; }
+fail() {
+  echo "tui-e2e: FAIL: $*" >&2
+  screen | tee "$OUT/failure.txt" >&2 || true
+  exit 1
+}
+# wait_for NAME REGEX [SECONDS]: polls the screen until REGEX matches, saves it as NAME.txt.
+wait_for() {
+  local name=$1 re=$2 limit=${3:-$LIMIT} start=$SECONDS
+  while (( SECONDS - start < limit )); do
+    if screen > "$OUT/$name.txt" 2>/dev/null && grep -Eq -- "$re" "$OUT/$name.txt"; then
+      echo "tui-e2e: $name after $(( SECONDS - start )) s"
+      return 0
+    fi
+    sleep 0.5
+  done
+  fail "no /$re/ on the screen within ${limit} s ($name)"
+}
+# first FILE REGEX: the first match on a saved screen.
+first() { grep -Eo -- "$2" "$1" | head -1 || true; }
+KV='[0-9]+L×[0-9,]+ tok'            # stats panel: layers × tokens held per layer
+DECODE='decode +([0-9.]+ tok/s|–)'  # stats panel: decode rate
+
+T new-session -d -s e2e -x 160 -y 45 \
+  "env SWAA_CHAT_DATA='$data' SWAA_CHAT_CONFIG='$data/none.toml' HF_HUB_OFFLINE=1 \
+   '$BIN' assets/sample.md --model smollm2-135m --recipe full --max-tokens 32; \
+   echo \"reader exited with status \$?\"; sleep 600"
+
+wait_for reading 'reading [0-9,]+ / [0-9,]+ tok|read [0-9,]+ tokens: ask' 120
+wait_for read 'read [0-9,]+ tokens: ask a question' "$LIMIT"
+kv_before=$(first "$OUT/read.txt" "$KV")
+decode_before=$(first "$OUT/read.txt" "$DECODE")
+[ -n "$kv_before" ] || fail "no KV cache row in the stats panel"
+
+T send-keys -t e2e -l "$QUESTION"
+T send-keys -t e2e Enter
+wait_for answered 'tok at [0-9.]+ tok/s · TTFT' "$LIMIT"
+kv_after=$(first "$OUT/answered.txt" "$KV")
+decode_after=$(first "$OUT/answered.txt" "$DECODE")
+echo "tui-e2e: KV full layers $kv_before → $kv_after; decode $decode_before → $decode_after"
+[ "$kv_before" != "$kv_after" ] || fail "the KV cache did not grow with the question and answer"
+[[ "$decode_after" =~ [0-9.]+\ tok/s ]] || fail "no decode rate after the answer: '$decode_after'"
+
+T send-keys -t e2e F4
+wait_for recipe 'applies at once' 30
+grep -Eq 'F4 FA decode +on' "$OUT/recipe.txt" || fail "the recipe panel does not show FA decode on"
+
+T send-keys -t e2e C-s
+wait_for saved 'saved the conversation to' 30
+saved=$(ls "$data"/conversations/*.md 2>/dev/null | head -1)
+[ -n "$saved" ] || fail "no conversation file in $data/conversations"
+cp "$saved" "$OUT/conversation.md"
+answer=$(awk -v q="## $QUESTION" '$0 == q {on=1; next} on && /^\*recipe/ {exit} on' "$saved")
+echo "tui-e2e: answer: $(echo "$answer" | tr '\n' ' ')"
+grep -Eiq -- "$ACCEPT" <<<"$answer" || fail "the answer does not say $ACCEPT"
+# The first words of the answer as the screen shows them (list and heading marks are drawn).
+first_words=$(echo "$answer" | grep -m1 -E '[[:alnum:]]' \
+  | sed -E 's/^[[:space:]]*//; s/^([-*+>#]+|[0-9]+[.)]) +//; s/[*_`]//g' | cut -d' ' -f1-3)
+grep -qF -- "$first_words" "$OUT/answered.txt" || fail "the answer '$first_words' is not on the screen"
+
+T send-keys -t e2e C-c
+wait_for quit 'reader exited with status' 60
+grep -q 'reader exited with status 0' "$OUT/quit.txt" || fail "the reader did not exit cleanly"
+if grep -q 'panicked' "$OUT/quit.txt"; then fail "the reader panicked"; fi
+echo "tui-e2e: passed (screens in $OUT)"

@@ -1,0 +1,296 @@
+//! The terminal reader, `swaa-chat [FILE]` on a terminal. [`app`] holds the state and its
+//! update, [`ui`] draws it, [`keys`] maps keys; this module owns the terminal and the event
+//! loop: crossterm events, engine events (bridged from the engine's thread), loads on
+//! blocking workers, and a frame clock. Nothing in the loop blocks.
+
+pub mod app;
+pub mod input;
+pub mod keys;
+pub mod markdown;
+pub mod ui;
+
+use std::io::{Stdout, stdout};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use crossterm::event::{
+    DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture,
+    Event as TermEvent, EventStream, KeyboardEnhancementFlags, PopKeyboardEnhancementFlags,
+    PushKeyboardEnhancementFlags,
+};
+use crossterm::execute;
+use crossterm::terminal::{
+    EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
+};
+use futures_util::StreamExt;
+use ratatui::Terminal;
+use ratatui::backend::CrosstermBackend;
+use tokio::sync::{mpsc, oneshot};
+
+use self::app::{App, Effect, ModelInfo, Msg};
+use self::ui::Theme;
+use crate::config::{self, Config};
+use crate::engine::{self, Engine};
+use crate::hub::{self, FetchOptions};
+use crate::recipe::Recipe;
+
+/// Runs the reader until the user quits. A preset that is not cached yet is fetched first,
+/// with progress bars on the plain terminal, before the screen opens.
+pub fn run(cfg: &Config, file: Option<&Path>) -> Result<()> {
+    let theme = Theme::from_config(&cfg.tui).map_err(anyhow::Error::msg)?;
+    if let Some(f) = file {
+        // A wrong path is a one-line error on the plain terminal, not a screen.
+        std::fs::metadata(f)
+            .with_context(|| format!("cannot read {}: give the path of a document", f.display()))?;
+    }
+    if let hub::ModelSpec::Preset(p) = hub::resolve(&cfg.model)?
+        && hub::cached_path(p).is_none()
+    {
+        eprintln!(
+            "{} is not cached yet: fetching it before the document opens",
+            p.name
+        );
+        hub::fetch(p, &FetchOptions::default()).with_context(|| format!("fetching {}", p.name))?;
+    }
+    let mut app = App::new(&cfg.model, file.is_some(), theme);
+    app.log_path = config::data_dir().ok().map(|d| d.join("swaa-chat.log"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    let mut screen = Screen::enter(cfg.tui.mouse).inspect_err(|_| restore(cfg.tui.mouse))?;
+    let result = rt.block_on(event_loop(
+        &mut screen,
+        app,
+        cfg.clone(),
+        file.map(Path::to_path_buf),
+    ));
+    drop(screen);
+    // A model still loading on a blocking worker is abandoned, not waited for.
+    rt.shutdown_background();
+    // The engine stops after the screen is back: it may finish a chunk first.
+    drop(result?);
+    Ok(())
+}
+
+/// The terminal in raw mode on the alternate screen; restored on drop and on panic.
+struct Screen {
+    terminal: Terminal<CrosstermBackend<Stdout>>,
+    mouse: bool,
+}
+
+impl Screen {
+    fn enter(mouse: bool) -> Result<Self> {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            restore(mouse);
+            tracing::error!("panic: {info}");
+            previous(info);
+        }));
+        enable_raw_mode().context("cannot switch the terminal to raw mode")?;
+        let mut out = stdout();
+        // Keyboard enhancement lets terminals that support it report Shift-Enter; the others
+        // ignore the request.
+        execute!(
+            out,
+            EnterAlternateScreen,
+            EnableBracketedPaste,
+            PushKeyboardEnhancementFlags(KeyboardEnhancementFlags::DISAMBIGUATE_ESCAPE_CODES)
+        )?;
+        if mouse {
+            execute!(out, EnableMouseCapture)?;
+        }
+        Ok(Screen {
+            terminal: Terminal::new(CrosstermBackend::new(out))?,
+            mouse,
+        })
+    }
+}
+
+fn restore(mouse: bool) {
+    let _ = disable_raw_mode();
+    let mut out = stdout();
+    if mouse {
+        let _ = execute!(out, DisableMouseCapture);
+    }
+    let _ = execute!(
+        out,
+        PopKeyboardEnhancementFlags,
+        DisableBracketedPaste,
+        LeaveAlternateScreen,
+        crossterm::cursor::Show
+    );
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        restore(self.mouse);
+    }
+}
+
+type Loaded = Result<(Engine, ModelInfo, Recipe), String>;
+
+fn open_engine(cfg: &Config) -> Result<(Engine, ModelInfo, Recipe)> {
+    // Quiet: the model is cached by now, and nothing may print over the screen.
+    let quiet = FetchOptions {
+        quiet: true,
+        ..Default::default()
+    };
+    let (session, name) = crate::cli::open_session(cfg, &quiet)?;
+    let info = ModelInfo {
+        name,
+        device: engine::device_name(session.model().device()),
+        layers: session.model().config().layers,
+        ctx: session.ctx(),
+        defaults: session.recipe_defaults(),
+    };
+    let recipe = session.recipe().clone();
+    Ok((Engine::spawn(session), info, recipe))
+}
+
+/// Resident memory of this process, from /proc (None elsewhere).
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+fn save(markdown: &str) -> Result<PathBuf, String> {
+    let dir = config::data_dir()
+        .map_err(|e| e.to_string())?
+        .join("conversations");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let path = dir.join(format!("conversation-{secs}.md"));
+    std::fs::write(&path, markdown).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+fn term_msg(e: TermEvent) -> Option<Msg> {
+    match e {
+        TermEvent::Key(k) => Some(Msg::Key(k)),
+        TermEvent::Paste(s) => Some(Msg::Paste(s)),
+        TermEvent::Mouse(m) => Some(Msg::Mouse(m)),
+        TermEvent::Resize(w, h) => Some(Msg::Resize(w, h)),
+        _ => None,
+    }
+}
+
+/// Frames are drawn at most this often; state changes in between are drawn together.
+const FRAME: Duration = Duration::from_millis(33);
+
+/// Returns the engine (if it loaded) so the caller drops it after restoring the screen.
+async fn event_loop(
+    screen: &mut Screen,
+    mut app: App,
+    cfg: Config,
+    file: Option<PathBuf>,
+) -> Result<Option<Engine>> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+    let (loaded_tx, mut loaded_rx) = oneshot::channel::<Loaded>();
+    let model_cfg = cfg.clone();
+    tokio::task::spawn_blocking(move || {
+        let _ = loaded_tx.send(open_engine(&model_cfg).map_err(|e| format!("{e:#}")));
+    });
+    if let Some(path) = file {
+        let tx = tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let msg = match crate::document::load(&path) {
+                Ok(doc) => Msg::DocumentReady(doc),
+                Err(e) => Msg::LoadFailed(e.to_string()),
+            };
+            let _ = tx.send(msg);
+        });
+    }
+    let size = screen.terminal.size()?;
+    app.update(Msg::Resize(size.width, size.height));
+
+    let started = Instant::now();
+    let mut engine: Option<Engine> = None;
+    let mut waiting_for_model = true;
+    let mut events = EventStream::new();
+    let mut clock = tokio::time::interval(Duration::from_millis(100));
+    clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut frame = tokio::time::interval(FRAME);
+    frame.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut dirty = true;
+    loop {
+        let msg = tokio::select! {
+            ev = events.next() => match ev {
+                Some(Ok(e)) => term_msg(e),
+                Some(Err(e)) => return Err(e).context("reading terminal events"),
+                None => return Ok(engine),
+            },
+            Some(m) = rx.recv() => Some(m),
+            loaded = &mut loaded_rx, if waiting_for_model => {
+                waiting_for_model = false;
+                match loaded {
+                    Ok(Ok((mut e, info, recipe))) => {
+                        let events = e.take_events();
+                        let tx = tx.clone();
+                        // The engine speaks over std channels; a thread carries its events
+                        // into this loop.
+                        std::thread::Builder::new()
+                            .name("swaa-events".into())
+                            .spawn(move || {
+                                while let Ok(ev) = events.recv() {
+                                    if tx.send(Msg::Engine(ev)).is_err() {
+                                        break;
+                                    }
+                                }
+                            })?;
+                        engine = Some(e);
+                        Some(Msg::ModelReady(info, recipe))
+                    }
+                    Ok(Err(e)) => Some(Msg::LoadFailed(e)),
+                    Err(_) => Some(Msg::LoadFailed("the model loader stopped unexpectedly; see the log".into())),
+                }
+            },
+            _ = clock.tick() => {
+                // Only what shows time (rates, ETA) needs a redraw on the clock.
+                dirty |= app.progress.is_some();
+                Some(Msg::Tick { now: started.elapsed(), rss_bytes: rss_bytes() })
+            },
+            _ = frame.tick() => {
+                if dirty {
+                    screen.terminal.draw(|f| ui::render(f, &app))?;
+                    dirty = false;
+                }
+                None
+            },
+        };
+        let Some(msg) = msg else { continue };
+        let tick = matches!(msg, Msg::Tick { .. });
+        for effect in app.update(msg) {
+            match effect {
+                Effect::Engine(cmd) => {
+                    if let Some(e) = &engine {
+                        e.send(cmd);
+                    }
+                }
+                Effect::CancelEngine => {
+                    if let Some(e) = &engine {
+                        e.cancel();
+                    }
+                }
+                Effect::Save { markdown } => {
+                    let tx = tx.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let _ = tx.send(Msg::Saved(save(&markdown)));
+                    });
+                }
+                Effect::Quit => return Ok(engine),
+            }
+        }
+        dirty |= !tick;
+    }
+}
