@@ -176,6 +176,22 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// Parses a token count as the command line writes it: `1500`, `2k` (k = 1024).
+pub fn parse_length(s: &str) -> std::result::Result<usize, String> {
+    let t = s.trim().to_lowercase();
+    let (num, mul) = match t.strip_suffix('k') {
+        Some(n) => (n, 1024),
+        None => (t.as_str(), 1),
+    };
+    num.parse::<usize>()
+        .ok()
+        .filter(|&n| n > 0)
+        .map(|n| n * mul)
+        .ok_or_else(|| {
+            format!("bad length '{s}': use a positive number of tokens like 1500 or 2k (= 2048)")
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@ pub mod hub;
 pub mod loader;
 pub mod model;
 pub mod recipe;
+pub mod rng;
 pub mod sampling;
 pub mod selftest;
 pub mod swat;

@@ -20,7 +20,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{Config, parse_length};
 use crate::document::DocumentError;
 use crate::engine::{Answer, EngineError, Event, Session, SessionOptions, Snapshot};
 use crate::model::{self, WeightsMode};
@@ -521,19 +521,6 @@ fn compare_inner(
         });
     }
     Ok(out)
-}
-
-fn parse_length(s: &str) -> std::result::Result<usize, String> {
-    let t = s.trim().to_lowercase();
-    let (num, mul) = match t.strip_suffix('k') {
-        Some(n) => (n, 1024),
-        None => (t.as_str(), 1),
-    };
-    num.parse::<usize>()
-        .ok()
-        .filter(|&n| n > 0)
-        .map(|n| n * mul)
-        .ok_or_else(|| format!("bad length '{s}': use tokens like 1500 or 2k (= 2048)"))
 }
 
 fn parse_percent(s: &str) -> std::result::Result<f64, String> {

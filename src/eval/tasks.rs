@@ -9,48 +9,7 @@ use serde::Deserialize;
 use super::EvalError;
 use crate::document;
 
-/// SplitMix64: tiny, and stable across crate versions, so a seed names the same eval forever.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    /// A generator for one part of the eval, independent of how much the others drew.
-    pub fn derive(seed: u64, parts: &[u64]) -> Self {
-        let mut r = Rng(seed);
-        for &p in parts {
-            r = Rng(r.next_u64() ^ p.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        }
-        r
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n.max(1) as u64) as usize
-    }
-
-    pub fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[self.below(xs.len())]
-    }
-
-    /// `k` distinct items.
-    pub fn choose<'a>(&mut self, xs: &[&'a str], k: usize) -> Vec<&'a str> {
-        let mut pool = xs.to_vec();
-        (0..k.min(pool.len()))
-            .map(|_| pool.swap_remove(self.below(pool.len())))
-            .collect()
-    }
-}
+pub use crate::rng::Rng;
 
 /// One question and how to score it.
 #[derive(Debug, Clone, PartialEq)]

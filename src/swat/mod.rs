@@ -259,51 +259,8 @@ pub fn is_checkpoint(path: &Path) -> bool {
         .is_some_and(|a| a == ARCHITECTURE)
 }
 
-/// A small seedable generator whose whole state is one `u64` (splitmix64), so training can
-/// checkpoint it and resume with the same data order and the same initial weights everywhere.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, n)` (n > 0); the modulo bias is irrelevant at corpus sizes.
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    /// Uniform in `(0, 1]`.
-    fn unit(&mut self) -> f64 {
-        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Standard normal (Box–Muller).
-    pub fn normal(&mut self) -> f64 {
-        let (u, v) = (self.unit(), self.unit());
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-}
-
-/// Parses `256`, `1k`, `16k` (k = 1024).
-pub fn parse_length(s: &str) -> std::result::Result<usize, String> {
-    let t = s.trim().to_lowercase();
-    let (num, mul) = match t.strip_suffix('k') {
-        Some(n) => (n, 1024),
-        None => (t.as_str(), 1),
-    };
-    match num.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n * mul),
-        _ => Err(format!(
-            "bad length '{s}': use a positive number of tokens like 256, 1k or 16k"
-        )),
-    }
-}
+pub use crate::config::parse_length;
+pub use crate::rng::Rng;
 
 #[cfg(test)]
 mod tests {
