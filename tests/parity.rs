@@ -16,7 +16,7 @@ fn ids(n: usize, vocab: usize) -> Vec<u32> {
 
 /// Prefill `prompt` then feed `extra` one by one; last-position logits after each step.
 fn ours(path: &std::path::Path, prompt: &[u32], extra: &[u32]) -> Vec<Tensor> {
-    let (model, _) = load_gguf(path, &Device::Cpu, WeightsMode::Auto).unwrap();
+    let (model, _) = load_gguf(path, &Device::Cpu, WeightsMode::Quantized).unwrap();
     let mut cache = model.new_cache();
     let r = Recipe::full();
     let mut out = vec![
@@ -113,11 +113,15 @@ fn qwen2_matches_candle_quantized_qwen2_on_random_gguf() {
     compare("qwen2", &a, &b, 1e-3);
 }
 
+/// Both quantized modes against the dequantized f32 run: `Quantized` (candle's kernels on the
+/// blocks) and `Auto` (slow block types re-quantized to Q8_0, prefill chunks of 32+ rows
+/// through dequantized weights). The prompt is long enough for the dense prefill; a decode
+/// step follows on the blocks.
 #[test]
 fn every_supported_ggml_type_loads_and_matches_its_dequantized_f32_run() {
     let dir = common::temp_dir("qtypes");
     let cfg = common::quant_friendly(Arch::Llama, 256);
-    let prompt = ids(24, cfg.vocab);
+    let prompt = ids(40, cfg.vocab);
     for dtype in [
         GgmlDType::Q4_0,
         GgmlDType::Q4_1,
@@ -137,31 +141,35 @@ fn every_supported_ggml_type_loads_and_matches_its_dequantized_f32_run() {
         let run = |mode| {
             let (m, _) = load_gguf(&path, &Device::Cpu, mode).unwrap();
             let mut c = m.new_cache();
-            m.forward(
-                &prompt,
-                &mut c,
-                &Recipe::full(),
-                Phase::Prefill,
-                Logits::Last,
-            )
-            .unwrap()
-            .unwrap()
+            let r = Recipe::full();
+            let mut step = |t: &[u32], phase| {
+                m.forward(t, &mut c, &r, phase, Logits::Last)
+                    .unwrap()
+                    .unwrap()
+            };
+            let prefill = step(&prompt, Phase::Prefill);
+            let decode = step(&[7], Phase::Decode);
+            Tensor::cat(&[prefill, decode], 0).unwrap()
         };
-        let (q, f) = (run(WeightsMode::Quantized), run(WeightsMode::F32));
-        // Quantized kernels also quantize the activations (to Q8): a bounded, small difference.
-        let d = common::max_abs_diff(&q, &f);
+        let f = run(WeightsMode::F32);
         let scale = common::max_abs(&f);
-        assert!(
-            d <= 0.05 * scale.max(1.0),
-            "{dtype:?}: {d} vs logit scale {scale}"
-        );
-        assert!(
-            q.flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-                .iter()
-                .all(|x| x.is_finite())
-        );
+        for mode in [WeightsMode::Quantized, WeightsMode::Auto] {
+            let q = run(mode);
+            // Quantized kernels also quantize the activations (to Q8), and Auto may
+            // re-quantize the blocks to Q8_0: a bounded, small difference.
+            let d = common::max_abs_diff(&q, &f);
+            assert!(
+                d <= 0.05 * scale.max(1.0),
+                "{dtype:?} {mode:?}: {d} vs logit scale {scale}"
+            );
+            assert!(
+                q.flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+                    .iter()
+                    .all(|x| x.is_finite())
+            );
+        }
     }
 }

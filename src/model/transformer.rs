@@ -41,7 +41,7 @@ impl Joined {
             .iter()
             .map(|p| match p {
                 Linear::Dense(w) => Some(w.clone()),
-                Linear::Quantized(_) => None,
+                Linear::Quantized { .. } => None,
             })
             .collect();
         let parts = match dense {

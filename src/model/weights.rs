@@ -30,10 +30,11 @@ use super::{ModelError, Result};
 )]
 #[serde(rename_all = "lowercase")]
 pub enum WeightsMode {
-    /// Quantized on CPU (fast int kernels), bf16 on CUDA (prefill is matmul-bound).
+    /// Quantized on CPU (blocks without fast kernels re-quantized to Q8_0, prefill chunks
+    /// through dequantized weights), bf16 on CUDA (prefill is matmul-bound).
     #[default]
     Auto,
-    /// Keep GGUF blocks as they are.
+    /// Keep GGUF blocks as they are, with candle's kernels (bit-for-bit its reference models).
     Quantized,
     /// Dequantize to bf16.
     Bf16,
@@ -61,32 +62,29 @@ impl WeightsMode {
 /// A projection `y = x Wᵀ` with quantized or dense weights.
 #[derive(Debug, Clone)]
 pub enum Linear {
-    Quantized(Arc<QTensor>),
+    Quantized {
+        q: Arc<QTensor>,
+        /// Multiply prefill chunks by the dequantized weights (see [`dense_is_faster`]).
+        dense_prefill: bool,
+    },
     Dense(Tensor),
 }
 
 impl Linear {
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            Linear::Quantized(q) => x.apply_op1_no_bwd(q.as_ref()),
-            Linear::Dense(w) => {
-                // One 2-D GEMM rather than a batched one over broadcast weights.
-                let dims = x.dims().to_vec();
-                let (rows, inp) = (
-                    dims[..dims.len() - 1].iter().product::<usize>(),
-                    dims[dims.len() - 1],
-                );
-                let y = x.reshape((rows, inp))?.matmul(&w.t()?)?;
-                let mut out = dims;
-                *out.last_mut().expect("non-empty dims") = w.dim(0)?;
-                y.reshape(out)
-            }
+            Linear::Quantized {
+                q,
+                dense_prefill: true,
+            } if dense_is_faster(q, x)? => dense_matmul(x, &q.dequantize(x.device())?),
+            Linear::Quantized { q, .. } => x.apply_op1_no_bwd(q.as_ref()),
+            Linear::Dense(w) => dense_matmul(x, w),
         }
     }
 
     pub fn out_dim(&self) -> usize {
         match self {
-            Linear::Quantized(q) => q.shape().dims()[0],
+            Linear::Quantized { q, .. } => q.shape().dims()[0],
             Linear::Dense(w) => w.dims()[0],
         }
     }
@@ -94,7 +92,7 @@ impl Linear {
     /// Bytes the weights occupy (for bandwidth figures).
     pub fn bytes(&self) -> usize {
         match self {
-            Linear::Quantized(q) => q.storage_size_in_bytes(),
+            Linear::Quantized { q, .. } => q.storage_size_in_bytes(),
             Linear::Dense(w) => w.elem_count() * w.dtype().size_in_bytes(),
         }
     }
@@ -125,6 +123,8 @@ struct GgufSource<'a> {
     device: Device,
     dense: Option<DType>,
     dtype: DType,
+    /// [`WeightsMode::Auto`] on the CPU: see [`with_simd_kernel`] and [`dense_is_faster`].
+    fast_cpu: bool,
 }
 
 impl GgufSource<'_> {
@@ -169,7 +169,14 @@ impl WeightSource for GgufSource<'_> {
         };
         Ok(match dense {
             Some(dt) => Linear::Dense(q.dequantize(&self.device)?.to_dtype(dt)?),
-            None => Linear::Quantized(Arc::new(q)),
+            None if self.fast_cpu => Linear::Quantized {
+                q: Arc::new(with_simd_kernel(q, &self.device)?),
+                dense_prefill: true,
+            },
+            None => Linear::Quantized {
+                q: Arc::new(q),
+                dense_prefill: false,
+            },
         })
     }
     fn vector(&mut self, name: &str, len: usize) -> Result<Tensor> {
@@ -190,6 +197,49 @@ impl WeightSource for GgufSource<'_> {
     fn dtype(&self) -> DType {
         self.dtype
     }
+}
+
+/// `x Wᵀ` as one 2-D GEMM rather than a batched one over broadcast weights.
+fn dense_matmul(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let (rows, inp) = (
+        dims[..dims.len() - 1].iter().product::<usize>(),
+        dims[dims.len() - 1],
+    );
+    let y = x.reshape((rows, inp))?.matmul(&w.t()?)?;
+    let mut out = dims;
+    *out.last_mut().expect("non-empty dims") = w.dim(0)?;
+    y.reshape(out)
+}
+
+/// Rows of `x` from which a CPU prefill is faster through dequantized weights.
+const DEQUANTIZE_FROM_ROWS: usize = 32;
+
+/// On the CPU, candle multiplies many rows by Q4K/Q6K weights with repacked tiles, but other
+/// block types one dot product at a time (~35 GFLOP/s here against ~60 for an f32 GEMM).
+/// For a prefill chunk, dequantizing such weights first (a pass over the weights, small next
+/// to the GEMM's `rows` passes) and running the GEMM is faster; decode keeps the blocks.
+fn dense_is_faster(q: &QTensor, x: &Tensor) -> candle_core::Result<bool> {
+    let tiled = matches!(q.dtype(), GgmlDType::Q4K | GgmlDType::Q6K)
+        && q.shape().dims()[1].is_multiple_of(256);
+    Ok(!tiled
+        && x.dtype() == DType::F32
+        && x.elem_count() / x.dim(candle_core::D::Minus1)? >= DEQUANTIZE_FROM_ROWS)
+}
+
+/// Candle's CPU kernels for Q4_1, Q5_0, Q5_1 and Q8_1 are scalar (no AVX2/NEON), ~3x slower
+/// than its Q8_0 kernel; such blocks are re-quantized to Q8_0 at load. That costs memory
+/// (8.5 bits a weight instead of 5–6) and adds a rounding error well under the original
+/// block's own (Q8 steps are 1/127 of the block's range, Q5's 1/16).
+fn with_simd_kernel(q: QTensor, device: &Device) -> Result<QTensor> {
+    let scalar_only = matches!(
+        q.dtype(),
+        GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1 | GgmlDType::Q8_1
+    );
+    if !scalar_only {
+        return Ok(q);
+    }
+    Ok(QTensor::quantize(&q.dequantize(device)?, GgmlDType::Q8_0)?)
 }
 
 /// GGML types candle can run (its reader refuses others with "unknown dtype").
@@ -257,6 +307,7 @@ pub fn load_gguf(
         device: device.clone(),
         dense: mode.dense_dtype(device),
         dtype: mode.activation_dtype(device),
+        fast_cpu: mode == WeightsMode::Auto && device.is_cpu(),
     };
     let model = Model::build(cfg, &mut src)?;
     Ok((model, content.metadata))
