@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::bench::{self, BenchOptions};
 use crate::config::{self, Config};
 use crate::document;
-use crate::engine::{ContextPolicy, Event, Session, SessionOptions};
+use crate::engine::{self, Backend, ContextPolicy, Event, Session, SessionOptions};
 use crate::hub::{self, FetchOptions};
 use crate::loader::{self, Loaded};
 use crate::model::{self, ModelConfig, WeightsMode};
@@ -353,6 +353,59 @@ pub(crate) fn open_session(cfg: &Config, fetch: &FetchOptions) -> Result<(Sessio
     Ok((Session::new(model, tokenizer, recipe, opts), name))
 }
 
+/// A model ready to chat, and what a UI shows about it.
+pub(crate) struct Opened {
+    /// A transformer [`Session`] or a SWAT model's session.
+    pub backend: Box<dyn Backend>,
+    pub name: String,
+    pub device: String,
+    pub layers: usize,
+    pub ctx: usize,
+    pub defaults: RecipeDefaults,
+    pub recipe: Recipe,
+    /// Why the attention recipe cannot change (a SWAT model's is fixed by training).
+    pub fixed_attention: Option<String>,
+}
+
+/// Opens `cfg.model`: a SWAT checkpoint folder, or anything [`loader::load`] takes.
+pub(crate) fn open(cfg: &Config, fetch: &FetchOptions) -> Result<Opened> {
+    let dir = Path::new(&cfg.model);
+    if crate::swat::is_checkpoint(dir) {
+        let device = model::parse_device(&cfg.device)?;
+        let m = crate::swat::SwatModel::load(dir, candle_core::DType::F32, &device)?;
+        crate::swat::ByteTokenizer::load(dir)?;
+        let c = m.config().clone();
+        let s = crate::swat::chat::SwatSession::new(m, cfg.sampling.clone());
+        return Ok(Opened {
+            name: dir
+                .file_name()
+                .map_or(cfg.model.clone(), |n| n.to_string_lossy().into_owned()),
+            device: engine::device_name(&device),
+            layers: c.layers,
+            // The rolling cache has no context limit.
+            ctx: usize::MAX,
+            defaults: RecipeDefaults::for_context(c.seq_len),
+            recipe: s.recipe(),
+            fixed_attention: Some(format!(
+                "a SWAT model's attention is fixed by its training ({}): recipes do not apply",
+                c.summary()
+            )),
+            backend: Box::new(s),
+        });
+    }
+    let (session, name) = open_session(cfg, fetch)?;
+    Ok(Opened {
+        name,
+        device: engine::device_name(session.model().device()),
+        layers: session.model().config().layers,
+        ctx: session.ctx(),
+        defaults: session.recipe_defaults(),
+        recipe: session.recipe().clone(),
+        fixed_attention: None,
+        backend: Box::new(session),
+    })
+}
+
 fn progress_bar(hidden: bool) -> ProgressBar {
     let pb = ProgressBar::new(0);
     if hidden || !std::io::stderr().is_terminal() {
@@ -393,11 +446,12 @@ fn printer(pb: &ProgressBar, stream: bool) -> impl FnMut(Event) + '_ {
 }
 
 fn ask(cfg: &Config, file: &Path, question: &str, json: bool) -> Result<()> {
-    if crate::swat::is_checkpoint(Path::new(&cfg.model)) {
-        return crate::swat::cmd::ask(cfg, file, question, json);
-    }
     let doc = document::load(file)?;
-    let (mut session, name) = open_session(cfg, &fetch_options())?;
+    let Opened {
+        backend: mut session,
+        name,
+        ..
+    } = open(cfg, &fetch_options())?;
     session.load_document(&doc.title, &doc.text);
     let pb = progress_bar(json);
     let never = AtomicBool::new(false);
@@ -416,7 +470,7 @@ fn ask(cfg: &Config, file: &Path, question: &str, json: bool) -> Result<()> {
         let s = &answer.stats;
         println!();
         eprintln!(
-            "[{name} · {} · {} · prompt {} tok at {:.0} tok/s · {} tok at {:.1} tok/s · TTFT {:.2}s · KV {:.1} MiB]",
+            "[{name} · {} · {} · prompt {} tok at {:.0} tok/s · {} tok at {:.1} tok/s · TTFT {:.2}s · KV {}]",
             s.device,
             s.recipe,
             s.prompt_tokens,
@@ -424,7 +478,7 @@ fn ask(cfg: &Config, file: &Path, question: &str, json: bool) -> Result<()> {
             s.generated_tokens,
             s.decode_tokens_per_s,
             s.time_to_first_token_s,
-            s.cache.bytes_held as f64 / 1048576.0
+            kv_summary(&s.cache)
         );
     }
     Ok(())
@@ -434,22 +488,27 @@ fn ask(cfg: &Config, file: &Path, question: &str, json: bool) -> Result<()> {
 /// answer each line.
 fn chat(cfg: &Config, file: Option<&Path>) -> Result<()> {
     let doc = file.map(document::load).transpose()?;
-    let (mut session, name) = open_session(cfg, &fetch_options())?;
+    let Opened {
+        backend: mut session,
+        name,
+        recipe,
+        ..
+    } = open(cfg, &fetch_options())?;
     let never = AtomicBool::new(false);
     let pb = progress_bar(false);
     if let Some(doc) = &doc {
         session.load_document(&doc.title, &doc.text);
-        eprintln!("{name} · {} · reading “{}”…", session.recipe(), doc.title);
+        eprintln!("{name} · {recipe} · reading “{}”…", doc.title);
         session.read(&mut printer(&pb, true), &never)?;
         let s = session.stats();
         eprintln!(
-            "read {} tokens at {:.0} tok/s · KV cache {:.1} MiB. Ask a question (Ctrl-D quits).",
+            "read {} tokens at {:.0} tok/s · KV cache {}. Ask a question (Ctrl-D quits).",
             s.prompt_tokens,
             s.prefill_tokens_per_s,
-            s.cache.bytes_held as f64 / 1048576.0
+            kv_summary(&s.cache)
         );
     } else {
-        eprintln!("{name} · {} · chat (Ctrl-D quits).", session.recipe());
+        eprintln!("{name} · {recipe} · chat (Ctrl-D quits).");
     }
     let stdin = std::io::stdin();
     loop {
@@ -467,17 +526,26 @@ fn chat(cfg: &Config, file: Option<&Path>) -> Result<()> {
                 let s = &a.stats;
                 println!();
                 eprintln!(
-                    "[{} · {:.1} tok/s · TTFT {:.2}s · KV {:.1} MiB]",
+                    "[{} · {:.1} tok/s · TTFT {:.2}s · KV {}]",
                     s.recipe,
                     s.decode_tokens_per_s,
                     s.time_to_first_token_s,
-                    s.cache.bytes_held as f64 / 1048576.0
+                    kv_summary(&s.cache)
                 );
             }
             Err(e) => eprintln!("error: {e}"),
         }
     }
     Ok(())
+}
+
+/// "1.2 MiB, 4,245 tok/layer" (the most any layer holds).
+fn kv_summary(c: &model::CacheStats) -> String {
+    format!(
+        "{:.1} MiB, {} tok/layer",
+        c.bytes_held as f64 / 1048576.0,
+        c.tokens_per_layer.iter().max().copied().unwrap_or(0)
+    )
 }
 
 fn bench_cmd(b: BenchArgs) -> Result<()> {

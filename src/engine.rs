@@ -39,6 +39,8 @@ pub enum EngineError {
     Model(#[from] ModelError),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    #[error(transparent)]
+    Swat(#[from] crate::swat::SwatError),
 }
 
 impl From<candle_core::Error> for EngineError {
@@ -664,6 +666,62 @@ impl Session {
     }
 }
 
+/// What the engine thread drives: a transformer [`Session`], or a trained SWAT model
+/// ([`crate::swat::chat::SwatSession`]); both answer the same commands with the same events.
+pub trait Backend: Send {
+    /// Replaces the document and forgets the conversation.
+    fn load_document(&mut self, title: &str, text: &str);
+    /// Reads the document into the cache, with progress events.
+    fn read(&mut self, emit: &mut dyn FnMut(Event), cancel: &AtomicBool) -> Result<()>;
+    /// Answers a question about the document (or a plain chat turn), streaming tokens.
+    fn ask(
+        &mut self,
+        question: &str,
+        emit: &mut dyn FnMut(Event),
+        cancel: &AtomicBool,
+    ) -> Result<Answer>;
+    /// Switches recipe; `Ok(true)` when what was read must be read again.
+    fn set_recipe(&mut self, recipe: Recipe) -> Result<bool>;
+    /// Reads again after a recipe change, keeping the chat.
+    fn reread(&mut self, emit: &mut dyn FnMut(Event), cancel: &AtomicBool) -> Result<()>;
+    fn set_sampling(&mut self, s: SamplingParams);
+    /// Forgets the conversation and the cache (the document stays loaded).
+    fn reset(&mut self);
+    fn stats(&self) -> Stats;
+}
+
+impl Backend for Session {
+    fn load_document(&mut self, title: &str, text: &str) {
+        Session::load_document(self, title, text)
+    }
+    fn read(&mut self, emit: &mut dyn FnMut(Event), cancel: &AtomicBool) -> Result<()> {
+        Session::read(self, emit, cancel)
+    }
+    fn ask(
+        &mut self,
+        question: &str,
+        emit: &mut dyn FnMut(Event),
+        cancel: &AtomicBool,
+    ) -> Result<Answer> {
+        Session::ask(self, question, emit, cancel)
+    }
+    fn set_recipe(&mut self, recipe: Recipe) -> Result<bool> {
+        Ok(Session::set_recipe(self, recipe))
+    }
+    fn reread(&mut self, emit: &mut dyn FnMut(Event), cancel: &AtomicBool) -> Result<()> {
+        Session::reread(self, emit, cancel)
+    }
+    fn set_sampling(&mut self, s: SamplingParams) {
+        Session::set_sampling(self, s)
+    }
+    fn reset(&mut self) {
+        Session::reset(self)
+    }
+    fn stats(&self) -> Stats {
+        Session::stats(self)
+    }
+}
+
 pub fn device_name(d: &candle_core::Device) -> String {
     match d {
         candle_core::Device::Cpu => "cpu".into(),
@@ -682,14 +740,14 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn spawn(mut session: Session) -> Self {
+    pub fn spawn(mut backend: Box<dyn Backend>) -> Self {
         let (tx, cmd_rx) = channel::<Command>();
         let (ev_tx, rx) = channel::<Event>();
         let cancel = Arc::new(AtomicBool::new(false));
         let flag = cancel.clone();
         let thread = std::thread::Builder::new()
             .name("swaa-engine".into())
-            .spawn(move || run(&mut session, cmd_rx, ev_tx, flag))
+            .spawn(move || run(backend.as_mut(), cmd_rx, ev_tx, flag))
             .expect("spawn engine thread");
         Engine {
             tx,
@@ -730,7 +788,7 @@ impl Drop for Engine {
     }
 }
 
-fn run(s: &mut Session, rx: Receiver<Command>, tx: Sender<Event>, cancel: Arc<AtomicBool>) {
+fn run(s: &mut dyn Backend, rx: Receiver<Command>, tx: Sender<Event>, cancel: Arc<AtomicBool>) {
     let mut emit = |e: Event| {
         let _ = tx.send(e);
     };
@@ -746,15 +804,14 @@ fn run(s: &mut Session, rx: Receiver<Command>, tx: Sender<Event>, cancel: Arc<At
             Command::Ask { question } => s
                 .ask(&question, &mut emit, &cancel)
                 .map(|a| emit(Event::Done(a))),
-            Command::SetRecipe(r) => {
-                let reread = s.set_recipe(r.clone());
+            Command::SetRecipe(r) => s.set_recipe(r.clone()).and_then(|reread| {
                 emit(Event::RecipeApplied { recipe: r, reread });
                 if reread {
                     s.reread(&mut emit, &cancel)
                 } else {
                     Ok(())
                 }
-            }
+            }),
             Command::SetSampling(p) => {
                 s.set_sampling(p);
                 Ok(())

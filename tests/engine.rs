@@ -39,14 +39,14 @@ fn until_done(engine: &Engine) -> Vec<Event> {
 
 #[test]
 fn engine_streams_progress_then_tokens_then_done() {
-    let engine = Engine::spawn(session(
+    let engine = Engine::spawn(Box::new(session(
         Recipe {
             window: Some(64),
             sink: 4,
             ..Recipe::full()
         },
         opts(32, 12),
-    ));
+    )));
     engine.send(Command::LoadDocument {
         title: "t".into(),
         text: doc(300),
@@ -90,7 +90,7 @@ fn engine_streams_progress_then_tokens_then_done() {
 
 #[test]
 fn cancel_stops_a_read_within_one_chunk() {
-    let engine = Engine::spawn(session(Recipe::full(), opts(16, 8)));
+    let engine = Engine::spawn(Box::new(session(Recipe::full(), opts(16, 8))));
     engine.send(Command::LoadDocument {
         title: "t".into(),
         text: doc(1000),

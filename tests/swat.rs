@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{DType, Device, Tensor};
 use swaa_chat::sampling::SamplingParams;
-use swaa_chat::swat::generate::generate;
+use swaa_chat::swat::chat::generate;
 use swaa_chat::swat::model::{AttnRule, attention, rotate};
 use swaa_chat::swat::train::{self, Start, TrainSettings};
 use swaa_chat::swat::{Activation, Positions, RollingCache, Slopes, SwatConfig, SwatModel};
@@ -392,6 +392,64 @@ fn tiny_training_run_learns_resumes_exactly_and_generates() {
     );
 
     cli_on_the_trained_model(&a, &root);
+    engine_chat_on_the_trained_model(model);
+}
+
+/// The reader's path: the engine thread runs a SWAT session. Reading a document far longer
+/// than the window keeps W−1 keys per layer, a follow-up adds only its own bytes, and recipe
+/// changes are refused with a reason.
+fn engine_chat_on_the_trained_model(model: SwatModel) {
+    use swaa_chat::engine::{Command, Engine, Event};
+    use swaa_chat::recipe::Recipe;
+    let session = swaa_chat::swat::chat::SwatSession::new(
+        model,
+        SamplingParams {
+            max_new_tokens: 24,
+            ..Default::default()
+        },
+    );
+    let engine = Engine::spawn(Box::new(session));
+    let text = "The window slides over the text and the cache stays small. ".repeat(20);
+    engine.send(Command::LoadDocument {
+        title: "Notes".into(),
+        text: text.clone(),
+    });
+    let answer = |q: &str| {
+        engine.send(Command::Ask { question: q.into() });
+        let (mut progress, mut tokens) = (0, String::new());
+        loop {
+            match engine.events().recv().unwrap() {
+                Event::Progress { .. } => progress += 1,
+                Event::Token { text } => tokens += &text,
+                Event::Done(a) => return (progress, tokens, a),
+                Event::Error { message } => panic!("{message}"),
+                _ => {}
+            }
+        }
+    };
+    let (progress, streamed, first) = answer("What slides?");
+    assert!(progress > 1, "reading shows progress");
+    assert!(first.text.len() <= 24 && streamed.trim() == first.text);
+    let s = &first.stats;
+    assert!(s.prompt_tokens > text.len(), "{s:?}");
+    assert_eq!(s.cache.tokens_per_layer, vec![31; 2], "W−1 keys per layer");
+    assert!(s.recipe.starts_with("swat sigmoid+alirope(balanced) w=32"));
+    assert_eq!((s.sliding_layers, s.full_layers, s.sink), (2, 0, 0));
+
+    let (_, _, second) = answer("And what stays small?");
+    assert!(second.stats.prompt_tokens > s.prompt_tokens);
+    assert!(
+        second.stats.prefill_tokens_per_s > 0.0
+            && second.stats.cache.tokens_per_layer == vec![31; 2]
+    );
+
+    engine.send(Command::SetRecipe(Recipe::full()));
+    let refused = loop {
+        if let Event::Error { message } = engine.events().recv().unwrap() {
+            break message;
+        }
+    };
+    assert!(refused.contains("recipes do not apply"), "{refused}");
 }
 
 /// The `swat` commands on the trained checkpoint, and their errors on bad input.
@@ -462,7 +520,7 @@ fn cli_on_the_trained_model(model: &Path, root: &Path) {
         "20",
     ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    assert!(String::from_utf8_lossy(&r.stderr).contains("KV 31 tok/layer"));
+    assert!(String::from_utf8_lossy(&r.stderr).contains(", 31 tok/layer"));
 
     let missing = root.join("missing");
     let r = common::swaa(&[

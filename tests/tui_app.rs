@@ -48,6 +48,7 @@ fn model_info() -> ModelInfo {
         layers: 30,
         ctx: 8192,
         defaults: DEFAULTS,
+        fixed_attention: None,
     }
 }
 
@@ -212,6 +213,27 @@ fn history_recalls_questions_and_returns_to_the_draft() {
     assert_eq!(app.input.text(), "dra\nb");
     app.update(key(KeyCode::Up));
     assert_eq!(app.input.text(), "second?");
+}
+
+#[test]
+fn a_model_with_fixed_attention_refuses_recipe_keys_with_its_reason() {
+    let mut app = App::new("swat-small", false, Theme::default());
+    let info = ModelInfo {
+        fixed_attention: Some("a SWAT model's attention is fixed by its training".into()),
+        ..model_info()
+    };
+    let recipe = app.recipe.clone();
+    app.update(Msg::ModelReady(info, recipe.clone()));
+    for f in 2..=7 {
+        let fx = app.update(key(KeyCode::F(f)));
+        assert!(
+            !fx.iter().any(|e| matches!(e, Effect::Engine(_))),
+            "F{f}: {fx:?}"
+        );
+        assert_eq!(app.recipe, recipe);
+        let (_, msg) = app.status.clone().unwrap();
+        assert!(msg.contains("fixed by its training"), "F{f}: {msg}");
+    }
 }
 
 #[test]
@@ -534,9 +556,10 @@ fn tiny_engine(recipe: &Recipe) -> (Engine, ModelInfo) {
             window: 64,
             sink: 4,
         },
+        fixed_attention: None,
     };
     (
-        Engine::spawn(Session::new(model, tok, recipe.clone(), opts)),
+        Engine::spawn(Box::new(Session::new(model, tok, recipe.clone(), opts))),
         info,
     )
 }

@@ -62,6 +62,7 @@ fn info() -> ModelInfo {
         layers: 30,
         ctx: 8192,
         defaults: DEFAULTS,
+        fixed_attention: None,
     }
 }
 

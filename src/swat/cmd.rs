@@ -10,7 +10,7 @@ use candle_core::{DType, Device};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::generate::{GenStats, generate};
+use super::chat::{GenStats, generate};
 use super::model::SwatModel;
 use super::ppl::{self, PplRow};
 use super::train::{self, Start, StepReport, TrainSettings, TrainSummary};
@@ -481,35 +481,5 @@ fn generate_cmd(a: GenerateArgs) -> Result<()> {
     let (_, stats) = generate(&model, &a.prompt, &params, &mut stream_stdout)?;
     println!();
     print_stats(&stats, &model);
-    Ok(())
-}
-
-/// `ask --model DIR` with a SWAT checkpoint: the model reads the document and continues a
-/// question/answer prompt (it is a small byte-level LM, not an instruction-tuned chat model).
-pub fn ask(cfg: &crate::config::Config, file: &Path, question: &str, json: bool) -> Result<()> {
-    let device = crate::model::parse_device(&cfg.device)?;
-    let dir = Path::new(&cfg.model);
-    let model = load_model(dir, &device)?;
-    super::ByteTokenizer::load(dir)?;
-    let doc = crate::document::load(file)?;
-    let prompt = format!("{}\n\nQuestion: {question}\nAnswer:", doc.text);
-    let mut sink = |t: &str| {
-        if !json {
-            stream_stdout(t)
-        }
-    };
-    let (answer, stats) = generate(&model, &prompt, &cfg.sampling, &mut sink)?;
-    if json {
-        let out = serde_json::json!({
-            "model": name_of(dir),
-            "question": question,
-            "answer": answer,
-            "stats": stats,
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        println!();
-        print_stats(&stats, &model);
-    }
     Ok(())
 }

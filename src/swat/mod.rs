@@ -6,9 +6,9 @@
 //! `model` is the architecture and cache, `data` the tokenizer and corpus, `train` the loop
 //! and checkpoints, `ppl` perplexity against length, `cmd` the `swaa-chat swat …` commands.
 
+pub mod chat;
 pub mod cmd;
 pub mod data;
-pub mod generate;
 pub mod model;
 pub mod ppl;
 pub mod train;

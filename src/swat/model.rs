@@ -268,6 +268,8 @@ impl Layer {
 }
 
 /// A SWAT decoder whose weights live in a [`VarMap`] (trainable with candle autograd).
+/// A clone shares the weights.
+#[derive(Clone)]
 pub struct SwatModel {
     cfg: SwatConfig,
     rule: AttnRule,

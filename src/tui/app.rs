@@ -25,6 +25,8 @@ pub struct ModelInfo {
     pub layers: usize,
     pub ctx: usize,
     pub defaults: RecipeDefaults,
+    /// Why the recipe cannot change (a SWAT model's attention is fixed by training).
+    pub fixed_attention: Option<String>,
 }
 
 // Engine events are the large variant; each is moved once, and boxing would allocate per token.
@@ -710,6 +712,10 @@ impl App {
             self.error("the model is still loading: recipes can change once it is ready");
             return Vec::new();
         };
+        if let Some(why) = &model.fixed_attention {
+            self.error(why.clone());
+            return Vec::new();
+        }
         let next = knob.apply(&self.recipe, model.defaults, model.ctx);
         if next == self.recipe {
             return Vec::new();

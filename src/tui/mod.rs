@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use self::app::{App, Effect, ModelInfo, Msg};
 use self::ui::Theme;
 use crate::config::{self, Config};
-use crate::engine::{self, Engine};
+use crate::engine::Engine;
 use crate::hub::{self, FetchOptions};
 use crate::recipe::Recipe;
 
@@ -136,16 +136,16 @@ fn open_engine(cfg: &Config) -> Result<(Engine, ModelInfo, Recipe)> {
         quiet: true,
         ..Default::default()
     };
-    let (session, name) = crate::cli::open_session(cfg, &quiet)?;
+    let o = crate::cli::open(cfg, &quiet)?;
     let info = ModelInfo {
-        name,
-        device: engine::device_name(session.model().device()),
-        layers: session.model().config().layers,
-        ctx: session.ctx(),
-        defaults: session.recipe_defaults(),
+        name: o.name,
+        device: o.device,
+        layers: o.layers,
+        ctx: o.ctx,
+        defaults: o.defaults,
+        fixed_attention: o.fixed_attention,
     };
-    let recipe = session.recipe().clone();
-    Ok((Engine::spawn(session), info, recipe))
+    Ok((Engine::spawn(o.backend), info, o.recipe))
 }
 
 /// Resident memory of this process, from /proc (None elsewhere).
