@@ -138,6 +138,13 @@ pub enum Event {
     Error {
         message: String,
     },
+    /// A recipe comparison starts answering with `recipe`, the `index`th of those asked for.
+    Comparing {
+        index: usize,
+        recipe: Recipe,
+    },
+    /// A recipe comparison finished: one answer per recipe, in the order asked.
+    Compared(Vec<crate::eval::RecipeAnswer>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -154,6 +161,12 @@ pub enum Command {
     SetRecipe(Recipe),
     SetSampling(SamplingParams),
     Reset,
+    /// Answer `question` once per recipe from the document as read, then put the session
+    /// (recipe, conversation, cache) back as it was.
+    Compare {
+        question: String,
+        recipes: Vec<Recipe>,
+    },
     Shutdown,
 }
 
@@ -763,6 +776,9 @@ fn run(s: &mut Session, rx: Receiver<Command>, tx: Sender<Event>, cancel: Arc<At
                 s.reset();
                 Ok(())
             }
+            Command::Compare { question, recipes } => {
+                compare(s, &question, &recipes, &mut emit, &cancel)
+            }
         };
         if let Err(e) = result {
             emit(Event::Error {
@@ -771,4 +787,18 @@ fn run(s: &mut Session, rx: Receiver<Command>, tx: Sender<Event>, cancel: Arc<At
         }
         emit(Event::Stats(s.stats()));
     }
+}
+
+/// [`Command::Compare`]: the answers come in one [`Event::Compared`]; on error or cancel the
+/// session is restored all the same.
+fn compare(
+    s: &mut Session,
+    question: &str,
+    recipes: &[Recipe],
+    emit: &mut dyn FnMut(Event),
+    cancel: &AtomicBool,
+) -> Result<()> {
+    let answers = crate::eval::compare_recipes(s, question, recipes, emit, cancel)?;
+    emit(Event::Compared(answers));
+    Ok(())
 }
