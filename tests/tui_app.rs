@@ -119,16 +119,22 @@ fn answer(app: &App, text: &str, cancelled: bool) -> Event {
 #[test]
 fn loading_model_and_document_hands_the_document_over_and_reads_it() {
     let (app, fx) = loaded_app();
-    assert_eq!(fx.len(), 2, "{fx:?}");
+    assert_eq!(fx.len(), 3, "{fx:?}");
     assert!(
         matches!(&fx[0], Effect::Engine(Command::LoadDocument { title, .. }) if title == "Logbook")
     );
     assert_eq!(fx[1], Effect::Engine(Command::Read));
+    assert_eq!(
+        fx[2],
+        Effect::MapTokens {
+            text: document().text
+        }
+    );
     assert!(app.reading);
     // Either order of arrival works: the document first, then the model.
     let mut app = App::new("m", true, Theme::default());
     assert!(app.update(Msg::DocumentReady(document())).is_empty());
-    assert_eq!(app.update(Msg::ModelReady(model_info(), swaa())).len(), 2);
+    assert_eq!(app.update(Msg::ModelReady(model_info(), swaa())).len(), 3);
 }
 
 #[test]
@@ -561,8 +567,38 @@ fn download_progress_drives_the_bar_then_the_load_then_reading() {
     assert_eq!(app.parsing, None);
     let fx = app.update(Msg::ModelReady(model_info(), swaa()));
     assert!(app.download.is_none());
-    assert_eq!(fx.len(), 2, "then the document is read: {fx:?}");
+    assert_eq!(fx.len(), 3, "then the document is read: {fx:?}");
     assert!(progress_row(&app).contains("reading"));
+}
+
+#[test]
+fn window_positions_map_to_text_through_the_token_offsets() {
+    let mut app = read_app();
+    let text = app.doc.as_ref().unwrap().text.clone();
+    // Before the map: proportional over the 1,000 prompt tokens.
+    assert_eq!(app.token_to_byte(500), text.len() / 2);
+    // One token per line of the logbook, after 800 tokens of template head (a made-up,
+    // uneven density that proportions would get wrong).
+    let offsets: Vec<usize> = text.match_indices("Line").map(|(i, _)| i).collect();
+    assert_eq!(offsets.len(), 200);
+    app.update(Msg::TokenOffsets(offsets.clone()));
+    assert_eq!(app.token_to_byte(10), 0, "template head");
+    assert_eq!(app.token_to_byte(800 + 7), offsets[7]);
+    app.update(Msg::Engine(Event::Progress {
+        done: 1000,
+        total: 1000,
+        window: Some((900, 950)),
+    }));
+    assert_eq!(app.window_bytes(), Some(offsets[100]..offsets[150]));
+    assert_eq!(app.token_to_byte(1000), text.len());
+    assert_eq!(
+        app.token_to_byte(5000),
+        text.len(),
+        "question and answer tokens"
+    );
+    // A prompt shorter than the document (truncated) falls back to proportions.
+    app.prefix_tokens = Some(100);
+    assert_eq!(app.token_to_byte(500), text.len() / 2);
 }
 
 #[test]
@@ -743,6 +779,15 @@ fn tiny_gguf() -> &'static std::path::Path {
     })
 }
 
+/// The tiny model's tokenizer, as the reader's loop keeps it for [`Effect::MapTokens`].
+fn tiny_tokenizer() -> &'static tokenizers::Tokenizer {
+    static TOK: OnceLock<tokenizers::Tokenizer> = OnceLock::new();
+    TOK.get_or_init(|| {
+        let (_, md) = load_gguf(tiny_gguf(), &Device::Cpu, WeightsMode::Auto).unwrap();
+        ChatTokenizer::from_gguf(&md).unwrap().inner().clone()
+    })
+}
+
 fn tiny_engine(recipe: &Recipe) -> (Engine, ModelInfo) {
     let (model, md) = load_gguf(tiny_gguf(), &Device::Cpu, WeightsMode::Auto).unwrap();
     let tok = ChatTokenizer::from_gguf(&md).unwrap();
@@ -785,6 +830,11 @@ fn pump(
             match e {
                 Effect::Engine(c) => engine.send(c),
                 Effect::CancelEngine => engine.cancel(),
+                Effect::MapTokens { text } => {
+                    let enc = tiny_tokenizer().encode(text.as_str(), false).unwrap();
+                    let offsets = enc.get_offsets().iter().map(|o| o.0).collect();
+                    app.update(Msg::TokenOffsets(offsets));
+                }
                 other => panic!("unexpected effect {other:?}"),
             }
         }
@@ -828,6 +878,18 @@ fn with_an_engine_reading_answering_and_a_reread_keep_the_chat() {
     fx.extend(app.update(Msg::DocumentReady(doc_text(300))));
     pump(&mut app, &engine, fx, |a| !a.reading);
     assert!(app.doc_tokens > 300 && app.read_tokens == app.doc_tokens);
+    // The document's tokens end the read prompt: what precedes them is the template's head.
+    let start = app.prefix_tokens.unwrap() - app.token_offsets.as_ref().unwrap().len();
+    assert!(
+        (1..64).contains(&start),
+        "the document starts at token {start}"
+    );
+    let doc_len = app.doc.as_ref().unwrap().text.len();
+    assert_eq!(
+        app.window_bytes().unwrap().end,
+        doc_len,
+        "the window ends the text"
+    );
     assert!(
         app.stats.cache.next_pos >= app.doc_tokens,
         "stats came with the read"

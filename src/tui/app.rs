@@ -54,6 +54,9 @@ pub enum Msg {
         unit: &'static str,
     },
     DocumentReady(Document),
+    /// Where each token of the document starts in its text (the model's tokenizer on the
+    /// document alone), asked for by [`Effect::MapTokens`].
+    TokenOffsets(Vec<usize>),
     /// Loading the document failed; the message says what to do. The model stays usable
     /// for a plain chat.
     LoadFailed(String),
@@ -68,6 +71,11 @@ pub enum Effect {
     CancelEngine,
     Save {
         markdown: String,
+    },
+    /// Tokenize the document with the model's tokenizer and answer with
+    /// [`Msg::TokenOffsets`], so the window highlight lands on the right words.
+    MapTokens {
+        text: String,
     },
     Quit,
 }
@@ -315,6 +323,10 @@ pub struct App {
     pub answering: bool,
     /// Document tokens, and how many of them the cache holds.
     pub doc_tokens: usize,
+    /// Byte offset in the document of each of its tokens, once mapped.
+    pub token_offsets: Option<Vec<usize>>,
+    /// Tokens of the first read's prompt (template head and document), from its progress.
+    pub prefix_tokens: Option<usize>,
     pub read_tokens: usize,
     /// Positions the newest query of a sliding layer sees besides the sink.
     pub window: Option<(usize, usize)>,
@@ -354,6 +366,8 @@ impl App {
             reading: false,
             answering: false,
             doc_tokens: 0,
+            token_offsets: None,
+            prefix_tokens: None,
             read_tokens: 0,
             window: None,
             turns: Vec::new(),
@@ -470,6 +484,10 @@ impl App {
                 self.doc = Some(DocView::new(doc, width));
                 self.start_reading()
             }
+            Msg::TokenOffsets(o) => {
+                self.token_offsets = Some(o);
+                Vec::new()
+            }
             Msg::LoadFailed(m) => {
                 self.parsing = None;
                 // The model may still be fine: the screen becomes a plain chat with it.
@@ -498,10 +516,13 @@ impl App {
             title: doc.title.clone(),
             text: doc.text.clone(),
         };
+        let map = Effect::MapTokens {
+            text: doc.text.clone(),
+        };
         self.reading = true;
         self.read_tokens = 0;
         self.read_with = Some(self.recipe.clone());
-        vec![Effect::Engine(load), Effect::Engine(Command::Read)]
+        vec![Effect::Engine(load), Effect::Engine(Command::Read), map]
     }
 
     fn doc_width(&self) -> usize {
@@ -532,6 +553,10 @@ impl App {
                 if self.reading {
                     self.doc_tokens = total;
                     self.read_tokens = done;
+                    // Without a conversation the read prompt ends where the document ends.
+                    if self.turns.is_empty() {
+                        self.prefix_tokens = Some(total);
+                    }
                 }
                 let p = self.progress.get_or_insert(Progress {
                     done,
@@ -1036,10 +1061,21 @@ impl App {
         }
     }
 
-    /// Byte offset in the document text of token position `t` (proportional: token
-    /// density is close to uniform over a long text).
+    /// Byte offset in the document text of token position `t`: exact once the document's
+    /// tokens are mapped (the document ends the read prompt, so it starts `offsets.len()`
+    /// tokens before that prompt's end), else proportional (token density is close to
+    /// uniform over a long text). A truncated document keeps the proportional map.
     pub fn token_to_byte(&self, t: usize) -> usize {
         let Some(d) = &self.doc else { return 0 };
+        if let (Some(offsets), Some(prefix)) = (&self.token_offsets, self.prefix_tokens)
+            && let Some(start) = prefix.checked_sub(offsets.len())
+        {
+            let b = match t.checked_sub(start) {
+                None => 0,
+                Some(i) => offsets.get(i).copied().unwrap_or(d.text.len()),
+            };
+            return floor_boundary(&d.text, b.min(d.text.len()));
+        }
         if self.doc_tokens == 0 {
             return 0;
         }

@@ -122,13 +122,14 @@ impl Drop for Screen {
     }
 }
 
-type Loaded = Result<(Engine, ModelInfo, Recipe), String>;
+/// The engine, and a copy of its tokenizer for mapping the document's tokens to text.
+type Loaded = Result<(Engine, ModelInfo, Recipe, tokenizers::Tokenizer), String>;
 
 /// Fetches (reporting to the screen), loads and spawns the model; on a blocking worker.
 fn open_engine(
     cfg: &Config,
     tx: mpsc::UnboundedSender<Msg>,
-) -> Result<(Engine, ModelInfo, Recipe)> {
+) -> Result<(Engine, ModelInfo, Recipe, tokenizers::Tokenizer)> {
     // Quiet: nothing may print over the screen; the progress goes to the screen's bar.
     let fetch = FetchOptions {
         quiet: true,
@@ -146,7 +147,8 @@ fn open_engine(
         defaults: session.recipe_defaults(),
     };
     let recipe = session.recipe().clone();
-    Ok((Engine::spawn(session), info, recipe))
+    let tokenizer = session.tokenizer().inner().clone();
+    Ok((Engine::spawn(session), info, recipe, tokenizer))
 }
 
 /// Resident memory of this process, from /proc (None elsewhere).
@@ -236,6 +238,7 @@ async fn event_loop(
 
     let started = Instant::now();
     let mut engine: Option<Engine> = None;
+    let mut tokenizer: Option<tokenizers::Tokenizer> = None;
     let mut waiting_for_model = true;
     let mut events = EventStream::new();
     let mut clock = tokio::time::interval(Duration::from_millis(100));
@@ -254,7 +257,8 @@ async fn event_loop(
             loaded = &mut loaded_rx, if waiting_for_model => {
                 waiting_for_model = false;
                 match loaded {
-                    Ok(Ok((mut e, info, recipe))) => {
+                    Ok(Ok((mut e, info, recipe, tok))) => {
+                        tokenizer = Some(tok);
                         let events = e.take_events();
                         let tx = tx.clone();
                         // The engine speaks over std channels; a thread carries its events
@@ -307,6 +311,22 @@ async fn event_loop(
                     tokio::task::spawn_blocking(move || {
                         let _ = tx.send(Msg::Saved(save(&markdown)));
                     });
+                }
+                Effect::MapTokens { text } => {
+                    // The model loaded first (MapTokens comes with the read), so it is here.
+                    if let Some(tok) = tokenizer.clone() {
+                        let tx = tx.clone();
+                        tokio::task::spawn_blocking(move || {
+                            match tok.encode(text.as_str(), false) {
+                                Ok(enc) => {
+                                    let offsets = enc.get_offsets().iter().map(|o| o.0).collect();
+                                    let _ = tx.send(Msg::TokenOffsets(offsets));
+                                }
+                                // The proportional map stays; nothing the user must act on.
+                                Err(e) => tracing::warn!("cannot map the document's tokens: {e}"),
+                            }
+                        });
+                    }
                 }
                 Effect::Quit => return Ok(engine),
             }
