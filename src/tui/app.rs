@@ -305,6 +305,8 @@ pub struct App {
     pub model: Option<ModelInfo>,
     /// The model name from the command line, shown while it loads.
     pub model_hint: String,
+    /// Fetching or loading the model failed (the status line says why).
+    pub model_failed: bool,
     /// A document was given and is loading or loaded.
     pub wants_document: bool,
     pub doc: Option<DocView>,
@@ -354,6 +356,7 @@ impl App {
             rss_bytes: None,
             model: None,
             model_hint: model_hint.to_string(),
+            model_failed: false,
             wants_document,
             doc: None,
             recipe: Recipe::full(),
@@ -455,6 +458,7 @@ impl App {
             }
             Msg::ModelFailed(m) => {
                 self.download = None;
+                self.model_failed = true;
                 self.error(m);
                 Vec::new()
             }

@@ -92,12 +92,12 @@ pub fn layout(area: Rect, app: &App) -> Panes {
         || app.parsing.is_some()
         || app.comparing();
     let narrow = area.width < 80;
-    // An error gets the lines it needs (up to 4): its advice is the end of the message.
+    // An error gets the lines it needs (up to 6): its advice is the end of the message.
     let status_h = match &app.status {
         Some((StatusKind::Error, m)) => {
             markdown::wrap_ranges(&format!("✗ {m}"), area.width.max(1) as usize)
                 .len()
-                .clamp(1, 4) as u16
+                .clamp(1, 6) as u16
         }
         _ => 1,
     };
@@ -469,6 +469,7 @@ fn stats_lines(app: &App) -> Vec<Line<'static>> {
     let mut rows = Vec::new();
     match &app.model {
         Some(m) => rows.push(kv("model", format!("{} · {}", m.name, m.device), app)),
+        None if app.model_failed => rows.push(kv("model", "failed (see below)".to_string(), app)),
         None => rows.push(kv("model", format!("loading {}…", app.model_hint), app)),
     }
     if app.wants_document {
