@@ -707,6 +707,14 @@ fn f9_and_eval_compare_the_question_under_every_preset() {
     }));
     let c = app.comparison.as_ref().unwrap();
     assert_eq!((c.current, c.partial[1].as_str()), (1, "Line"));
+    // Stats after the tokens are that answer's numbers, shown before the comparison ends.
+    let s = Stats {
+        decode_tokens_per_s: 9.5,
+        ..Stats::default()
+    };
+    app.update(Msg::Engine(Event::Stats(s.clone())));
+    assert_eq!(app.comparison.as_ref().unwrap().stats[1], Some(s));
+    assert_eq!(app.comparison.as_ref().unwrap().stats[0], None);
     assert_eq!(app.turns, turns);
     // Esc cancels; the chat is as it was, and Esc again closes the comparison.
     assert_eq!(app.update(key(KeyCode::Esc)), [Effect::CancelEngine]);

@@ -178,6 +178,8 @@ pub struct Comparison {
     pub current: usize,
     /// Answers as they stream in, one per preset.
     pub partial: Vec<String>,
+    /// Each answer's numbers once it has streamed (the read time comes with the results).
+    pub stats: Vec<Option<Stats>>,
     /// The final answers with their costs (once done).
     pub results: Vec<RecipeAnswer>,
     pub state: CompareState,
@@ -707,6 +709,10 @@ impl App {
             }
             Event::Stats(s) => {
                 self.window = s.window.or(self.window);
+                // Stats after tokens are the answer's; those before are its read's.
+                if !c.partial[c.current].is_empty() {
+                    c.stats[c.current] = Some(s.clone());
+                }
                 self.stats = s;
             }
             Event::RecipeApplied { .. } | Event::Done(_) => {}
@@ -906,6 +912,7 @@ impl App {
             names: PRESET_NAMES.iter().map(|n| n.to_string()).collect(),
             current: 0,
             partial: vec![String::new(); recipes.len()],
+            stats: vec![None; recipes.len()],
             results: Vec::new(),
             state: CompareState::Running,
         });

@@ -813,11 +813,16 @@ fn compare_overlay(f: &mut Frame, app: &App) {
                     (false, false, true) => "waiting".into(),
                     (false, true, true) => "".into(),
                 };
-                (
-                    format!("{:>10}{:>10}{:>10}", "–", "–", "–"),
-                    text,
-                    app.theme.dim,
-                )
+                let numbers = match &c.stats[i] {
+                    Some(s) => format!(
+                        "{:>10}{:>10.1}{:>10.1}",
+                        "…",
+                        s.decode_tokens_per_s,
+                        s.cache.bytes_held as f64 / 1048576.0
+                    ),
+                    None => format!("{:>10}{:>10}{:>10}", "–", "–", "–"),
+                };
+                (numbers, text, app.theme.dim)
             }
         };
         let wrapped = markdown::wrap_ranges(&text, answer_w);
