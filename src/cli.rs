@@ -365,6 +365,8 @@ pub(crate) struct Opened {
     pub recipe: Recipe,
     /// Why the attention recipe cannot change (a SWAT model's is fixed by training).
     pub fixed_attention: Option<String>,
+    /// The model's tokenizer (None: a byte-level SWAT model).
+    pub tokenizer: Option<tokenizers::Tokenizer>,
 }
 
 /// Opens `cfg.model`: a SWAT checkpoint folder, or anything [`loader::load`] takes.
@@ -390,6 +392,7 @@ pub(crate) fn open(cfg: &Config, fetch: &FetchOptions) -> Result<Opened> {
                 "a SWAT model's attention is fixed by its training ({}): recipes do not apply",
                 c.summary()
             )),
+            tokenizer: None,
             backend: Box::new(s),
         });
     }
@@ -402,6 +405,7 @@ pub(crate) fn open(cfg: &Config, fetch: &FetchOptions) -> Result<Opened> {
         defaults: session.recipe_defaults(),
         recipe: session.recipe().clone(),
         fixed_attention: None,
+        tokenizer: Some(session.tokenizer().inner().clone()),
         backend: Box::new(session),
     })
 }

@@ -140,6 +140,13 @@ pub enum Event {
     Error {
         message: String,
     },
+    /// A recipe comparison starts answering with `recipe`, the `index`th of those asked for.
+    Comparing {
+        index: usize,
+        recipe: Recipe,
+    },
+    /// A recipe comparison finished: one answer per recipe, in the order asked.
+    Compared(Vec<crate::eval::RecipeAnswer>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -156,6 +163,12 @@ pub enum Command {
     SetRecipe(Recipe),
     SetSampling(SamplingParams),
     Reset,
+    /// Answer `question` once per recipe from the document as read, then put the session
+    /// (recipe, conversation, cache) back as it was.
+    Compare {
+        question: String,
+        recipes: Vec<Recipe>,
+    },
     Shutdown,
 }
 
@@ -688,6 +701,15 @@ pub trait Backend: Send {
     /// Forgets the conversation and the cache (the document stays loaded).
     fn reset(&mut self);
     fn stats(&self) -> Stats;
+    /// Answers `question` under each recipe from the same read, leaving the session as it
+    /// was (the reader's `:eval`).
+    fn compare(
+        &mut self,
+        question: &str,
+        recipes: &[Recipe],
+        emit: &mut dyn FnMut(Event),
+        cancel: &AtomicBool,
+    ) -> Result<Vec<crate::eval::RecipeAnswer>>;
 }
 
 impl Backend for Session {
@@ -719,6 +741,15 @@ impl Backend for Session {
     }
     fn stats(&self) -> Stats {
         Session::stats(self)
+    }
+    fn compare(
+        &mut self,
+        question: &str,
+        recipes: &[Recipe],
+        emit: &mut dyn FnMut(Event),
+        cancel: &AtomicBool,
+    ) -> Result<Vec<crate::eval::RecipeAnswer>> {
+        crate::eval::compare_recipes(self, question, recipes, emit, cancel)
     }
 }
 
@@ -820,6 +851,9 @@ fn run(s: &mut dyn Backend, rx: Receiver<Command>, tx: Sender<Event>, cancel: Ar
                 s.reset();
                 Ok(())
             }
+            Command::Compare { question, recipes } => s
+                .compare(&question, &recipes, &mut emit, &cancel)
+                .map(|answers| emit(Event::Compared(answers))),
         };
         if let Err(e) = result {
             emit(Event::Error {

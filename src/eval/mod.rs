@@ -494,7 +494,11 @@ fn compare_inner(
     // The read document without any conversation: the original if it has none.
     let mut base = session.history().is_empty().then(|| original.clone());
     let mut out = Vec::new();
-    for r in recipes {
+    for (index, r) in recipes.iter().enumerate() {
+        emit(Event::Comparing {
+            index,
+            recipe: r.clone(),
+        });
         match &base {
             Some(b) => session.restore(b)?,
             None => session.reset(),

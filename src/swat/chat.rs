@@ -329,6 +329,16 @@ impl Backend for SwatSession {
         self.sampling = s;
     }
 
+    fn compare(
+        &mut self,
+        _: &str,
+        _: &[Recipe],
+        _: &mut dyn FnMut(Event),
+        _: &AtomicBool,
+    ) -> engine::Result<Vec<crate::eval::RecipeAnswer>> {
+        Err(self.not_a_recipe())
+    }
+
     fn reset(&mut self) {
         self.history.clear();
         self.clear_cache();

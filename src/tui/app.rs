@@ -15,6 +15,8 @@ use super::markdown;
 use super::ui::{self, Theme};
 use crate::document::{Document, Section};
 use crate::engine::{Command, Event, Stats};
+use crate::eval::RecipeAnswer;
+use crate::hub::{FetchProgress, FetchStage};
 use crate::recipe::{LayerSet, PRESET_NAMES, Recipe, RecipeDefaults};
 
 /// What the event loop learns about the loaded model.
@@ -42,9 +44,23 @@ pub enum Msg {
         now: Duration,
         rss_bytes: Option<u64>,
     },
+    /// The model's download (before it loads), when it is not cached yet.
+    Fetch(FetchProgress),
     ModelReady(ModelInfo, Recipe),
+    /// Fetching or loading the model failed; the message says what to do.
+    ModelFailed(String),
+    /// Parsing the document: `done` of `total` parts (`unit`: page or chapter).
+    Parsing {
+        done: usize,
+        total: usize,
+        unit: &'static str,
+    },
     DocumentReady(Document),
-    /// Loading the model or the document failed; the message says what to do.
+    /// Where each token of the document starts in its text (the model's tokenizer on the
+    /// document alone), asked for by [`Effect::MapTokens`].
+    TokenOffsets(Vec<usize>),
+    /// Loading the document failed; the message says what to do. The model stays usable
+    /// for a plain chat.
     LoadFailed(String),
     Engine(Event),
     Saved(Result<PathBuf, String>),
@@ -57,6 +73,11 @@ pub enum Effect {
     CancelEngine,
     Save {
         markdown: String,
+    },
+    /// Tokenize the document with the model's tokenizer and answer with
+    /// [`Msg::TokenOffsets`], so the window highlight lands on the right words.
+    MapTokens {
+        text: String,
     },
     Quit,
 }
@@ -106,7 +127,17 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Tokens per second since the first report; None until there is a time span.
+    pub fn new(done: usize, total: usize, reading: bool, now: Duration) -> Self {
+        Progress {
+            done,
+            total,
+            reading,
+            first_at: now,
+            first_done: done,
+        }
+    }
+
+    /// Tokens (or bytes) per second since the first report; None until there is a time span.
     pub fn rate(&self, now: Duration) -> Option<f64> {
         let secs = now.saturating_sub(self.first_at).as_secs_f64();
         (secs > 0.0 && self.done > self.first_done)
@@ -119,6 +150,41 @@ impl Progress {
             self.total.saturating_sub(self.done) as f64 / rate,
         ))
     }
+}
+
+/// A model download: the stage and its bytes (rate and ETA as for reading).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Download {
+    pub model: String,
+    pub stage: FetchStage,
+    /// pip wheels done, of how many.
+    pub parts: Option<(usize, usize)>,
+    pub bytes: Progress,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CompareState {
+    Running,
+    Done,
+    Cancelled,
+    Failed(String),
+}
+
+/// `:eval`: one question under every named preset, shown side by side.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    pub question: String,
+    /// Preset names, in the order they run.
+    pub names: Vec<String>,
+    /// The preset answering now.
+    pub current: usize,
+    /// Answers as they stream in, one per preset.
+    pub partial: Vec<String>,
+    /// Each answer's numbers once it has streamed (the read time comes with the results).
+    pub stats: Vec<Option<Stats>>,
+    /// The final answers with their costs (once done).
+    pub results: Vec<RecipeAnswer>,
+    pub state: CompareState,
 }
 
 /// The document as the screen shows it: wrapped lines (byte ranges of the text) and the
@@ -243,6 +309,8 @@ pub struct App {
     pub model: Option<ModelInfo>,
     /// The model name from the command line, shown while it loads.
     pub model_hint: String,
+    /// Fetching or loading the model failed (the status line says why).
+    pub model_failed: bool,
     /// A document was given and is loading or loaded.
     pub wants_document: bool,
     pub doc: Option<DocView>,
@@ -252,11 +320,19 @@ pub struct App {
     pub read_with: Option<Recipe>,
     pub stats: Stats,
     pub progress: Option<Progress>,
+    pub download: Option<Download>,
+    /// Parts of the document parsed, of how many, and what a part is.
+    pub parsing: Option<(usize, usize, &'static str)>,
+    pub comparison: Option<Comparison>,
     /// A document read or re-read is running or queued.
     pub reading: bool,
     pub answering: bool,
     /// Document tokens, and how many of them the cache holds.
     pub doc_tokens: usize,
+    /// Byte offset in the document of each of its tokens, once mapped.
+    pub token_offsets: Option<Vec<usize>>,
+    /// Tokens of the first read's prompt (template head and document), from its progress.
+    pub prefix_tokens: Option<usize>,
     pub read_tokens: usize,
     /// Positions the newest query of a sliding layer sees besides the sink.
     pub window: Option<(usize, usize)>,
@@ -284,15 +360,21 @@ impl App {
             rss_bytes: None,
             model: None,
             model_hint: model_hint.to_string(),
+            model_failed: false,
             wants_document,
             doc: None,
             recipe: Recipe::full(),
             read_with: None,
             stats: Stats::default(),
             progress: None,
+            download: None,
+            parsing: None,
+            comparison: None,
             reading: false,
             answering: false,
             doc_tokens: 0,
+            token_offsets: None,
+            prefix_tokens: None,
             read_tokens: 0,
             window: None,
             turns: Vec::new(),
@@ -309,7 +391,13 @@ impl App {
     }
 
     pub fn busy(&self) -> bool {
-        self.reading || self.answering
+        self.reading || self.answering || self.comparing()
+    }
+
+    pub fn comparing(&self) -> bool {
+        self.comparison
+            .as_ref()
+            .is_some_and(|c| c.state == CompareState::Running)
     }
 
     fn info(&mut self, s: impl Into<String>) {
@@ -351,7 +439,39 @@ impl App {
                 self.rss_bytes = rss_bytes.or(self.rss_bytes);
                 Vec::new()
             }
+            Msg::Fetch(f) => {
+                let now = self.now;
+                let fresh = || Download {
+                    model: f.model.to_string(),
+                    stage: f.stage,
+                    parts: None,
+                    bytes: Progress::new(f.bytes as usize, f.total_bytes as usize, false, now),
+                };
+                // Rate and ETA are per stage: verifying runs far faster than downloading.
+                let d = match &mut self.download {
+                    Some(d) if d.stage == f.stage => d,
+                    slot => slot.insert(fresh()),
+                };
+                d.parts = f.parts;
+                d.bytes.done = f.bytes as usize;
+                d.bytes.total = f.total_bytes as usize;
+                if f.stage == FetchStage::Done {
+                    self.info(format!("{} is in the cache: loading it…", f.model));
+                }
+                Vec::new()
+            }
+            Msg::ModelFailed(m) => {
+                self.download = None;
+                self.model_failed = true;
+                self.error(m);
+                Vec::new()
+            }
+            Msg::Parsing { done, total, unit } => {
+                self.parsing = (done < total).then_some((done, total, unit));
+                Vec::new()
+            }
             Msg::ModelReady(info, recipe) => {
+                self.download = None;
                 self.info(format!(
                     "{} loaded on {}: {}",
                     info.name,
@@ -367,12 +487,21 @@ impl App {
                 self.start_reading()
             }
             Msg::DocumentReady(doc) => {
+                self.parsing = None;
                 let width = self.doc_width();
                 self.doc = Some(DocView::new(doc, width));
                 self.start_reading()
             }
+            Msg::TokenOffsets(o) => {
+                self.token_offsets = Some(o);
+                Vec::new()
+            }
             Msg::LoadFailed(m) => {
-                self.error(m);
+                self.parsing = None;
+                // The model may still be fine: the screen becomes a plain chat with it.
+                self.wants_document = false;
+                self.rewrap();
+                self.error(format!("{m} (you can still chat without it)"));
                 Vec::new()
             }
             Msg::Engine(e) => self.engine_event(e),
@@ -395,10 +524,13 @@ impl App {
             title: doc.title.clone(),
             text: doc.text.clone(),
         };
+        let map = Effect::MapTokens {
+            text: doc.text.clone(),
+        };
         self.reading = true;
         self.read_tokens = 0;
         self.read_with = Some(self.recipe.clone());
-        vec![Effect::Engine(load), Effect::Engine(Command::Read)]
+        vec![Effect::Engine(load), Effect::Engine(Command::Read), map]
     }
 
     fn doc_width(&self) -> usize {
@@ -416,6 +548,9 @@ impl App {
     }
 
     fn engine_event(&mut self, e: Event) -> Vec<Effect> {
+        if self.comparing() {
+            return self.compare_event(e);
+        }
         match e {
             Event::Progress {
                 done,
@@ -426,6 +561,10 @@ impl App {
                 if self.reading {
                     self.doc_tokens = total;
                     self.read_tokens = done;
+                    // Without a conversation the read prompt ends where the document ends.
+                    if self.turns.is_empty() {
+                        self.prefix_tokens = Some(total);
+                    }
                 }
                 let p = self.progress.get_or_insert(Progress {
                     done,
@@ -492,6 +631,8 @@ impl App {
                     self.info("answer cancelled; it stays in the conversation");
                 }
             }
+            // Only sent while comparing (handled above); a late one changes nothing.
+            Event::Comparing { .. } | Event::Compared(_) => {}
             Event::Error { message } => {
                 self.progress = None;
                 let cancelled = message == "cancelled";
@@ -524,7 +665,72 @@ impl App {
         Vec::new()
     }
 
+    /// Events of a running comparison: its answers stream into the comparison, not the chat.
+    fn compare_event(&mut self, e: Event) -> Vec<Effect> {
+        let Some(c) = &mut self.comparison else {
+            return Vec::new();
+        };
+        match e {
+            Event::Comparing { index, .. } => {
+                c.current = index.min(c.names.len().saturating_sub(1));
+                c.partial[c.current].clear();
+                self.progress = None;
+            }
+            Event::Token { text } => {
+                self.progress = None;
+                c.partial[c.current].push_str(&text);
+            }
+            Event::Compared(answers) => {
+                c.results = answers;
+                c.state = CompareState::Done;
+                self.progress = None;
+                self.info("comparison done: Esc closes it; the chat is as it was");
+            }
+            Event::Error { message } => {
+                self.progress = None;
+                if message == "cancelled" {
+                    c.state = CompareState::Cancelled;
+                    self.info("comparison cancelled: Esc closes it; the chat is as it was");
+                } else {
+                    c.state = CompareState::Failed(message.clone());
+                    self.error(message);
+                }
+            }
+            Event::Progress {
+                done,
+                total,
+                window,
+            } => {
+                self.window = window.or(self.window);
+                let now = self.now;
+                let p = self
+                    .progress
+                    .get_or_insert_with(|| Progress::new(done, total, false, now));
+                p.done = done;
+                p.total = total;
+            }
+            Event::Stats(s) => {
+                self.window = s.window.or(self.window);
+                // Stats after tokens are the answer's; those before are its read's.
+                if !c.partial[c.current].is_empty() {
+                    c.stats[c.current] = Some(s.clone());
+                }
+                self.stats = s;
+            }
+            Event::RecipeApplied { .. } | Event::Done(_) => {}
+        }
+        Vec::new()
+    }
+
     fn act(&mut self, a: Action) -> Vec<Effect> {
+        if self.comparison.is_some() && !self.comparing() && !self.show_help {
+            // A finished comparison stays up until Esc or F9; other keys work behind it.
+            if matches!(a, Action::Cancel | Action::Compare) {
+                self.comparison = None;
+                self.status = None;
+                return Vec::new();
+            }
+        }
         if self.show_help && a != Action::Quit {
             // Any key closes the help; only its own keys do nothing else.
             self.show_help = false;
@@ -552,6 +758,7 @@ impl App {
             Action::Think => return self.change_recipe(RecipeKnob::Think),
             Action::Preset => return self.change_recipe(RecipeKnob::Preset),
             Action::ThinkingBlocks => self.show_thinking = !self.show_thinking,
+            Action::Compare => return self.compare(None),
             Action::PageUp | Action::PageDown if self.focus == Focus::Input => {
                 let page = self.page(Focus::Chat) as isize;
                 self.scroll(Focus::Chat, if a == Action::PageUp { -page } else { page });
@@ -633,6 +840,17 @@ impl App {
         if question.is_empty() {
             return Vec::new();
         }
+        if let Some(rest) = question.strip_prefix(":eval")
+            && (rest.is_empty() || rest.starts_with(char::is_whitespace))
+        {
+            let rest = rest.trim().to_string();
+            let fx = self.compare((!rest.is_empty()).then_some(rest));
+            if !fx.is_empty() {
+                self.history.push(&question);
+                self.input.clear();
+            }
+            return fx;
+        }
         if self.model.is_none() {
             self.error("the model is still loading: send again when it is ready");
             return Vec::new();
@@ -662,6 +880,53 @@ impl App {
         self.chat_scroll = 0;
         self.status = None;
         vec![Effect::Engine(Command::Ask { question })]
+    }
+
+    /// Runs `question` (default: the last one asked) under every named preset.
+    fn compare(&mut self, question: Option<String>) -> Vec<Effect> {
+        let Some(model) = &self.model else {
+            self.error("the model is still loading: compare once it is ready");
+            return Vec::new();
+        };
+        if let Some(why) = &model.fixed_attention {
+            self.error(why.clone());
+            return Vec::new();
+        }
+        if self.busy() {
+            self.error("busy: wait for the reading or answer to finish, or Esc cancels it");
+            return Vec::new();
+        }
+        if self.wants_document && self.doc.is_none() {
+            self.error("the document is still loading: compare once it is shown");
+            return Vec::new();
+        }
+        let Some(question) = question.or_else(|| self.turns.last().map(|t| t.question.clone()))
+        else {
+            self.error("nothing to compare yet: ask a question first, or type :eval QUESTION");
+            return Vec::new();
+        };
+        let recipes: Vec<Recipe> = PRESET_NAMES
+            .iter()
+            .map(|n| {
+                let mut r = Recipe::preset(n, model.defaults).expect("listed preset");
+                r.think = self.recipe.think;
+                r
+            })
+            .collect();
+        self.comparison = Some(Comparison {
+            question: question.clone(),
+            names: PRESET_NAMES.iter().map(|n| n.to_string()).collect(),
+            current: 0,
+            partial: vec![String::new(); recipes.len()],
+            stats: vec![None; recipes.len()],
+            results: Vec::new(),
+            state: CompareState::Running,
+        });
+        self.show_help = false;
+        self.info(
+            "comparing recipes: the chat and the cache are put back afterwards (Esc cancels)",
+        );
+        vec![Effect::Engine(Command::Compare { question, recipes })]
     }
 
     fn save(&mut self) -> Vec<Effect> {
@@ -817,10 +1082,21 @@ impl App {
         }
     }
 
-    /// Byte offset in the document text of token position `t` (proportional: token
-    /// density is close to uniform over a long text).
+    /// Byte offset in the document text of token position `t`: exact once the document's
+    /// tokens are mapped (the document ends the read prompt, so it starts `offsets.len()`
+    /// tokens before that prompt's end), else proportional (token density is close to
+    /// uniform over a long text). A truncated document keeps the proportional map.
     pub fn token_to_byte(&self, t: usize) -> usize {
         let Some(d) = &self.doc else { return 0 };
+        if let (Some(offsets), Some(prefix)) = (&self.token_offsets, self.prefix_tokens)
+            && let Some(start) = prefix.checked_sub(offsets.len())
+        {
+            let b = match t.checked_sub(start) {
+                None => 0,
+                Some(i) => offsets.get(i).copied().unwrap_or(d.text.len()),
+            };
+            return floor_boundary(&d.text, b.min(d.text.len()));
+        }
         if self.doc_tokens == 0 {
             return 0;
         }

@@ -32,6 +32,8 @@ pub enum Action {
     Think,
     Preset,
     ThinkingBlocks,
+    /// F9: the last question under every named preset, side by side.
+    Compare,
 }
 
 /// Every binding as shown in the help overlay: keys, then what they do.
@@ -64,7 +66,11 @@ pub const HELP: &[(&str, &str)] = &[
     ("F6", "thinking mode on/off"),
     ("F7", "next named preset"),
     ("F8", "show/hide thinking blocks"),
-    ("Esc", "cancel the answer or read; close help"),
+    (
+        "F9  :eval [question]",
+        "compare: the last (or given) question under every preset",
+    ),
+    ("Esc", "cancel the answer, read or comparison; close it"),
     ("Ctrl-S", "save the conversation as Markdown"),
     ("F1  ? (empty question)", "this help"),
     ("Ctrl-C", "quit"),
@@ -110,6 +116,7 @@ pub fn action(key: KeyEvent) -> Option<Action> {
         KeyCode::F(6) => Action::Think,
         KeyCode::F(7) => Action::Preset,
         KeyCode::F(8) => Action::ThinkingBlocks,
+        KeyCode::F(9) => Action::Compare,
         _ => return None,
     })
 }

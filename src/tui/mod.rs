@@ -11,6 +11,7 @@ pub mod ui;
 
 use std::io::{Stdout, stdout};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -32,11 +33,11 @@ use self::app::{App, Effect, ModelInfo, Msg};
 use self::ui::Theme;
 use crate::config::{self, Config};
 use crate::engine::Engine;
-use crate::hub::{self, FetchOptions};
+use crate::hub::{FetchOptions, ProgressFn};
 use crate::recipe::Recipe;
 
-/// Runs the reader until the user quits. A preset that is not cached yet is fetched first,
-/// with progress bars on the plain terminal, before the screen opens.
+/// Runs the reader until the user quits. The screen opens at once; a preset that is not
+/// cached yet downloads in its progress bar while the document is parsed.
 pub fn run(cfg: &Config, file: Option<&Path>) -> Result<()> {
     let theme = Theme::from_config(&cfg.tui).map_err(anyhow::Error::msg)?;
     if let Some(f) = file {
@@ -44,15 +45,8 @@ pub fn run(cfg: &Config, file: Option<&Path>) -> Result<()> {
         std::fs::metadata(f)
             .with_context(|| format!("cannot read {}: give the path of a document", f.display()))?;
     }
-    if let hub::ModelSpec::Preset(p) = hub::resolve(&cfg.model)?
-        && hub::cached_path(p).is_none()
-    {
-        eprintln!(
-            "{} is not cached yet: fetching it before the document opens",
-            p.name
-        );
-        hub::fetch(p, &FetchOptions::default()).with_context(|| format!("fetching {}", p.name))?;
-    }
+    // A model name that is neither a preset nor a path is a one-line error here too.
+    crate::hub::resolve(&cfg.model)?;
     let mut app = App::new(&cfg.model, file.is_some(), theme);
     app.log_path = config::data_dir().ok().map(|d| d.join("swaa-chat.log"));
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -128,15 +122,24 @@ impl Drop for Screen {
     }
 }
 
-type Loaded = Result<(Engine, ModelInfo, Recipe), String>;
+/// The engine, and a copy of its tokenizer for mapping the document's tokens to text (None:
+/// a byte-level model, whose tokens are the bytes).
+type Loaded = Result<(Engine, ModelInfo, Recipe, Option<tokenizers::Tokenizer>), String>;
 
-fn open_engine(cfg: &Config) -> Result<(Engine, ModelInfo, Recipe)> {
-    // Quiet: the model is cached by now, and nothing may print over the screen.
-    let quiet = FetchOptions {
+/// Fetches (reporting to the screen), loads and spawns the model; on a blocking worker.
+fn open_engine(
+    cfg: &Config,
+    tx: mpsc::UnboundedSender<Msg>,
+) -> Result<(Engine, ModelInfo, Recipe, Option<tokenizers::Tokenizer>)> {
+    // Quiet: nothing may print over the screen; the progress goes to the screen's bar.
+    let fetch = FetchOptions {
         quiet: true,
+        progress: Some(ProgressFn(Arc::new(move |p| {
+            let _ = tx.send(Msg::Fetch(p));
+        }))),
         ..Default::default()
     };
-    let o = crate::cli::open(cfg, &quiet)?;
+    let o = crate::cli::open(cfg, &fetch)?;
     let info = ModelInfo {
         name: o.name,
         device: o.device,
@@ -145,7 +148,7 @@ fn open_engine(cfg: &Config) -> Result<(Engine, ModelInfo, Recipe)> {
         defaults: o.defaults,
         fixed_attention: o.fixed_attention,
     };
-    Ok((Engine::spawn(o.backend), info, o.recipe))
+    Ok((Engine::spawn(o.backend), info, o.recipe, o.tokenizer))
 }
 
 /// Resident memory of this process, from /proc (None elsewhere).
@@ -198,13 +201,32 @@ async fn event_loop(
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let (loaded_tx, mut loaded_rx) = oneshot::channel::<Loaded>();
     let model_cfg = cfg.clone();
+    let fetch_tx = tx.clone();
     tokio::task::spawn_blocking(move || {
-        let _ = loaded_tx.send(open_engine(&model_cfg).map_err(|e| format!("{e:#}")));
+        let _ = loaded_tx.send(open_engine(&model_cfg, fetch_tx).map_err(|e| format!("{e:#}")));
     });
     if let Some(path) = file {
         let tx = tx.clone();
         tokio::task::spawn_blocking(move || {
-            let msg = match crate::document::load(&path) {
+            let unit = match path.extension().and_then(|e| e.to_str()) {
+                Some(e) if e.eq_ignore_ascii_case("epub") => "chapter",
+                _ => "page",
+            };
+            // A few updates a second are enough for the bar; a PDF has thousands of pages.
+            let mut last: Option<Instant> = None;
+            let mut report = |p: crate::document::LoadProgress| {
+                if p.done >= p.total
+                    || last.is_none_or(|t| t.elapsed() >= Duration::from_millis(50))
+                {
+                    last = Some(Instant::now());
+                    let _ = tx.send(Msg::Parsing {
+                        done: p.done,
+                        total: p.total,
+                        unit,
+                    });
+                }
+            };
+            let msg = match crate::document::load_with_progress(&path, &mut report) {
                 Ok(doc) => Msg::DocumentReady(doc),
                 Err(e) => Msg::LoadFailed(e.to_string()),
             };
@@ -216,6 +238,7 @@ async fn event_loop(
 
     let started = Instant::now();
     let mut engine: Option<Engine> = None;
+    let mut tokenizer: Option<tokenizers::Tokenizer> = None;
     let mut waiting_for_model = true;
     let mut events = EventStream::new();
     let mut clock = tokio::time::interval(Duration::from_millis(100));
@@ -234,7 +257,8 @@ async fn event_loop(
             loaded = &mut loaded_rx, if waiting_for_model => {
                 waiting_for_model = false;
                 match loaded {
-                    Ok(Ok((mut e, info, recipe))) => {
+                    Ok(Ok((mut e, info, recipe, tok))) => {
+                        tokenizer = tok;
                         let events = e.take_events();
                         let tx = tx.clone();
                         // The engine speaks over std channels; a thread carries its events
@@ -251,13 +275,13 @@ async fn event_loop(
                         engine = Some(e);
                         Some(Msg::ModelReady(info, recipe))
                     }
-                    Ok(Err(e)) => Some(Msg::LoadFailed(e)),
-                    Err(_) => Some(Msg::LoadFailed("the model loader stopped unexpectedly; see the log".into())),
+                    Ok(Err(e)) => Some(Msg::ModelFailed(e)),
+                    Err(_) => Some(Msg::ModelFailed("the model loader stopped unexpectedly; see the log".into())),
                 }
             },
             _ = clock.tick() => {
                 // Only what shows time (rates, ETA) needs a redraw on the clock.
-                dirty |= app.progress.is_some();
+                dirty |= app.progress.is_some() || app.download.is_some();
                 Some(Msg::Tick { now: started.elapsed(), rss_bytes: rss_bytes() })
             },
             _ = frame.tick() => {
@@ -287,6 +311,24 @@ async fn event_loop(
                     tokio::task::spawn_blocking(move || {
                         let _ = tx.send(Msg::Saved(save(&markdown)));
                     });
+                }
+                Effect::MapTokens { text } => {
+                    // The model loaded first (MapTokens comes with the read), so it is here.
+                    if tokenizer.is_none() {
+                        let _ = tx.send(Msg::TokenOffsets((0..text.len()).collect()));
+                    } else if let Some(tok) = tokenizer.clone() {
+                        let tx = tx.clone();
+                        tokio::task::spawn_blocking(move || {
+                            match tok.encode(text.as_str(), false) {
+                                Ok(enc) => {
+                                    let offsets = enc.get_offsets().iter().map(|o| o.0).collect();
+                                    let _ = tx.send(Msg::TokenOffsets(offsets));
+                                }
+                                // The proportional map stays; nothing the user must act on.
+                                Err(e) => tracing::warn!("cannot map the document's tokens: {e}"),
+                            }
+                        });
+                    }
                 }
                 Effect::Quit => return Ok(engine),
             }

