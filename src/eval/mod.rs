@@ -616,7 +616,7 @@ pub fn command(a: EvalArgs, cfg: &Config) -> anyhow::Result<()> {
         &crate::cli::fetch_options(),
     )?;
     let opts = SessionOptions {
-        chunk: a.chunk.unwrap_or(cfg.chunk),
+        chunk: crate::config::prefill_chunk(a.chunk.unwrap_or(cfg.chunk), &device),
         // Greedy: the eval is deterministic for a seed.
         sampling: SamplingParams {
             max_new_tokens: a.max_tokens,

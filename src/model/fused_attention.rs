@@ -225,18 +225,15 @@ mod cuda {
             // SAFETY: the kernel writes only `count` elements of `out`.
             unsafe { b.launch(LaunchConfig::for_num_elems((rows_total * d) as u32)) }.w()?;
         }
-        let (part_o, part_ml) = if splits > 1 {
-            // SAFETY: each split writes all of its rows (m = -inf, l = 0 when it saw no key).
-            unsafe {
-                (
-                    dev.alloc::<f32>(splits * rows_total * d)?,
-                    dev.alloc::<f32>(splits * rows_total * 2)?,
-                )
-            }
-        } else {
+        // One split writes `out` directly and never touches the partials: a 1-element
+        // placeholder each, not zeroed (a memset per call would cost a launch).
+        let parts = if splits > 1 { splits * rows_total } else { 0 };
+        // SAFETY: each split writes all of its rows (m = -inf, l = 0 when it saw no key)
+        // before the combine reads them.
+        let (part_o, part_ml) = unsafe {
             (
-                stream.alloc_zeros::<f32>(1).w()?,
-                stream.alloc_zeros::<f32>(1).w()?,
+                dev.alloc::<f32>((parts * d).max(1))?,
+                dev.alloc::<f32>((parts * 2).max(1))?,
             )
         };
         let name = if d == 64 {
