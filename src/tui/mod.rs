@@ -46,7 +46,9 @@ pub fn run(cfg: &Config, file: Option<&Path>) -> Result<()> {
             .with_context(|| format!("cannot read {}: give the path of a document", f.display()))?;
     }
     // A model name that is neither a preset nor a path is a one-line error here too.
-    crate::hub::resolve(&cfg.model)?;
+    if !crate::swat::is_checkpoint(Path::new(&cfg.model)) {
+        crate::hub::resolve(&cfg.model)?;
+    }
     let mut app = App::new(&cfg.model, file.is_some(), theme);
     app.log_path = config::data_dir().ok().map(|d| d.join("swaa-chat.log"));
     let rt = tokio::runtime::Builder::new_current_thread()
