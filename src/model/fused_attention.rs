@@ -138,7 +138,7 @@ mod cuda {
 
     fn strides(l: &Layout, what: &str) -> candle_core::Result<(usize, i64, i64)> {
         let s = l.stride();
-        if l.dims().len() != 4 || s[3] != 1 || l.start_offset() % 8 != 0 {
+        if l.dims().len() != 4 || s[3] != 1 || !l.start_offset().is_multiple_of(8) {
             bail!("fused attention: {what} must be [1, heads, tokens, d] with contiguous rows");
         }
         Ok((l.start_offset(), s[1] as i64, s[2] as i64))

@@ -142,8 +142,18 @@ impl candle_core::CustomOp1 for SiluMul {
         b.arg(&out);
         b.arg(&r);
         b.arg(&i);
+        // 8 columns per thread, rows in y (the kernel strides past the grid's limit).
+        let cfg = LaunchConfig {
+            grid_dim: (
+                inter.div_ceil(8 * 256) as u32,
+                rows.clamp(1, 65_535) as u32,
+                1,
+            ),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
         // SAFETY: reads rows × 2·inter, writes rows × inter elements.
-        unsafe { b.launch(LaunchConfig::for_num_elems((rows * inter) as u32)) }.w()?;
+        unsafe { b.launch(cfg) }.w()?;
         let mut dims = yl.dims().to_vec();
         *dims.last_mut().expect("rank ≥ 1") = inter;
         Ok((

@@ -18,9 +18,11 @@ struct Move {
     rope: Option<RopeStyle>,
 }
 
-/// Rotated q `[1, H, C, d]` from the joined output `y`; `cs` is `[C, d]`: cos | sin per token.
+/// Rotated q `[1, H, C, d]` from the joined output `y` (plus `bias`, a row of y's width, when
+/// given); `cs` is `[C, d]`: cos | sin per token.
 pub fn rotate_q(
     y: &Tensor,
+    bias: Option<&Tensor>,
     cs: &Tensor,
     heads: usize,
     head_dim: usize,
@@ -28,20 +30,24 @@ pub fn rotate_q(
 ) -> candle_core::Result<Tensor> {
     y.apply_op2_no_bwd(
         cs,
-        &QRope(Move {
-            head0: 0,
-            heads,
-            head_dim,
-            rope: Some(style),
-        }),
+        &QRope {
+            mv: Move {
+                head0: 0,
+                heads,
+                head_dim,
+                rope: Some(style),
+            },
+            bias: bias.cloned(),
+        },
     )
 }
 
-/// Writes k (rotated) and v of every token of `y` into cache buffers `[1, KV, capacity, d]`
-/// at slots `slot0..slot0 + C`.
+/// Writes k (rotated) and v of every token of `y` (plus `bias`) into cache buffers
+/// `[1, KV, capacity, d]` at slots `slot0..slot0 + C`.
 #[allow(clippy::too_many_arguments)]
 pub fn write_kv(
     y: &Tensor,
+    bias: Option<&Tensor>,
     cs: &Tensor,
     k_buf: &Tensor,
     v_buf: &Tensor,
@@ -62,19 +68,32 @@ pub fn write_kv(
         rope: None,
         ..k
     };
-    k_buf.inplace_op3(y, cs, &CacheWrite { mv: k, slot0 })?;
-    v_buf.inplace_op3(y, cs, &CacheWrite { mv: v, slot0 })
+    let bias = bias.cloned();
+    k_buf.inplace_op3(
+        y,
+        cs,
+        &CacheWrite {
+            mv: k,
+            slot0,
+            bias: bias.clone(),
+        },
+    )?;
+    v_buf.inplace_op3(y, cs, &CacheWrite { mv: v, slot0, bias })
 }
 
 // Read by the CUDA implementation only.
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-struct QRope(Move);
+struct QRope {
+    mv: Move,
+    bias: Option<Tensor>,
+}
 
 // Read by the CUDA implementation only.
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 struct CacheWrite {
     mv: Move,
     slot0: usize,
+    bias: Option<Tensor>,
 }
 
 const CUDA_ONLY: &str = "the fused RoPE kernels run on CUDA only";
@@ -104,13 +123,23 @@ impl candle_core::CustomOp2 for QRope {
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         use candle_core::backend::BackendStorage;
         let c = yl.dims()[1];
-        let m = self.0;
+        let m = self.mv;
         let dev = ys.device().clone();
         // SAFETY: the kernel writes every element (heads × C × d).
         let mut out = unsafe { dev.alloc::<half::bf16>(m.heads * c * m.head_dim)? };
         let mut view = out.slice_mut(..);
         let strides = ((c * m.head_dim) as i64, m.head_dim as i64);
-        cuda::launch(ys, yl, css, csl, &mut view, m, strides, 0)?;
+        cuda::launch(
+            ys,
+            yl,
+            self.bias.as_ref(),
+            css,
+            csl,
+            &mut view,
+            m,
+            strides,
+            0,
+        )?;
         Ok((
             candle_core::CudaStorage::wrap_cuda_slice(out, dev),
             Shape::from((1, m.heads, c, m.head_dim)),
@@ -164,6 +193,7 @@ impl candle_core::InplaceOp3 for CacheWrite {
         cuda::launch(
             ys,
             yl,
+            self.bias.as_ref(),
             css,
             csl,
             &mut view,
@@ -211,6 +241,7 @@ mod cuda {
     pub(super) fn launch(
         ys: &CudaStorage,
         yl: &Layout,
+        bias: Option<&candle_core::Tensor>,
         css: &CudaStorage,
         csl: &Layout,
         dst: &mut CudaViewMut<'_, half::bf16>,
@@ -246,18 +277,43 @@ mod cuda {
         let f = function(dev, QKV_ROPE, "qkv_rope_bf16")?;
         let (yv, csv) = (y.slice(y0..y1), cs.slice(c0..c1));
         let stream = dev.cuda_stream();
-        let mut b = stream.launch_builder(&f);
-        b.arg(&yv);
-        b.arg(&csv);
-        b.arg(dst);
-        b.arg(&p);
         let cfg = LaunchConfig {
             grid_dim: (c as u32, m.heads as u32, 1),
             block_dim: ((m.head_dim / 2) as u32, 1, 1),
             shared_mem_bytes: 0,
         };
-        // SAFETY: reads C rows of y and cs, writes heads × C × d elements of dst within the
-        // shapes checked by the callers.
+        let guard = bias.map(|t| t.storage_and_layout());
+        let mut b = stream.launch_builder(&f);
+        b.arg(&yv);
+        let null = 0u64;
+        let bias_view;
+        match &guard {
+            None => {
+                b.arg(&null);
+            }
+            Some((storage, l)) => {
+                let (
+                    candle_core::Storage::Cuda(CudaStorage {
+                        slice: CudaStorageSlice::BF16(s),
+                        ..
+                    }),
+                    Some((b0, b1)),
+                ) = (&**storage, l.contiguous_offsets())
+                else {
+                    bail!("the fused RoPE kernels need a contiguous bf16 bias on the GPU");
+                };
+                if b1 - b0 != width {
+                    bail!("a q/k/v bias of {} values for rows of {width}", b1 - b0);
+                }
+                bias_view = s.slice(b0..b1);
+                b.arg(&bias_view);
+            }
+        }
+        b.arg(&csv);
+        b.arg(dst);
+        b.arg(&p);
+        // SAFETY: reads C rows of y and cs (and one row of bias), writes heads × C × d
+        // elements of dst within the shapes checked by the callers.
         unsafe { b.launch(cfg) }.w()?;
         Ok(())
     }

@@ -534,12 +534,15 @@ impl Model {
             let q = match (&rope.cs, &layer.qk_norm) {
                 // Fused: RoPE on q, k and v written into the cache in place (no qk-norm between).
                 (Some(cs), None) if self.fused => {
-                    let y = layer.project(&h)?;
+                    // The kernels add the q/k/v bias themselves.
+                    let y = layer.qkv.forward(&h)?;
+                    let bias = layer.qkv_bias.as_ref();
                     let c = &self.cfg;
-                    let q = fused_rope::rotate_q(&y, cs, c.heads, c.head_dim, c.rope_style)?;
+                    let q = fused_rope::rotate_q(&y, bias, cs, c.heads, c.head_dim, c.rope_style)?;
                     let (kb, vb, slot) = cache.append_slots(i, tokens.len())?;
                     fused_rope::write_kv(
                         &y,
+                        bias,
                         cs,
                         &kb,
                         &vb,

@@ -20,8 +20,10 @@ struct QkvRopeParams {
     long long slot0;     // destination token index of the first token
 };
 
-// One block per (token, head); one thread per rotation pair.
+// One block per (token, head); one thread per rotation pair. `bias` (a row of y's width, or
+// null) is added first, in bf16 as candle's broadcast add does: one pass instead of two.
 extern "C" __global__ void qkv_rope_bf16(const __nv_bfloat16* __restrict__ y,
+                                         const __nv_bfloat16* __restrict__ bias,
                                          const __nv_bfloat16* __restrict__ cs,
                                          __nv_bfloat16* __restrict__ dst, const QkvRopeParams p) {
     const int t = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
@@ -31,7 +33,12 @@ extern "C" __global__ void qkv_rope_bf16(const __nv_bfloat16* __restrict__ y,
     __nv_bfloat16* out = dst + (long long)h * p.dst_head + (p.slot0 + t) * p.dst_tok;
     const int a = p.style == 1 ? 2 * i : i;
     const int b = p.style == 1 ? 2 * i + 1 : i + p.half;
-    const __nv_bfloat16 x1 = src[a], x2 = src[b];
+    __nv_bfloat16 x1 = src[a], x2 = src[b];
+    if (bias != nullptr) {
+        const __nv_bfloat16* bh = bias + (long long)(p.head0 + h) * d;
+        x1 = x1 + bh[a];
+        x2 = x2 + bh[b];
+    }
     if (p.style == 0) {
         out[a] = x1;
         out[b] = x2;
