@@ -601,12 +601,10 @@ impl App {
             }
             Event::RecipeApplied { recipe, reread } => {
                 if reread {
-                    self.reading = true;
-                    self.read_tokens = 0;
-                    self.read_with = Some(recipe.clone());
-                    self.info(format!(
-                        "re-reading with {recipe}: the chat is kept (Esc cancels)"
-                    ));
+                    self.start_reread(
+                        recipe.clone(),
+                        format!("re-reading with {recipe}: the chat is kept (Esc cancels)"),
+                    );
                 } else {
                     // Commands run in order: any read before this one has ended.
                     self.reading = false;
@@ -751,12 +749,7 @@ impl App {
                     (Focus::Chat, _) => Focus::Input,
                 }
             }
-            Action::Window => return self.change_recipe(RecipeKnob::Window),
-            Action::Sink => return self.change_recipe(RecipeKnob::Sink),
-            Action::FaDecode => return self.change_recipe(RecipeKnob::FaDecode),
-            Action::Interleave => return self.change_recipe(RecipeKnob::Interleave),
-            Action::Think => return self.change_recipe(RecipeKnob::Think),
-            Action::Preset => return self.change_recipe(RecipeKnob::Preset),
+            Action::Recipe(knob) => return self.change_recipe(knob),
             Action::ThinkingBlocks => self.show_thinking = !self.show_thinking,
             Action::Compare => return self.compare(None),
             Action::PageUp | Action::PageDown if self.focus == Focus::Input => {
@@ -972,6 +965,14 @@ impl App {
         s
     }
 
+    /// The cache is being read again with `recipe`: progress starts over.
+    fn start_reread(&mut self, recipe: Recipe, message: String) {
+        self.reading = true;
+        self.read_tokens = 0;
+        self.read_with = Some(recipe);
+        self.info(message);
+    }
+
     fn change_recipe(&mut self, knob: RecipeKnob) -> Vec<Effect> {
         let Some(model) = &self.model else {
             self.error("the model is still loading: recipes can change once it is ready");
@@ -995,12 +996,10 @@ impl App {
             effects.push(Effect::CancelEngine);
         }
         if reread {
-            self.reading = true;
-            self.read_tokens = 0;
-            self.read_with = Some(next.clone());
-            self.info(format!(
-                "{next} changes what reading computes: re-reading (Esc cancels)"
-            ));
+            self.start_reread(
+                next.clone(),
+                format!("{next} changes what reading computes: re-reading (Esc cancels)"),
+            );
         } else {
             self.info(format!("{next}: applies to the next answer"));
         }

@@ -2,6 +2,8 @@
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
+use super::app::RecipeKnob;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Quit,
@@ -25,12 +27,8 @@ pub enum Action {
     PageUp,
     PageDown,
     FocusNext,
-    Window,
-    Sink,
-    FaDecode,
-    Interleave,
-    Think,
-    Preset,
+    /// F2–F7: one recipe control.
+    Recipe(RecipeKnob),
     ThinkingBlocks,
     /// F9: the last question under every named preset, side by side.
     Compare,
@@ -109,12 +107,12 @@ pub fn action(key: KeyEvent) -> Option<Action> {
         KeyCode::PageDown => Action::PageDown,
         KeyCode::Tab | KeyCode::BackTab => Action::FocusNext,
         KeyCode::F(1) => Action::Help,
-        KeyCode::F(2) => Action::Window,
-        KeyCode::F(3) => Action::Sink,
-        KeyCode::F(4) => Action::FaDecode,
-        KeyCode::F(5) => Action::Interleave,
-        KeyCode::F(6) => Action::Think,
-        KeyCode::F(7) => Action::Preset,
+        KeyCode::F(2) => Action::Recipe(RecipeKnob::Window),
+        KeyCode::F(3) => Action::Recipe(RecipeKnob::Sink),
+        KeyCode::F(4) => Action::Recipe(RecipeKnob::FaDecode),
+        KeyCode::F(5) => Action::Recipe(RecipeKnob::Interleave),
+        KeyCode::F(6) => Action::Recipe(RecipeKnob::Think),
+        KeyCode::F(7) => Action::Recipe(RecipeKnob::Preset),
         KeyCode::F(8) => Action::ThinkingBlocks,
         KeyCode::F(9) => Action::Compare,
         _ => return None,
