@@ -5,9 +5,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaModule};
+use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaModule, CudaView};
 use candle_core::cuda_backend::cudarc::nvrtc::Ptx;
-use candle_core::cuda_backend::{CudaDevice, DeviceId, WrapErr};
+use candle_core::cuda_backend::{CudaDevice, CudaStorageSlice, DeviceId, WrapErr};
+use candle_core::{CudaStorage, Layout, bail};
 
 pub const ATTENTION: (&str, &[u8]) = (
     "attention",
@@ -45,4 +46,23 @@ pub fn function(
         }
     };
     m.load_function(name).w()
+}
+
+/// Contiguous bf16 views of a custom op's inputs (the fused kernels take no other kind).
+pub fn bf16s<'a, const N: usize>(
+    inputs: [(&'a CudaStorage, &Layout); N],
+) -> candle_core::Result<[CudaView<'a, half::bf16>; N]> {
+    let mut out = Vec::with_capacity(N);
+    for (s, l) in inputs {
+        let CudaStorageSlice::BF16(slice) = &s.slice else {
+            bail!("the fused kernels need bf16 inputs");
+        };
+        let Some((a, b)) = l.contiguous_offsets() else {
+            bail!("the fused kernels need contiguous inputs");
+        };
+        out.push(slice.slice(a..b));
+    }
+    Ok(out
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("N inputs give N views")))
 }

@@ -67,7 +67,7 @@ impl candle_core::CustomOp3 for AddRmsNorm {
         use candle_core::backend::BackendStorage;
         use candle_core::cuda_backend::WrapErr;
         use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
-        let [x, d, w] = cuda::bf16s([(xs, xl), (ds, dl), (ws, wl)])?;
+        let [x, d, w] = crate::model::cuda_kernels::bf16s([(xs, xl), (ds, dl), (ws, wl)])?;
         let hidden = *xl.dims().last().expect("rank ≥ 1");
         let rows = xl.shape().elem_count() / hidden;
         if dl.dims() != xl.dims() || wl.dims() != [hidden] {
@@ -128,7 +128,7 @@ impl candle_core::CustomOp1 for SiluMul {
         use candle_core::backend::BackendStorage;
         use candle_core::cuda_backend::WrapErr;
         use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
-        let [y] = cuda::bf16s([(ys, yl)])?;
+        let [y] = crate::model::cuda_kernels::bf16s([(ys, yl)])?;
         let width = *yl.dims().last().expect("rank ≥ 1");
         let (rows, inter) = (yl.shape().elem_count() / width, width / 2);
         let dev = ys.device().clone();
@@ -160,31 +160,5 @@ impl candle_core::CustomOp1 for SiluMul {
             candle_core::CudaStorage::wrap_cuda_slice(out, dev),
             Shape::from(dims),
         ))
-    }
-}
-
-#[cfg(feature = "cuda")]
-mod cuda {
-    use candle_core::cuda_backend::CudaStorageSlice;
-    use candle_core::cuda_backend::cudarc::driver::CudaView;
-    use candle_core::{CudaStorage, Layout, bail};
-
-    /// Contiguous bf16 views of the inputs.
-    pub(super) fn bf16s<'a, const N: usize>(
-        inputs: [(&'a CudaStorage, &Layout); N],
-    ) -> candle_core::Result<[CudaView<'a, half::bf16>; N]> {
-        let mut out = Vec::with_capacity(N);
-        for (s, l) in inputs {
-            let CudaStorageSlice::BF16(slice) = &s.slice else {
-                bail!("the fused norm and activation kernels need bf16");
-            };
-            let Some((a, b)) = l.contiguous_offsets() else {
-                bail!("the fused norm and activation kernels need contiguous inputs");
-            };
-            out.push(slice.slice(a..b));
-        }
-        Ok(out
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("N inputs give N views")))
     }
 }

@@ -207,16 +207,15 @@ impl candle_core::InplaceOp3 for CacheWrite {
 #[cfg(feature = "cuda")]
 mod cuda {
     use candle_core::backend::BackendStorage;
+    use candle_core::cuda_backend::WrapErr;
     use candle_core::cuda_backend::cudarc::driver::{
         CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg,
     };
-    use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
     use candle_core::{CudaStorage, Layout, bail};
 
     use super::Move;
     use crate::model::config::RopeStyle;
-
-    use crate::model::cuda_kernels::{QKV_ROPE, function};
+    use crate::model::cuda_kernels::{QKV_ROPE, bf16s, function};
 
     /// Mirrors `QkvRopeParams` in qkv_rope.cu.
     #[repr(C)]
@@ -249,14 +248,7 @@ mod cuda {
         (dst_head, dst_tok): (i64, i64),
         slot0: i64,
     ) -> candle_core::Result<()> {
-        let (CudaStorageSlice::BF16(y), CudaStorageSlice::BF16(cs)) = (&ys.slice, &css.slice)
-        else {
-            bail!("the fused RoPE kernels need bf16 activations");
-        };
-        let (Some((y0, y1)), Some((c0, c1))) = (yl.contiguous_offsets(), csl.contiguous_offsets())
-        else {
-            bail!("the fused RoPE kernels need contiguous inputs");
-        };
+        let [yv, csv] = bf16s([(ys, yl), (css, csl)])?;
         let (_, c, width) = yl.shape().dims3()?;
         let p = Params {
             c: c as i32,
@@ -275,7 +267,6 @@ mod cuda {
         };
         let dev = ys.device();
         let f = function(dev, QKV_ROPE, "qkv_rope_bf16")?;
-        let (yv, csv) = (y.slice(y0..y1), cs.slice(c0..c1));
         let stream = dev.cuda_stream();
         let cfg = LaunchConfig {
             grid_dim: (c as u32, m.heads as u32, 1),
@@ -292,20 +283,16 @@ mod cuda {
                 b.arg(&null);
             }
             Some((storage, l)) => {
-                let (
-                    candle_core::Storage::Cuda(CudaStorage {
-                        slice: CudaStorageSlice::BF16(s),
-                        ..
-                    }),
-                    Some((b0, b1)),
-                ) = (&**storage, l.contiguous_offsets())
-                else {
-                    bail!("the fused RoPE kernels need a contiguous bf16 bias on the GPU");
+                let candle_core::Storage::Cuda(s) = &**storage else {
+                    bail!("the q/k/v bias must be on the GPU");
                 };
-                if b1 - b0 != width {
-                    bail!("a q/k/v bias of {} values for rows of {width}", b1 - b0);
+                if l.shape().elem_count() != width {
+                    bail!(
+                        "a q/k/v bias of {} values for rows of {width}",
+                        l.shape().elem_count()
+                    );
                 }
-                bias_view = s.slice(b0..b1);
+                [bias_view] = bf16s([(s, *l)])?;
                 b.arg(&bias_view);
             }
         }
