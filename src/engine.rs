@@ -609,7 +609,11 @@ impl Session {
         let mut cancelled = false;
         let stops = self.tok.stop_token_ids().to_vec();
         for _ in 0..self.opts.sampling.max_new_tokens {
-            let recent: Vec<u32> = self.held.tokens.iter().chain(&out_ids).copied().collect();
+            // The penalty looks at the last `repeat_last_n` tokens: copy only those, not the
+            // whole context, each step.
+            let held = &self.held.tokens;
+            let tail = held.len().saturating_sub(self.opts.sampling.repeat_last_n);
+            let recent: Vec<u32> = held[tail..].iter().chain(&out_ids).copied().collect();
             let next = sampler.sample(&logits, &recent)?;
             if stops.contains(&next) {
                 break;
