@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::Device;
 use candle_core::quantized::GgmlDType;
+use common::{DEFAULTS, model_info};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseEvent, MouseEventKind};
 use ratatui::layout::Rect;
 use swaa_chat::document::{Document, Section};
@@ -24,11 +25,6 @@ use swaa_chat::tui::app::{App, CompareState, Effect, Focus, ModelInfo, Msg, Turn
 use swaa_chat::tui::keys::HELP;
 use swaa_chat::tui::ui::{self, Theme};
 
-const DEFAULTS: RecipeDefaults = RecipeDefaults {
-    window: 512,
-    sink: 16,
-};
-
 fn key(code: KeyCode) -> Msg {
     Msg::Key(KeyEvent::new(code, KeyModifiers::NONE))
 }
@@ -40,17 +36,6 @@ fn ctrl(c: char) -> Msg {
 fn typed(app: &mut App, s: &str) {
     for c in s.chars() {
         app.update(key(KeyCode::Char(c)));
-    }
-}
-
-fn model_info() -> ModelInfo {
-    ModelInfo {
-        name: "smollm2-135m".into(),
-        device: "cpu".into(),
-        layers: 30,
-        ctx: 8192,
-        defaults: DEFAULTS,
-        fixed_attention: None,
     }
 }
 

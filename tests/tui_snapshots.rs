@@ -3,8 +3,11 @@
 //! every machine. After a deliberate change to the screen, regenerate them with
 //! `INSTA_UPDATE=always cargo test --test tui_snapshots` and review the diff.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{DEFAULTS, model_info};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::style::Color;
@@ -13,14 +16,9 @@ use swaa_chat::engine::{Answer, Event, Stats};
 use swaa_chat::eval::RecipeAnswer;
 use swaa_chat::hub::{FetchProgress, FetchStage};
 use swaa_chat::model::CacheStats;
-use swaa_chat::recipe::{PRESET_NAMES, Recipe, RecipeDefaults};
-use swaa_chat::tui::app::{App, ModelInfo, Msg};
+use swaa_chat::recipe::{PRESET_NAMES, Recipe};
+use swaa_chat::tui::app::{App, Msg};
 use swaa_chat::tui::ui::{self, Theme};
-
-const DEFAULTS: RecipeDefaults = RecipeDefaults {
-    window: 512,
-    sink: 16,
-};
 
 const PARAGRAPHS: &[&str] = &[
     "# The Lights of the Skerrow Isles",
@@ -54,17 +52,6 @@ fn document() -> Document {
         title: "The Lights of the Skerrow Isles".into(),
         text,
         sections,
-    }
-}
-
-fn info() -> ModelInfo {
-    ModelInfo {
-        name: "smollm2-135m".into(),
-        device: "cpu".into(),
-        layers: 30,
-        ctx: 8192,
-        defaults: DEFAULTS,
-        fixed_attention: None,
     }
 }
 
@@ -105,7 +92,7 @@ fn reading(w: u16, h: u16) -> App {
     app.log_path = Some("/home/reader/.local/share/swaa-chat/swaa-chat.log".into());
     app.update(Msg::Resize(w, h));
     let recipe = Recipe::preset("swaa", DEFAULTS).unwrap();
-    app.update(Msg::ModelReady(info(), recipe.clone()));
+    app.update(Msg::ModelReady(model_info(), recipe.clone()));
     app.update(Msg::DocumentReady(document()));
     tick(&mut app, 1.0);
     app.update(Msg::Engine(Event::Progress {
@@ -227,7 +214,7 @@ fn plain_chat_without_a_document() {
     let mut app = App::new("smollm2-135m", false, Theme::default());
     app.update(Msg::Resize(100, 20));
     app.update(Msg::ModelReady(
-        info(),
+        model_info(),
         Recipe::preset("swaa", DEFAULTS).unwrap(),
     ));
     insta::assert_snapshot!(screen(&app, 100, 20).backend());

@@ -13,7 +13,7 @@ use candle_core::{Device, Tensor};
 use swaa_chat::engine::{Session, SessionOptions};
 use swaa_chat::hub;
 use swaa_chat::model::{Arch, ModelConfig, WeightsMode, load_gguf};
-use swaa_chat::recipe::Recipe;
+use swaa_chat::recipe::{Recipe, RecipeDefaults};
 use swaa_chat::sampling::SamplingParams;
 use swaa_chat::tokenizer::ChatTokenizer;
 
@@ -276,5 +276,23 @@ pub fn fails_clearly(out: &Output, code: i32, needles: &[&str]) {
     assert!(err.starts_with("error: "), "{err}");
     for n in needles {
         assert!(err.contains(n), "expected '{n}' in: {err}");
+    }
+}
+
+/// The recipe defaults the reader tests give their model (smollm2's context scaled down).
+pub const DEFAULTS: RecipeDefaults = RecipeDefaults {
+    window: 512,
+    sink: 16,
+};
+
+/// The reader's view of smollm2-135m on the CPU, for app-state and snapshot tests.
+pub fn model_info() -> swaa_chat::tui::app::ModelInfo {
+    swaa_chat::tui::app::ModelInfo {
+        name: "smollm2-135m".into(),
+        device: "cpu".into(),
+        layers: 30,
+        ctx: 8192,
+        defaults: DEFAULTS,
+        fixed_attention: None,
     }
 }
