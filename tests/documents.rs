@@ -188,22 +188,9 @@ fn broken_pdfs_fail_with_clear_errors() {
 
     // Garbage after a valid header: every parser path must end in an error, not a panic.
     let mut junk = b"%PDF-1.4\n".to_vec();
-    junk.extend(noise(3000));
+    junk.extend(common::random_bytes(7, 3000));
     let e = document::load(&write(&dir, "junk.pdf", &junk)).unwrap_err();
     assert!(matches!(e, DocumentError::Corrupt { .. }), "{e}");
-}
-
-/// Deterministic bytes that are no format at all.
-fn noise(n: usize) -> Vec<u8> {
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 // ---------- EPUB ----------
@@ -494,10 +481,10 @@ fn markdown_and_text_encodings_and_sections() {
 #[test]
 fn junk_and_empty_files_fail_with_clear_errors() {
     let dir = common::temp_dir("docs-junk");
-    let e = document::load(&write(&dir, "junk.txt", &noise(4096))).unwrap_err();
+    let e = document::load(&write(&dir, "junk.txt", &common::random_bytes(7, 4096))).unwrap_err();
     assert!(matches!(e, DocumentError::NotText(_)), "{e}");
     assert!(e.to_string().contains("not a text document"), "{e}");
-    let e = document::load(&write(&dir, "junk.dat", &noise(4096))).unwrap_err();
+    let e = document::load(&write(&dir, "junk.dat", &common::random_bytes(7, 4096))).unwrap_err();
     assert!(matches!(e, DocumentError::UnknownType { .. }), "{e}");
     assert!(
         e.to_string()

@@ -6,6 +6,8 @@
 //! take their cache/pip settings from `FetchOptions`, and the one test of the environment
 //! variables runs this test binary again as a child with the variables set.
 
+mod common;
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,21 +24,6 @@ fn scratch(test: &str) -> PathBuf {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).expect("create scratch dir");
     dir
-}
-
-/// Deterministic pseudo-random payload (so compression can't hide bugs in part order).
-fn payload(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 /// Writes a minimal wheel for `pkg==ver` carrying `files` (inner path, bytes, deflated?).
@@ -69,7 +56,10 @@ fn write_wheel(dir: &Path, pkg: &str, ver: &str, files: &[(&str, &[u8], bool)]) 
 
 /// Two fake wheels `<stem>-part1/2==0.0.1`; returns the concatenated payload.
 fn fake_wheels(dir: &Path, stem: &str) -> Vec<u8> {
-    let (a, b) = (payload(1, 300_000), payload(2, 200_001));
+    let (a, b) = (
+        common::random_bytes(1, 300_000),
+        common::random_bytes(2, 200_001),
+    );
     let dist = stem.replace('-', "_");
     write_wheel(
         dir,

@@ -296,3 +296,10 @@ pub fn model_info() -> swaa_chat::tui::app::ModelInfo {
         fixed_attention: None,
     }
 }
+
+/// Deterministic pseudo-random bytes: junk that is no file format, or a payload that
+/// compression cannot shrink (so a bug in part order cannot hide).
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut r = swaa_chat::rng::Rng::new(seed);
+    (0..len).map(|_| (r.next_u64() >> 56) as u8).collect()
+}
