@@ -6,7 +6,7 @@ use std::time::Instant;
 use candle_core::Device;
 use serde::Serialize;
 
-use crate::model::{Logits, Model};
+use crate::model::{DecodeGraphs, GraphStats, Logits, Model};
 use crate::recipe::{Phase, Recipe};
 
 #[derive(Debug, Clone)]
@@ -17,6 +17,8 @@ pub struct BenchOptions {
     pub decode: usize,
     pub chunk: usize,
     pub seed: u64,
+    /// Decode through a replayed CUDA graph where the model allows (`Model::decode_step`).
+    pub decode_graph: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -33,6 +35,8 @@ pub struct BenchRow {
     /// Milliseconds per decode step spent issuing work on the host (inside `forward`, before
     /// the logits are read back): near the whole step time means launch-bound, not GPU-bound.
     pub decode_host_ms: f64,
+    /// How the decode steps ran (graph captures and replays, plain passes).
+    pub decode_steps: GraphStats,
     pub peak_kv_bytes: usize,
     pub kv_bytes_held: usize,
     /// Device memory in use, the larger of two samples after prefill and after decode
@@ -154,6 +158,7 @@ pub fn run(
             let kv_token = cfg.kv_bytes_per_token_layer(model.dtype().size_in_bytes());
             let mut bytes = 0f64;
             let mut host_s = 0f64;
+            let mut graphs = DecodeGraphs::new(opts.decode_graph);
             device.synchronize()?;
             let t1 = Instant::now();
             for _ in 0..opts.decode {
@@ -163,9 +168,7 @@ pub fn run(
                     .sum();
                 bytes += (model.weight_bytes() + keys * kv_token) as f64;
                 let issued = Instant::now();
-                let l = model
-                    .forward(&[next], &mut cache, recipe, Phase::Decode, Logits::Last)?
-                    .expect("logits");
+                let l = model.decode_step(next, &mut cache, recipe, &mut graphs)?;
                 host_s += issued.elapsed().as_secs_f64();
                 next = l.argmax(0)?.to_scalar::<u32>()?;
             }
@@ -182,6 +185,7 @@ pub fn run(
                 decode_tok_s: opts.decode as f64 / decode_s.max(1e-12),
                 decode_gbs: bytes / decode_s.max(1e-12) / 1e9,
                 decode_host_ms: host_s * 1e3 / opts.decode.max(1) as f64,
+                decode_steps: graphs.stats,
                 peak_kv_bytes: peak_kv,
                 kv_bytes_held: stats.bytes_held,
                 peak_device_bytes: device_memory_in_use(&device).max(mem_after_prefill),
@@ -193,17 +197,26 @@ pub fn run(
     Ok(rows)
 }
 
+/// "replays/captures/plain" where a graph ran, else "–".
+fn graph_cell(g: &GraphStats) -> String {
+    if g.captures + g.replays == 0 {
+        "–".into()
+    } else {
+        format!("{}r {}c {}p", g.replays, g.captures, g.plain)
+    }
+}
+
 fn mib(b: usize) -> String {
     format!("{:.1}", b as f64 / (1024.0 * 1024.0))
 }
 
-pub const TABLE_HEADER: &str = "| recipe | tokens | prefill s | prefill tok/s | TFLOP/s | decode tok/s | decode GB/s | decode host ms/tok | peak KV MiB | KV held MiB | device mem MiB |\n\
-                                |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
+pub const TABLE_HEADER: &str = "| recipe | tokens | prefill s | prefill tok/s | TFLOP/s | decode tok/s | decode GB/s | decode host ms/tok | decode graph | peak KV MiB | KV held MiB | device mem MiB |\n\
+                                |---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|";
 
 /// One Markdown table row.
 pub fn table_row(r: &BenchRow) -> String {
     format!(
-        "| {} | {} | {:.3} | {:.0} | {:.2} | {:.1} | {:.1} | {:.2} | {} | {} | {} |",
+        "| {} | {} | {:.3} | {:.0} | {:.2} | {:.1} | {:.1} | {:.2} | {} | {} | {} | {} |",
         r.recipe,
         r.tokens,
         r.prefill_s,
@@ -212,6 +225,7 @@ pub fn table_row(r: &BenchRow) -> String {
         r.decode_tok_s,
         r.decode_gbs,
         r.decode_host_ms,
+        graph_cell(&r.decode_steps),
         mib(r.peak_kv_bytes),
         mib(r.kv_bytes_held),
         r.peak_device_bytes.map_or("-".into(), |b| mib(b as usize)),

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::model::{CacheStats, KvCache, Logits, Model, ModelError};
+use crate::model::{CacheStats, DecodeGraphs, KvCache, Logits, Model, ModelError};
 use crate::recipe::{Phase, Recipe, RecipeDefaults};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::{ChatMessage, ChatTokenizer, TokenStream};
@@ -608,6 +608,8 @@ impl Session {
         let d0 = Instant::now();
         let mut cancelled = false;
         let stops = self.tok.stop_token_ids().to_vec();
+        // On CUDA the steps replay one captured graph (`Model::decode_step`).
+        let mut graphs = DecodeGraphs::new(true);
         for _ in 0..self.opts.sampling.max_new_tokens {
             // The penalty looks at the last `repeat_last_n` tokens: copy only those, not the
             // whole context, each step.
@@ -631,14 +633,7 @@ impl Session {
             // even when cancelled (a partial answer stays in the conversation).
             logits = self
                 .model
-                .forward(
-                    &[next],
-                    &mut self.cache,
-                    &self.recipe,
-                    Phase::Decode,
-                    Logits::Last,
-                )?
-                .expect("last logits");
+                .decode_step(next, &mut self.cache, &self.recipe, &mut graphs)?;
             self.held.tokens.push(next);
             if cancel.load(Ordering::Relaxed) {
                 cancelled = true;

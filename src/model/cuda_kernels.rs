@@ -23,15 +23,30 @@ pub const NORM_ACT: (&str, &[u8]) = (
     include_bytes!(concat!(env!("OUT_DIR"), "/norm_act.fatbin")),
 );
 
-type Modules = Mutex<HashMap<(DeviceId, &'static str), Arc<CudaModule>>>;
+pub const GEMV: (&str, &[u8]) = (
+    "gemv",
+    include_bytes!(concat!(env!("OUT_DIR"), "/gemv.fatbin")),
+);
 
-/// The kernel `name` of `module` on `dev`, loading the module on first use.
+type Modules = Mutex<HashMap<(DeviceId, &'static str), Arc<CudaModule>>>;
+type Functions = Mutex<HashMap<(DeviceId, &'static str, &'static str), CudaFunction>>;
+
+/// The kernel `name` of `module` on `dev`, loading the module on first use. Functions are
+/// cached: a decode step launches ~450 kernels and the driver's lookup cost host time each.
 pub fn function(
     dev: &CudaDevice,
     (module, image): (&'static str, &'static [u8]),
-    name: &str,
+    name: &'static str,
 ) -> candle_core::Result<CudaFunction> {
     static MODULES: OnceLock<Modules> = OnceLock::new();
+    static FUNCTIONS: OnceLock<Functions> = OnceLock::new();
+    let mut functions = FUNCTIONS
+        .get_or_init(Default::default)
+        .lock()
+        .expect("function cache lock");
+    if let Some(f) = functions.get(&(dev.id(), module, name)) {
+        return Ok(f.clone());
+    }
     let mut modules = MODULES
         .get_or_init(Default::default)
         .lock()
@@ -45,7 +60,9 @@ pub fn function(
             m
         }
     };
-    m.load_function(name).w()
+    let f = m.load_function(name).w()?;
+    functions.insert((dev.id(), module, name), f.clone());
+    Ok(f)
 }
 
 /// Contiguous bf16 views of a custom op's inputs (the fused kernels take no other kind).

@@ -30,7 +30,6 @@ pub fn supported(q: &Tensor) -> bool {
 /// Attention of `q: [1, H, C, d]` (positions `q0..q0+C`) over the keys that `map` picks from
 /// the cache buffers `k, v: [1, KV, capacity, d]`, under `rule`. Returns `[1, C, H, d]`
 /// (token-major, as the output projection reads it: no transpose copy).
-/// `poison` fills the output with NaN first, so a check sees any element left unwritten.
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
@@ -38,7 +37,7 @@ pub fn attention(
     map: SlotMap,
     rule: AttnRule,
     q0: usize,
-    poison: bool,
+    launch: Launch,
 ) -> candle_core::Result<Tensor> {
     q.apply_op3_no_bwd(
         k,
@@ -47,9 +46,23 @@ pub fn attention(
             map,
             rule,
             q0,
-            poison,
+            launch,
         },
     )
+}
+
+/// How the self-test drives the kernel; the engine uses the default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Launch {
+    /// Fill the output with NaN first, so a check sees any element left unwritten.
+    pub poison: bool,
+    /// Warps per block (1 or 4) instead of the choice by rows per KV head.
+    pub warps: Option<usize>,
+    /// Key splits per row instead of the choice by key count: a decode graph fixes the grid.
+    pub splits: Option<usize>,
+    /// Device address of this launch's `AttnParams`, rewritten before each replay of a decode
+    /// graph; 0 for a plain launch.
+    pub step: u64,
 }
 
 // Read by the CUDA implementation only.
@@ -58,7 +71,7 @@ struct FusedAttention {
     map: SlotMap,
     rule: AttnRule,
     q0: usize,
-    poison: bool,
+    launch: Launch,
 }
 
 impl candle_core::CustomOp3 for FusedAttention {
@@ -93,27 +106,30 @@ impl candle_core::CustomOp3 for FusedAttention {
 }
 
 #[cfg(feature = "cuda")]
-mod cuda {
+pub(crate) mod cuda {
     use candle_core::backend::BackendStorage;
     use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
     use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
     use candle_core::{CudaStorage, Layout, Shape, bail};
     use half::bf16;
 
-    use super::FusedAttention;
+    use super::{FusedAttention, Launch, SlotMap};
+    use crate::recipe::AttnRule;
 
     use crate::model::cuda_kernels::{ATTENTION, function};
-    /// Query rows per block (`BR` in the kernel).
-    const ROWS: usize = 64;
+    /// Query rows per warp: a block of `w` warps takes `16·w` rows (`BR` in the kernel).
+    const WARP_ROWS: usize = 16;
     /// Keys per tile (`BC`): a split gets at least a few tiles.
     const KEYS: usize = 64;
-    /// Enough blocks to keep an H100's 132 SMs busy at two blocks each.
+    /// Enough blocks to keep an H100's 132 SMs busy at two blocks of four warps each.
     const TARGET_BLOCKS: usize = 264;
+    /// The same for one-warp blocks: six per SM (shared memory bounds it at six).
+    const TARGET_BLOCKS_W1: usize = 792;
 
     /// Mirrors `AttnParams` in attention.cu field by field.
     #[repr(C)]
     #[derive(Clone, Copy)]
-    struct AttnParams {
+    pub(crate) struct AttnParams {
         c: i32,
         g: i32,
         n: i32,
@@ -148,6 +164,110 @@ mod cuda {
         i32::try_from(x).map_err(|_| candle_core::Error::Msg(format!("{what} {x} exceeds i32")))
     }
 
+    /// A launch worked out on the host: the kernel's parameters and its grid.
+    pub(crate) struct Plan {
+        pub(crate) params: AttnParams,
+        warps: usize,
+        row_blocks: usize,
+        kv: usize,
+        splits: usize,
+        /// Element offsets of q, k and v in their buffers.
+        offsets: [usize; 3],
+    }
+
+    /// The launch for q, k, v laid out as `ql`, `kl`, `vl` (a replayed decode graph works out
+    /// each step's parameters here without the tensors).
+    pub(crate) fn plan(
+        ql: &Layout,
+        kl: &Layout,
+        vl: &Layout,
+        map: SlotMap,
+        rule: AttnRule,
+        q0: usize,
+        launch: &Launch,
+    ) -> candle_core::Result<Plan> {
+        let (_, h, c, d) = ql.shape().dims4()?;
+        let (_, kv, cap, kd) = kl.shape().dims4()?;
+        if kd != d || vl.dims() != kl.dims() || h % kv != 0 || !(d == 64 || d == 128) {
+            bail!(
+                "fused attention: shapes q {:?} k {:?} v {:?}",
+                ql.dims(),
+                kl.dims(),
+                vl.dims()
+            );
+        }
+        let m = map;
+        if m.n_sink > 0 && m.sink_slot0 + m.n_sink > cap || m.recent_slot0 + m.n_recent > cap {
+            bail!("fused attention: slot map {m:?} outside a cache of {cap} slots");
+        }
+        let (qo, qhs, qts) = strides(ql, "q")?;
+        let (ko, khs, kts) = strides(kl, "k")?;
+        let (vo, vhs, vts) = strides(vl, "v")?;
+        let g = h / kv;
+        let n = m.n_sink + m.n_recent;
+        // One warp when a KV head has one warp's rows (decode): small blocks, many resident
+        // per SM, each streaming a share of the keys. Eight warps measured slower than four
+        // for prefill (54k vs 57k tok/s full attention at 32k on an H200): same occupancy,
+        // and a barrier across eight warps per tile.
+        let warps = match launch.warps {
+            Some(w @ (1 | 4)) => w,
+            Some(w) => bail!("fused attention: {w} warps per block (1 or 4 are built)"),
+            None if c * g <= WARP_ROWS => 1,
+            None => 4,
+        };
+        let row_blocks = (c * g).div_ceil(warps * WARP_ROWS);
+        let target = if warps == 1 {
+            TARGET_BLOCKS_W1
+        } else {
+            TARGET_BLOCKS
+        };
+        // Split the keys when the rows alone cannot fill the GPU (decode, short chunks).
+        let splits = match launch.splits {
+            // `attn_combine` weighs at most 1024 splits of a row.
+            Some(s) if (1..=MAX_SPLITS).contains(&s) => s,
+            Some(s) => bail!("fused attention: {s} splits (1..={MAX_SPLITS})"),
+            None if row_blocks * kv >= target / 2 => 1,
+            // At least two tiles per split where there are enough (fewer partials to merge).
+            None => (target / (row_blocks * kv))
+                .clamp(1, n.div_ceil(KEYS).div_ceil(2).clamp(1, MAX_SPLITS)),
+        };
+        let params = AttnParams {
+            c: int(c, "chunk")?,
+            g: int(g, "group")?,
+            n: int(n, "keys")?,
+            n_sink: int(m.n_sink, "sink keys")?,
+            sink_slot0: int(m.sink_slot0, "slot")?,
+            recent_slot0: int(m.recent_slot0, "slot")?,
+            recent_pos0: int(m.recent_pos0, "position")?,
+            q0: int(q0, "position")?,
+            window: int(rule.window.unwrap_or(0), "window")?,
+            sink: int(rule.sink, "sink")?,
+            splits: splits as i32,
+            scale_log2: std::f32::consts::LOG2_E / (d as f32).sqrt(),
+            q_head_stride: qhs,
+            q_tok_stride: qts,
+            k_head_stride: khs,
+            k_tok_stride: kts,
+            v_head_stride: vhs,
+            v_tok_stride: vts,
+        };
+        Ok(Plan {
+            params,
+            warps,
+            row_blocks,
+            kv,
+            splits,
+            offsets: [qo, ko, vo],
+        })
+    }
+
+    /// The most key splits per row (`COMBINE_MAX_SPLITS` in the kernel).
+    pub(crate) const MAX_SPLITS: usize = 1024;
+    /// Splits a decode graph fixes for `kv_heads`: enough one-warp blocks for any context.
+    pub(crate) fn graph_splits(kv_heads: usize) -> usize {
+        (TARGET_BLOCKS_W1 / kv_heads.max(1)).clamp(1, MAX_SPLITS)
+    }
+
     pub(super) fn forward(
         op: &FusedAttention,
         qs: &CudaStorage,
@@ -164,59 +284,22 @@ mod cuda {
             }
             _ => bail!("fused attention needs bf16 q, k and v"),
         };
+        let plan = plan(ql, kl, vl, op.map, op.rule, op.q0, &op.launch)?;
+        let Plan {
+            params,
+            warps,
+            row_blocks,
+            kv,
+            splits,
+            offsets: [qo, ko, vo],
+        } = plan;
         let (_, h, c, d) = ql.shape().dims4()?;
-        let (_, kv, cap, kd) = kl.shape().dims4()?;
-        if kd != d || vl.dims() != kl.dims() || h % kv != 0 || !(d == 64 || d == 128) {
-            bail!(
-                "fused attention: shapes q {:?} k {:?} v {:?}",
-                ql.dims(),
-                kl.dims(),
-                vl.dims()
-            );
-        }
-        let m = op.map;
-        if m.n_sink > 0 && m.sink_slot0 + m.n_sink > cap || m.recent_slot0 + m.n_recent > cap {
-            bail!("fused attention: slot map {m:?} outside a cache of {cap} slots");
-        }
-        let (qo, qhs, qts) = strides(ql, "q")?;
-        let (ko, khs, kts) = strides(kl, "k")?;
-        let (vo, vhs, vts) = strides(vl, "v")?;
-        let g = h / kv;
-        let n = m.n_sink + m.n_recent;
-        let row_blocks = (c * g).div_ceil(ROWS);
-        // Split the keys when the rows alone cannot fill the GPU (decode, short chunks).
-        let tiles = n.div_ceil(KEYS).max(1);
-        let splits = if row_blocks * kv >= TARGET_BLOCKS / 2 {
-            1
-        } else {
-            (TARGET_BLOCKS / (row_blocks * kv)).clamp(1, tiles.div_ceil(4).max(1))
-        };
-        let params = AttnParams {
-            c: int(c, "chunk")?,
-            g: int(g, "group")?,
-            n: int(n, "keys")?,
-            n_sink: int(m.n_sink, "sink keys")?,
-            sink_slot0: int(m.sink_slot0, "slot")?,
-            recent_slot0: int(m.recent_slot0, "slot")?,
-            recent_pos0: int(m.recent_pos0, "position")?,
-            q0: int(op.q0, "position")?,
-            window: int(op.rule.window.unwrap_or(0), "window")?,
-            sink: int(op.rule.sink, "sink")?,
-            splits: splits as i32,
-            scale_log2: std::f32::consts::LOG2_E / (d as f32).sqrt(),
-            q_head_stride: qhs,
-            q_tok_stride: qts,
-            k_head_stride: khs,
-            k_tok_stride: kts,
-            v_head_stride: vhs,
-            v_tok_stride: vts,
-        };
         let rows_total = h * c;
         // SAFETY: every element is written by the kernel (or the combine) below; the
         // poison option proves it in the self-test.
         let out = unsafe { dev.alloc::<bf16>(rows_total * d)? };
         let stream = dev.cuda_stream();
-        if op.poison {
+        if op.launch.poison {
             let f = function(&dev, ATTENTION, "poison_bf16")?;
             let count = (rows_total * d) as i64;
             let mut b = stream.launch_builder(&f);
@@ -236,10 +319,11 @@ mod cuda {
                 dev.alloc::<f32>((parts * 2).max(1))?,
             )
         };
-        let name = if d == 64 {
-            "swa_attention_d64"
-        } else {
-            "swa_attention_d128"
+        let name = match (d, warps) {
+            (64, 1) => "swa_attention_d64_w1",
+            (64, _) => "swa_attention_d64_w4",
+            (_, 1) => "swa_attention_d128_w1",
+            _ => "swa_attention_d128_w4",
         };
         let f = function(&dev, ATTENTION, name)?;
         let (qv, kv_, vv) = (q.slice(qo..), k.slice(ko..), v.slice(vo..));
@@ -251,9 +335,10 @@ mod cuda {
         b.arg(&part_o);
         b.arg(&part_ml);
         b.arg(&params);
+        b.arg(&op.launch.step);
         let cfg = LaunchConfig {
             grid_dim: (row_blocks as u32, kv as u32, splits as u32),
-            block_dim: (128, 1, 1),
+            block_dim: (32 * warps as u32, 1, 1),
             shared_mem_bytes: 0,
         };
         // SAFETY: the kernel reads q/k/v within the shapes checked above and writes `out`
@@ -271,8 +356,9 @@ mod cuda {
             b.arg(&sp);
             b.arg(&dd);
             let cfg = LaunchConfig {
-                grid_dim: (rows_total as u32, 1, 1),
-                block_dim: (d as u32, 1, 1),
+                // 32 columns per block (COMBINE_COLS in the kernel).
+                grid_dim: (rows_total as u32, (d / 32) as u32, 1),
+                block_dim: (256, 1, 1),
                 shared_mem_bytes: 0,
             };
             // SAFETY: reads the partials written above, writes rows_total × d outputs.

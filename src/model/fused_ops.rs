@@ -1,6 +1,7 @@
-//! Fused elementwise tails of a layer on CUDA (`cuda/norm_act.cu`): residual add + RMSNorm
-//! in one launch, and SiLU(gate)·up over the joined gate/up output. Decode is launch-bound,
-//! so each launch saved per layer is time saved per token.
+//! The rest of a layer on CUDA beside attention and RoPE: residual add + RMSNorm in one
+//! launch and SiLU(gate)·up over the joined gate/up output (`cuda/norm_act.cu`), and the
+//! one-row matrix-vector product of decode (`cuda/gemv.cu`). Decode runs ~15 kernels per
+//! layer, so each launch saved and each microsecond per kernel is time saved per token.
 
 use candle_core::{CpuStorage, DType, Layout, Shape, Tensor};
 
@@ -25,6 +26,21 @@ pub fn silu_mul(y: &Tensor) -> candle_core::Result<Tensor> {
     y.apply_op1_no_bwd(&SiluMul)
 }
 
+/// Whether [`gemv`] runs `x · wᵀ`: one row, bf16 on CUDA, rows of `w` in 16-byte chunks.
+pub fn gemv_supported(x: &Tensor, w: &Tensor) -> bool {
+    let k = w.dims().last().copied().unwrap_or(0);
+    supported(x)
+        && w.dtype() == DType::BF16
+        && w.rank() == 2
+        && x.elem_count() == k
+        && k.is_multiple_of(8)
+}
+
+/// `x · wᵀ` for one row `x: [.., k]` and `w: [n, k]`: a decode step's projection.
+pub fn gemv(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    x.apply_op2_no_bwd(w, &Gemv)
+}
+
 // Read by the CUDA implementation only.
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 struct AddRmsNorm {
@@ -32,6 +48,8 @@ struct AddRmsNorm {
 }
 
 struct SiluMul;
+
+struct Gemv;
 
 const CUDA_ONLY: &str = "the fused norm and activation kernels run on CUDA only";
 
@@ -156,6 +174,69 @@ impl candle_core::CustomOp1 for SiluMul {
         unsafe { b.launch(cfg) }.w()?;
         let mut dims = yl.dims().to_vec();
         *dims.last_mut().expect("rank ≥ 1") = inter;
+        Ok((
+            candle_core::CudaStorage::wrap_cuda_slice(out, dev),
+            Shape::from(dims),
+        ))
+    }
+}
+
+impl candle_core::CustomOp2 for Gemv {
+    fn name(&self) -> &'static str {
+        "swaa-gemv"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        candle_core::bail!("the GEMV kernel runs on CUDA only")
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        ws: &candle_core::CudaStorage,
+        wl: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use crate::model::cuda_kernels::{GEMV, function};
+        use candle_core::backend::BackendStorage;
+        use candle_core::cuda_backend::WrapErr;
+        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+        let [x, w] = crate::model::cuda_kernels::bf16s([(xs, xl), (ws, wl)])?;
+        let (n, k) = wl.shape().dims2()?;
+        // 16-byte loads: k in chunks of 8 and views starting on a chunk.
+        let aligned = xl.start_offset().is_multiple_of(8) && wl.start_offset().is_multiple_of(8);
+        if xl.shape().elem_count() != k || !k.is_multiple_of(8) || !aligned {
+            candle_core::bail!("gemv: x {:?} against w {:?}", xl, wl);
+        }
+        let dev = xs.device().clone();
+        // SAFETY: the kernel writes all n outputs.
+        let out = unsafe { dev.alloc::<half::bf16>(n)? };
+        let f = function(&dev, GEMV, "gemv_bf16")?;
+        let (nn, kk) = (n as i32, k as i32);
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&f);
+        b.arg(&x);
+        b.arg(&w);
+        b.arg(&out);
+        b.arg(&nn);
+        b.arg(&kk);
+        // One warp per output row, eight warps per block (GEMV_WARPS in the kernel).
+        let cfg = LaunchConfig {
+            grid_dim: (n.div_ceil(8) as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: reads k elements of x and n × k of w, writes n outputs (checked above).
+        unsafe { b.launch(cfg) }.w()?;
+        let mut dims = xl.dims().to_vec();
+        *dims.last_mut().expect("rank ≥ 1") = n;
         Ok((
             candle_core::CudaStorage::wrap_cuda_slice(out, dev),
             Shape::from(dims),

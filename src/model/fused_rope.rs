@@ -19,7 +19,8 @@ struct Move {
 }
 
 /// Rotated q `[1, H, C, d]` from the joined output `y` (plus `bias`, a row of y's width, when
-/// given); `cs` is `[C, d]`: cos | sin per token.
+/// given); `cs` is `[C, d]`: cos | sin per token. `step` is the device address of a replayed
+/// decode graph's `{slot, position}` (then `cs` is the whole table), or 0.
 pub fn rotate_q(
     y: &Tensor,
     bias: Option<&Tensor>,
@@ -27,6 +28,7 @@ pub fn rotate_q(
     heads: usize,
     head_dim: usize,
     style: RopeStyle,
+    step: u64,
 ) -> candle_core::Result<Tensor> {
     y.apply_op2_no_bwd(
         cs,
@@ -38,12 +40,14 @@ pub fn rotate_q(
                 rope: Some(style),
             },
             bias: bias.cloned(),
+            step,
         },
     )
 }
 
 /// Writes k (rotated) and v of every token of `y` (plus `bias`) into cache buffers
-/// `[1, KV, capacity, d]` at slots `slot0..slot0 + C`.
+/// `[1, KV, capacity, d]` at slots `slot0..slot0 + C` (a replayed graph's `step` slot instead,
+/// see [`rotate_q`]).
 #[allow(clippy::too_many_arguments)]
 pub fn write_kv(
     y: &Tensor,
@@ -56,6 +60,7 @@ pub fn write_kv(
     kv_heads: usize,
     head_dim: usize,
     style: RopeStyle,
+    step: u64,
 ) -> candle_core::Result<()> {
     let k = Move {
         head0: heads,
@@ -76,9 +81,19 @@ pub fn write_kv(
             mv: k,
             slot0,
             bias: bias.clone(),
+            step,
         },
     )?;
-    v_buf.inplace_op3(y, cs, &CacheWrite { mv: v, slot0, bias })
+    v_buf.inplace_op3(
+        y,
+        cs,
+        &CacheWrite {
+            mv: v,
+            slot0,
+            bias,
+            step,
+        },
+    )
 }
 
 // Read by the CUDA implementation only.
@@ -86,6 +101,7 @@ pub fn write_kv(
 struct QRope {
     mv: Move,
     bias: Option<Tensor>,
+    step: u64,
 }
 
 // Read by the CUDA implementation only.
@@ -94,6 +110,7 @@ struct CacheWrite {
     mv: Move,
     slot0: usize,
     bias: Option<Tensor>,
+    step: u64,
 }
 
 const CUDA_ONLY: &str = "the fused RoPE kernels run on CUDA only";
@@ -138,7 +155,7 @@ impl candle_core::CustomOp2 for QRope {
             &mut view,
             m,
             strides,
-            0,
+            (0, self.step, false),
         )?;
         Ok((
             candle_core::CudaStorage::wrap_cuda_slice(out, dev),
@@ -177,6 +194,7 @@ impl candle_core::InplaceOp3 for CacheWrite {
         use candle_core::cuda_backend::CudaStorageSlice;
         let (_, kv, cap, d) = dst_l.shape().dims4()?;
         let c = yl.dims()[1];
+        // A graph's slot is checked by the host that writes it (`decode_graph`).
         if kv != self.mv.heads || d != self.mv.head_dim || self.slot0 + c > cap {
             candle_core::bail!(
                 "cache write of {c} tokens at slot {} into {:?}",
@@ -199,7 +217,7 @@ impl candle_core::InplaceOp3 for CacheWrite {
             &mut view,
             self.mv,
             strides,
-            self.slot0 as i64,
+            (self.slot0 as i64, self.step, true),
         )
     }
 }
@@ -235,7 +253,7 @@ mod cuda {
     unsafe impl DeviceRepr for Params {}
 
     /// Moves `m` out of `y` into `dst`, whose (head, token) strides are `dst_strides`,
-    /// starting at token `slot0`.
+    /// starting at token `slot0`, or where the `step` record says (`use_slot`) when not 0.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn launch(
         ys: &CudaStorage,
@@ -246,7 +264,7 @@ mod cuda {
         dst: &mut CudaViewMut<'_, half::bf16>,
         m: Move,
         (dst_head, dst_tok): (i64, i64),
-        slot0: i64,
+        (slot0, step, use_slot): (i64, u64, bool),
     ) -> candle_core::Result<()> {
         let [yv, csv] = bf16s([(ys, yl), (css, csl)])?;
         let (_, c, width) = yl.shape().dims3()?;
@@ -299,6 +317,9 @@ mod cuda {
         b.arg(&csv);
         b.arg(dst);
         b.arg(&p);
+        b.arg(&step);
+        let use_slot = use_slot as i32;
+        b.arg(&use_slot);
         // SAFETY: reads C rows of y and cs (and one row of bias), writes heads × C × d
         // elements of dst within the shapes checked by the callers.
         unsafe { b.launch(cfg) }.w()?;

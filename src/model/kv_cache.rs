@@ -216,6 +216,22 @@ impl KvCache {
         ))
     }
 
+    /// Whether appending `c` tokens to `layer` would move its data (compact it, or grow or
+    /// create its buffers): a replayed decode graph holds the buffers and writes by slot.
+    pub fn append_moves(&self, layer: usize, c: usize) -> bool {
+        let l = &self.layers[layer];
+        l.k.is_none() || l.len + c > l.capacity()
+    }
+
+    /// Identities of a layer's K and V buffers (a decode graph checks it still writes these).
+    pub fn buffer_ids(
+        &self,
+        layer: usize,
+    ) -> Option<(candle_core::TensorId, candle_core::TensorId)> {
+        let l = &self.layers[layer];
+        Some((l.k.as_ref()?.id(), l.v.as_ref()?.id()))
+    }
+
     /// Moves the recent tokens down over the dropped slots.
     fn compact(&mut self, layer: usize) -> Result<()> {
         let l = &mut self.layers[layer];

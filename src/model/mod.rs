@@ -3,6 +3,7 @@
 pub mod config;
 #[cfg(feature = "cuda")]
 mod cuda_kernels;
+pub mod decode_graph;
 pub mod fused_attention;
 mod fused_ops;
 mod fused_rope;
@@ -11,6 +12,7 @@ pub mod transformer;
 mod weights;
 
 pub use config::{Arch, ModelConfig, RopeStyle};
+pub use decode_graph::{DecodeGraphs, GraphStats};
 pub use kv_cache::{CacheStats, KvCache};
 pub use transformer::{Logits, Model};
 pub use weights::{Linear, WeightsMode, load_gguf, load_safetensors_dir, random_model};

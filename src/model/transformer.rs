@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{DType, Device, Tensor};
 
 use super::config::{ModelConfig, RopeStyle};
+use super::decode_graph::Capture;
 use super::kv_cache::KvCache;
 use super::weights::{Linear, WeightSource};
 use super::{ModelError, Result};
@@ -51,14 +52,14 @@ impl Joined {
         Ok(Joined { parts, widths })
     }
 
-    /// `[.., in]` → the joined outputs `[.., Σ widths]`.
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// `[.., in]` → the joined outputs `[.., Σ widths]` ([`Linear::forward_on`]).
+    fn forward_on(&self, x: &Tensor, fused: bool) -> candle_core::Result<Tensor> {
         match self.parts.as_slice() {
-            [one] => one.forward(x),
+            [one] => one.forward_on(x, fused),
             many => {
                 let ys = many
                     .iter()
-                    .map(|p| p.forward(x))
+                    .map(|p| p.forward_on(x, fused))
                     .collect::<candle_core::Result<Vec<_>>>()?;
                 Tensor::cat(&ys, candle_core::D::Minus1)
             }
@@ -258,7 +259,7 @@ fn attend_block(
 impl Layer {
     /// Normalised input → the joined q/k/v projection `[1, C, (H + 2·KV)·d]`, biases added.
     fn project(&self, h: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.qkv.forward(h)?;
+        let y = self.qkv.forward_on(h, false)?;
         match &self.qkv_bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
@@ -291,7 +292,7 @@ impl Layer {
 
     /// Normalised input → the MLP block's output (before the residual add).
     fn mlp(&self, h: &Tensor, fused: bool) -> candle_core::Result<Tensor> {
-        let y = self.gate_up.forward(h)?;
+        let y = self.gate_up.forward_on(h, fused)?;
         let act = if fused {
             fused_ops::silu_mul(&y)?
         } else {
@@ -302,7 +303,7 @@ impl Layer {
                 .expect("two projections");
             (candle_nn::ops::silu(&gate)? * up)?
         };
-        self.down.forward(&act)
+        self.down.forward_on(&act, fused)
     }
 }
 
@@ -440,6 +441,25 @@ impl Model {
         self.dtype
     }
 
+    /// Whether a decode step can run as a CUDA graph: every layer on the fused kernels, whose
+    /// positions and slots a replay rewrites (the candle-ops path bakes them in).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn graph_capable(&self) -> bool {
+        self.fused
+            && self.device.is_cuda()
+            && self.dtype == DType::BF16
+            && matches!(self.cfg.head_dim, 64 | 128)
+            && self.layers.iter().all(|l| l.qk_norm.is_none())
+    }
+
+    /// The fused kernels' RoPE table (its identity and rows), once built.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn rope_table(&self) -> Option<(candle_core::TensorId, usize)> {
+        let table = self.rope.lock().expect("rope table lock");
+        let t = table.as_ref()?;
+        Some((t.cs.as_ref()?.id(), t.rows()))
+    }
+
     /// RoPE tables for `positions`, from the model's table (built for at least `ctx`).
     fn rope(&self, positions: std::ops::Range<usize>) -> Result<Rope> {
         let mut table = self.rope.lock().expect("rope table lock");
@@ -491,18 +511,23 @@ impl Model {
             ))
             .into());
         }
-        let ids = Tensor::new(tokens, &self.device)?;
-        Ok(self.embed.index_select(&ids, 0)?.unsqueeze(0)?)
+        self.embed_ids(&Tensor::new(tokens, &self.device)?)
     }
 
-    fn head(&self, x: &Tensor, want: Logits) -> Result<Option<Tensor>> {
+    /// `[1, C, hidden]` embeddings of the ids `[C]` already on the device.
+    fn embed_ids(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(self.embed.index_select(ids, 0)?.unsqueeze(0)?)
+    }
+
+    fn head(&self, x: &Tensor, want: Logits, fused: bool) -> Result<Option<Tensor>> {
         let x = match want {
             Logits::Skip => return Ok(None),
             Logits::Last => x.narrow(1, x.dim(1)? - 1, 1)?,
             Logits::All => x.clone(),
         };
         let x = candle_nn::ops::rms_norm(&x, &self.norm, self.cfg.rms_eps as f32)?;
-        let logits = self.lm_head.forward(&x)?.squeeze(0)?.to_dtype(DType::F32)?;
+        let logits = self.lm_head.forward_on(&x, fused)?;
+        let logits = logits.squeeze(0)?.to_dtype(DType::F32)?;
         Ok(Some(if want == Logits::Last {
             logits.squeeze(0)?
         } else {
@@ -521,9 +546,28 @@ impl Model {
         phase: Phase,
         want: Logits,
     ) -> Result<Option<Tensor>> {
+        self.forward_pass(tokens, cache, recipe, phase, want, None)
+    }
+
+    /// [`Model::forward`]; with `capture`, one decode step recorded into a CUDA graph whose
+    /// replays read the step's token, positions and cache slots from device memory
+    /// (see `decode_graph`).
+    pub(crate) fn forward_pass(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        recipe: &Recipe,
+        phase: Phase,
+        want: Logits,
+        capture: Option<&Capture>,
+    ) -> Result<Option<Tensor>> {
         let (q0, q1) = (cache.next_pos(), cache.next_pos() + tokens.len());
-        let rope = self.rope(q0..q1)?;
-        let x = self.embed(tokens)?;
+        // A graph's kernels read RoPE rows by the position they are given: the whole table.
+        let rope = self.rope(if capture.is_some() { 0..q1 } else { q0..q1 })?;
+        let x = match capture {
+            Some(c) => self.embed_ids(&c.ids)?,
+            None => self.embed(tokens)?,
+        };
         let fused_elementwise = self.fused && fused_ops::supported(&x);
         let mut x = Residual::new(x, fused_elementwise, self.cfg.rms_eps);
         // One key span and mask per distinct rule, shared by the layers that use it.
@@ -535,10 +579,19 @@ impl Model {
                 // Fused: RoPE on q, k and v written into the cache in place (no qk-norm between).
                 (Some(cs), None) if self.fused => {
                     // The kernels add the q/k/v bias themselves.
-                    let y = layer.qkv.forward(&h)?;
+                    let y = layer.qkv.forward_on(&h, fused_elementwise)?;
                     let bias = layer.qkv_bias.as_ref();
                     let c = &self.cfg;
-                    let q = fused_rope::rotate_q(&y, bias, cs, c.heads, c.head_dim, c.rope_style)?;
+                    let step = capture.map_or(0, |cap| cap.slot_pos(i));
+                    let q = fused_rope::rotate_q(
+                        &y,
+                        bias,
+                        cs,
+                        c.heads,
+                        c.head_dim,
+                        c.rope_style,
+                        step,
+                    )?;
                     let (kb, vb, slot) = cache.append_slots(i, tokens.len())?;
                     fused_rope::write_kv(
                         &y,
@@ -551,7 +604,11 @@ impl Model {
                         c.kv_heads,
                         c.head_dim,
                         c.rope_style,
+                        step,
                     )?;
+                    if let Some(cap) = capture {
+                        cap.note_slot(i, slot);
+                    }
                     q
                 }
                 _ => {
@@ -574,12 +631,16 @@ impl Model {
             let (span, mask) = &spans[&rule];
             let attn = if fused {
                 let (kb, vb, map) = cache.slot_map(i, span)?;
-                fused_attention::attention(&q, &kb, &vb, map, rule, q0, false)?.flatten_from(2)?
+                let launch = match capture {
+                    Some(cap) => cap.attention(i, &q, &kb, &vb, map, rule)?,
+                    None => Default::default(),
+                };
+                fused_attention::attention(&q, &kb, &vb, map, rule, q0, launch)?.flatten_from(2)?
             } else {
                 let (kk, vv) = cache.gather(i, span)?;
                 token_major(&attend(&q, &kk, &vv, mask.as_ref())?)?
             };
-            x.add(layer.wo.forward(&attn)?);
+            x.add(layer.wo.forward_on(&attn, fused_elementwise)?);
             let h = x.norm(&layer.ffn_norm)?;
             x.add(layer.mlp(&h, fused_elementwise)?);
             if cache.eviction() && recipe.layer_evicts(i) {
@@ -588,7 +649,16 @@ impl Model {
             }
         }
         cache.advance(tokens.len());
-        self.head(&x.finish()?, want)
+        let logits = self.head(&x.finish()?, want, fused_elementwise)?;
+        match (capture, logits) {
+            // The graph's own allocations are freed inside it: the logits go to a buffer
+            // that outlives it.
+            (Some(cap), Some(l)) => {
+                cap.logits.slice_set(&l, 0, 0)?;
+                Ok(Some(cap.logits.clone()))
+            }
+            (_, logits) => Ok(logits),
+        }
     }
 
     /// The dense-mask reference: the whole sequence at once, every query against every key
@@ -622,7 +692,7 @@ impl Model {
             let h = x.norm(&layer.ffn_norm)?;
             x.add(layer.mlp(&h, false)?);
         }
-        self.head(&x.finish()?, Logits::All)?
+        self.head(&x.finish()?, Logits::All, false)?
             .ok_or_else(|| ModelError::BadConfig("no logits".into()))
     }
 }

@@ -82,6 +82,17 @@ impl Linear {
         }
     }
 
+    /// [`Linear::forward`], or with `fused` a single row on CUDA through the project's GEMV
+    /// kernel (decode); the candle path stays the reference the self-test compares against.
+    pub fn forward_on(&self, x: &Tensor, fused: bool) -> candle_core::Result<Tensor> {
+        match self {
+            Linear::Dense(w) if fused && super::fused_ops::gemv_supported(x, w) => {
+                super::fused_ops::gemv(x, w)
+            }
+            _ => self.forward(x),
+        }
+    }
+
     pub fn out_dim(&self) -> usize {
         match self {
             Linear::Quantized { q, .. } => q.shape().dims()[0],

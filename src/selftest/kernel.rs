@@ -6,7 +6,7 @@
 use candle_core::{DType, Device, IndexOp, Tensor};
 use serde::Serialize;
 
-use crate::model::fused_attention::{self, SlotMap};
+use crate::model::fused_attention::{self, Launch, SlotMap};
 use crate::recipe::AttnRule;
 
 /// KV heads of every case; query heads = KV × group.
@@ -139,13 +139,22 @@ pub fn check(device: &Device, s: &KernelSpec) -> crate::model::Result<KernelCase
     let up = |t: &Tensor| -> candle_core::Result<Tensor> {
         t.to_dtype(DType::BF16)?.unsqueeze(0)?.to_device(device)
     };
-    let out =
-        fused_attention::attention(&up(&q)?, &up(&kbuf)?, &up(&vbuf)?, map, rule, s.prior, true)?
-            .squeeze(0)?
-            .to_device(&cpu)?
-            .to_dtype(DType::F32)?;
-    let out_v: Vec<f32> = out.flatten_all()?.to_vec1()?;
-    let unwritten = out_v.iter().filter(|x| x.is_nan()).count();
+    let (qd, kd, vd) = (up(&q)?, up(&kbuf)?, up(&vbuf)?);
+    // Every block shape on every case: the engine picks by rows per KV head, which one case
+    // alone would never cover.
+    let outs = [1, 4]
+        .into_iter()
+        .map(|warps| -> crate::model::Result<Vec<f32>> {
+            let launch = Launch {
+                poison: true,
+                warps: Some(warps),
+                ..Default::default()
+            };
+            let out = fused_attention::attention(&qd, &kd, &vd, map, rule, s.prior, launch)?;
+            Ok(out.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?)
+        })
+        .collect::<crate::model::Result<Vec<_>>>()?;
+    let unwritten = outs.iter().flatten().filter(|x| x.is_nan()).count();
 
     // Every query row when few, else the first, the last and a spread between.
     let rows: Vec<usize> = if s.chunk <= 32 {
@@ -166,7 +175,7 @@ pub fn check(device: &Device, s: &KernelSpec) -> crate::model::Result<KernelCase
         let handles: Vec<_> = jobs
             .chunks(per.max(1))
             .map(|part| {
-                let (q_v, k_v, v_v, out_v) = (&q_v, &k_v, &v_v, &out_v);
+                let (q_v, k_v, v_v, outs) = (&q_v, &k_v, &v_v, &outs);
                 scope.spawn(move || {
                     part.iter()
                         .map(|&(i, h)| {
@@ -174,11 +183,15 @@ pub fn check(device: &Device, s: &KernelSpec) -> crate::model::Result<KernelCase
                             let kvh = h / s.group;
                             let reference =
                                 reference_row(qrow, k_v, v_v, kvh, total, d, rule, s.prior + i);
-                            let got = &out_v[(i * heads + h) * d..][..d];
-                            let err = reference
+                            let err = outs
                                 .iter()
-                                .zip(got)
-                                .map(|(r, g)| (r - *g as f64).abs())
+                                .flat_map(|out| {
+                                    let got = &out[(i * heads + h) * d..][..d];
+                                    reference
+                                        .iter()
+                                        .zip(got)
+                                        .map(|(r, g)| (r - *g as f64).abs())
+                                })
                                 .fold(0f64, f64::max);
                             let mag = reference.iter().fold(0f64, |m, r| m.max(r.abs()));
                             (err, mag)
@@ -294,4 +307,63 @@ pub fn greedy(device: &Device, steps: usize, seed: u64) -> crate::model::Result<
         cpu_margin_at_divergence: margin,
         f32_agreeing_prefix: agree(&f32_run),
     })
+}
+
+/// Decode through a replayed CUDA graph against plain forward passes, for one recipe: the
+/// same tokens fed to both, logits compared at every step. Long enough that the caches grow,
+/// slide and compact, so steps fall back to plain passes and graphs are captured again.
+#[derive(Debug, Clone, Serialize)]
+pub struct GraphCase {
+    pub recipe: String,
+    pub steps: usize,
+    pub stats: crate::model::GraphStats,
+    /// max |graph − plain| / max |plain| over every step's logits.
+    pub rel_diff: f32,
+}
+
+pub fn graph_decode(device: &Device, steps: usize) -> crate::model::Result<Vec<GraphCase>> {
+    use crate::model::{DecodeGraphs, Logits, random_model};
+    use crate::recipe::{Phase, Recipe, RecipeDefaults};
+    let cfg = super::tiny_config_d64();
+    let model = random_model(&cfg, 5, device, DType::BF16)?;
+    let prompt: Vec<u32> = (0..40)
+        .map(|i| ((i * 37 + 11) % cfg.vocab) as u32)
+        .collect();
+    let defaults = RecipeDefaults {
+        window: 16,
+        sink: 4,
+    };
+    ["full", "swa", "swa-fadec", "swaa"]
+        .into_iter()
+        .map(|name| {
+            let recipe =
+                Recipe::preset(name, defaults).map_err(crate::model::ModelError::BadConfig)?;
+            let mut plain = model.new_cache();
+            let first = model
+                .forward(&prompt, &mut plain, &recipe, Phase::Prefill, Logits::Last)?
+                .expect("logits");
+            let mut graphed = plain.fork()?;
+            let mut graphs = DecodeGraphs::new(true);
+            let mut token = first.argmax(0)?.to_scalar::<u32>()?;
+            let (mut err, mut mag) = (0f32, 0f32);
+            for _ in 0..steps {
+                let a = model
+                    .forward(&[token], &mut plain, &recipe, Phase::Decode, Logits::Last)?
+                    .expect("logits");
+                let b = model.decode_step(token, &mut graphed, &recipe, &mut graphs)?;
+                let (av, bv): (Vec<f32>, Vec<f32>) = (a.to_vec1()?, b.to_vec1()?);
+                for (x, y) in av.iter().zip(&bv) {
+                    err = err.max((x - y).abs());
+                    mag = mag.max(x.abs());
+                }
+                token = a.argmax(0)?.to_scalar::<u32>()?;
+            }
+            Ok(GraphCase {
+                recipe: name.into(),
+                steps,
+                stats: graphs.stats,
+                rel_diff: err / mag.max(1e-12),
+            })
+        })
+        .collect()
 }

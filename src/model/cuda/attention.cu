@@ -1,8 +1,9 @@
 // Fused sliding-window attention (flash-attention 2 style) for bf16 on sm_80+.
 //
-// One block = 64 query rows of one KV head, 4 warps of 16 rows. A "row" is a (query, head in
-// the GQA group) pair, so one K/V tile in shared memory serves every query head of the group
-// and K/V are never copied per head. Scores live in registers (mma.sync m16n8k16, f32
+// One block = 16·NW query rows of one KV head, NW warps of 16 rows: NW = 4 for prefill chunks,
+// NW = 1 when a KV head has at most 16 rows (decode: one query × the GQA group), so that many
+// small blocks, each on a share of the keys, keep enough K/V loads in flight. A "row" is a (query, head in the GQA group) pair, so one K/V tile in shared memory
+// serves every query head of the group and K/V are never copied per head. Scores live in registers (mma.sync m16n8k16, f32
 // accumulators), the softmax is online in f32, and only the output is written.
 //
 // Keys come straight from the KV cache buffer through a two-segment slot map (sink slots, then
@@ -15,9 +16,7 @@
 #include <cuda_bf16.h>
 #include <stdint.h>
 
-#define BR 64
 #define BC 64
-#define NWARPS 4
 
 struct AttnParams {
     int C;              // queries in the chunk
@@ -120,15 +119,19 @@ __device__ __forceinline__ KeyRanges block_key_ranges(const AttnParams& p, int q
 
 __device__ __forceinline__ int tiles_of(int len) { return len > 0 ? (len + BC - 1) / BC : 0; }
 
-template <int D>
+template <int D, int NW>
 __device__ __forceinline__ void swa_attention(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
                   const __nv_bfloat16* __restrict__ v, __nv_bfloat16* __restrict__ out,
                   float* __restrict__ part_o, float* __restrict__ part_ml, const AttnParams p) {
+    constexpr int BR = 16 * NW;
+    constexpr int THREADS = 32 * NW;
     constexpr int LD = D + 8;  // padded row: ldmatrix rows fall in different banks
     constexpr int KSTEPS = D / 16;
     constexpr int DTILES = D / 8;
-    __shared__ __align__(128) __nv_bfloat16 ks[BC * LD];
-    __shared__ __align__(128) __nv_bfloat16 vs[BC * LD];
+    static_assert(BR <= 2 * BC, "Q is staged through the K and V tiles");
+    __shared__ __align__(128) __nv_bfloat16 kvs[2 * BC * LD];
+    __nv_bfloat16* ks = kvs;
+    __nv_bfloat16* vs = kvs + BC * LD;
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int kvh = blockIdx.y, split = blockIdx.z;
@@ -137,16 +140,16 @@ __device__ __forceinline__ void swa_attention(const __nv_bfloat16* __restrict__ 
     const int qa = p.q0 + r0 / p.G;
     const int qb = p.q0 + min(rows - 1, r0 + BR - 1) / p.G;
 
-    // Stage Q (64 rows x D) through the K buffer, then keep it in registers.
+    // Stage Q (BR rows x D) through the K/V tiles, then keep it in registers.
     constexpr int CHUNKS = D / 8;  // 16-byte chunks per row
-    for (int c = tid; c < BR * CHUNKS; c += NWARPS * 32) {
+    for (int c = tid; c < BR * CHUNKS; c += THREADS) {
         int r = c / CHUNKS, ch = c % CHUNKS;
         int row = r0 + r;
         bool valid = row < rows;
         int i = valid ? row / p.G : 0, g = valid ? row % p.G : 0;
         const __nv_bfloat16* src =
             q + (long long)(kvh * p.G + g) * p.q_head_stride + (long long)i * p.q_tok_stride + ch * 8;
-        cp_async16(&ks[r * LD + ch * 8], src, valid);
+        cp_async16(&kvs[r * LD + ch * 8], src, valid);
     }
     cp_async_commit();
     cp_async_wait<0>();
@@ -157,7 +160,7 @@ __device__ __forceinline__ void swa_attention(const __nv_bfloat16* __restrict__ 
         int mi = lane / 8;
         int row = warp * 16 + (mi & 1) * 8 + lane % 8;
         int col = s * 16 + (mi >> 1) * 8;
-        ldmatrix_x4(qf[s][0], qf[s][1], qf[s][2], qf[s][3], &ks[row * LD + col]);
+        ldmatrix_x4(qf[s][0], qf[s][1], qf[s][2], qf[s][3], &kvs[row * LD + col]);
     }
     __syncthreads();
 
@@ -182,31 +185,31 @@ __device__ __forceinline__ void swa_attention(const __nv_bfloat16* __restrict__ 
     const int total = ta + tb;
     const int t_begin = (long long)total * split / p.splits;
     const int t_end = (long long)total * (split + 1) / p.splits;
+    auto tile_start = [&](int t) { return t < ta ? t * BC : kr.b0 + (t - ta) * BC; };
+    auto tile_end = [&](int t) { return t < ta ? kr.a : kr.b1; };
+    // Copies keys j0.. of tile t from `src` (K or V) into `dst`, zero rows past the range.
+    auto load_tile = [&](__nv_bfloat16* dst, const __nv_bfloat16* src, long long head_stride,
+                         long long tok_stride, int t) {
+        const int j0 = tile_start(t), jend = tile_end(t);
+        for (int c = tid; c < BC * CHUNKS; c += THREADS) {
+            int r = c / CHUNKS, ch = c % CHUNKS;
+            int j = j0 + r;
+            bool valid = j < jend;
+            long long slot = valid ? key_slot(p, j) : 0;
+            cp_async16(&dst[r * LD + ch * 8], src + kvh * head_stride + slot * tok_stride + ch * 8,
+                       valid);
+        }
+        cp_async_commit();
+    };
 
+    // FlashAttention-2's order: V(t) loads while S = Q K(t)^T and the softmax run, K(t+1)
+    // while O += P V(t), so one buffer each of K and V keeps a load always in flight.
+    if (t_begin < t_end) load_tile(ks, k, p.k_head_stride, p.k_tok_stride, t_begin);
     for (int t = t_begin; t < t_end; ++t) {
-        const int j0 = t < ta ? t * BC : kr.b0 + (t - ta) * BC;
-        const int jend = t < ta ? kr.a : kr.b1;
-        // Load K and V tiles (zero rows past the range).
-        for (int c = tid; c < BC * CHUNKS; c += NWARPS * 32) {
-            int r = c / CHUNKS, ch = c % CHUNKS;
-            int j = j0 + r;
-            bool valid = j < jend;
-            long long slot = valid ? key_slot(p, j) : 0;
-            cp_async16(&ks[r * LD + ch * 8],
-                       k + kvh * p.k_head_stride + slot * p.k_tok_stride + ch * 8, valid);
-        }
-        cp_async_commit();
-        for (int c = tid; c < BC * CHUNKS; c += NWARPS * 32) {
-            int r = c / CHUNKS, ch = c % CHUNKS;
-            int j = j0 + r;
-            bool valid = j < jend;
-            long long slot = valid ? key_slot(p, j) : 0;
-            cp_async16(&vs[r * LD + ch * 8],
-                       v + kvh * p.v_head_stride + slot * p.v_tok_stride + ch * 8, valid);
-        }
-        cp_async_commit();
-        cp_async_wait<1>();
-        __syncthreads();
+        const int j0 = tile_start(t), jend = tile_end(t);
+        cp_async_wait<0>();
+        __syncthreads();  // K(t) is in; every warp is done reading V(t-1)
+        load_tile(vs, v, p.v_head_stride, p.v_tok_stride, t);
 
         // S = Q K^T for this warp's 16 rows and 64 keys.
         float s[BC / 8][4];
@@ -280,7 +283,8 @@ __device__ __forceinline__ void swa_attention(const __nv_bfloat16* __restrict__ 
         }
 
         cp_async_wait<0>();
-        __syncthreads();
+        __syncthreads();  // V(t) is in; every warp is done reading K(t)
+        if (t + 1 < t_end) load_tile(ks, k, p.k_head_stride, p.k_tok_stride, t + 1);
         // O += P V: P comes from the score registers (accumulator layout = A layout per half).
         #pragma unroll
         for (int kk = 0; kk < BC / 16; ++kk) {
@@ -300,7 +304,6 @@ __device__ __forceinline__ void swa_attention(const __nv_bfloat16* __restrict__ 
                 mma_bf16(o[dn + 1], a, b2, b3);
             }
         }
-        __syncthreads();
     }
 
     // Write: normalised bf16 with one split, else f32 partials and (m, l) for the combine.
@@ -336,25 +339,59 @@ __device__ __forceinline__ void swa_attention(const __nv_bfloat16* __restrict__ 
     }
 }
 
-// Merges split partials ([H, C] rows) into out ([C, H, D]): one block per row, D threads.
-extern "C" __global__ void attn_combine(const float* __restrict__ part_o,
-                                        const float* __restrict__ part_ml,
-                                        __nv_bfloat16* __restrict__ out, int C, int H, int splits,
-                                        int D) {
-    const int row = blockIdx.x, d = threadIdx.x;
+// Merges split partials ([H, C] rows) into out ([C, H, D]). Block (row, y) of
+// COMBINE_THREADS makes columns 32y..32y+32 of the row: decode at 32k has ~130 splits per row,
+// so the threads first weigh every split at once, then 8 threads per column each sum a share
+// of the splits with independent loads, and the shares are added in shared memory.
+#define COMBINE_THREADS 256
+#define COMBINE_COLS 32
+#define COMBINE_MAX_SPLITS 1024
+extern "C" __global__ void __launch_bounds__(COMBINE_THREADS)
+    attn_combine(const float* __restrict__ part_o, const float* __restrict__ part_ml,
+                 __nv_bfloat16* __restrict__ out, int C, int H, int splits, int D) {
+    __shared__ float weight[COMBINE_MAX_SPLITS];
+    __shared__ float red[COMBINE_THREADS];
+    const int row = blockIdx.x, tid = threadIdx.x;
     const int rows_total = C * H;
     float mx = -INFINITY;
-    for (int s = 0; s < splits; ++s) mx = fmaxf(mx, part_ml[((long long)s * rows_total + row) * 2]);
-    const float base = mx == -INFINITY ? 0.f : mx;
-    float l = 0.f, acc = 0.f;
-    for (int s = 0; s < splits; ++s) {
+    for (int s = tid; s < splits; s += COMBINE_THREADS)
+        mx = fmaxf(mx, part_ml[((long long)s * rows_total + row) * 2]);
+    red[tid] = mx;
+    __syncthreads();
+    for (int o = COMBINE_THREADS / 2; o > 0; o >>= 1) {
+        if (tid < o) red[tid] = fmaxf(red[tid], red[tid + o]);
+        __syncthreads();
+    }
+    const float base = red[0] == -INFINITY ? 0.f : red[0];
+    __syncthreads();
+    float l = 0.f;
+    for (int s = tid; s < splits; s += COMBINE_THREADS) {
         const long long pr = (long long)s * rows_total + row;
         const float w = exp2f(part_ml[pr * 2] - base);
+        weight[s] = w;
         l += part_ml[pr * 2 + 1] * w;
-        acc += part_o[pr * D + d] * w;
     }
-    const long long out_row = (long long)(row % C) * H + row / C;
-    out[out_row * D + d] = __float2bfloat16(l > 0.f ? acc / l : 0.f);
+    red[tid] = l;
+    __syncthreads();
+    for (int o = COMBINE_THREADS / 2; o > 0; o >>= 1) {
+        if (tid < o) red[tid] += red[tid + o];
+        __syncthreads();
+    }
+    const float total = red[0];
+    __syncthreads();
+    constexpr int PARTS = COMBINE_THREADS / COMBINE_COLS;
+    const int d = blockIdx.y * COMBINE_COLS + tid % COMBINE_COLS, part = tid / COMBINE_COLS;
+    float acc = 0.f;
+#pragma unroll 4
+    for (int s = part; s < splits; s += PARTS)
+        acc += part_o[((long long)s * rows_total + row) * D + d] * weight[s];
+    red[tid] = acc;
+    __syncthreads();
+    if (tid < COMBINE_COLS) {
+        for (int p = 1; p < PARTS; ++p) acc += red[p * COMBINE_COLS + tid];
+        const long long out_row = (long long)(row % C) * H + row / C;
+        out[out_row * D + d] = __float2bfloat16(total > 0.f ? acc / total : 0.f);
+    }
 }
 
 // Fills bf16 buffers with NaN so a test sees any element the kernel failed to write.
@@ -363,11 +400,17 @@ extern "C" __global__ void poison_bf16(__nv_bfloat16* __restrict__ x, long long 
     if (i < n) x[i] = __ushort_as_bfloat16(0x7fc0);
 }
 
-#define EXPORT_ATTENTION(D)                                                                    \
-    extern "C" __global__ void __launch_bounds__(NWARPS * 32) swa_attention_d##D(              \
+// `step`, when not null, holds this launch's parameters in device memory: a replayed decode
+// graph rewrites them before each launch (the grid, and so `splits`, stays as captured).
+#define EXPORT_ATTENTION(D, NW)                                                                \
+    extern "C" __global__ void __launch_bounds__(NW * 32) swa_attention_d##D##_w##NW(          \
         const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,                \
-        __nv_bfloat16* out, float* part_o, float* part_ml, const AttnParams p) {               \
-        swa_attention<D>(q, k, v, out, part_o, part_ml, p);                                    \
+        __nv_bfloat16* out, float* part_o, float* part_ml, const AttnParams p,                 \
+        const AttnParams* __restrict__ step) {                                                 \
+        swa_attention<D, NW>(q, k, v, out, part_o, part_ml, step != nullptr ? *step : p);      \
     }
-EXPORT_ATTENTION(64)
-EXPORT_ATTENTION(128)
+EXPORT_ATTENTION(64, 1)
+EXPORT_ATTENTION(128, 1)
+EXPORT_ATTENTION(64, 4)
+EXPORT_ATTENTION(128, 4)
+

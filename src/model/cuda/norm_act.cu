@@ -6,7 +6,25 @@
 #include <cuda_bf16.h>
 #include <stdint.h>
 
+// Sum of a block's per-thread values, returned to every thread.
+__device__ __forceinline__ float block_sum(float v) {
+    __shared__ float partial[32];
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+    if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
+    __syncthreads();
+    const int lane = threadIdx.x % 32;
+    float t = lane < (int)(blockDim.x + 31) / 32 ? partial[lane] : 0.f;
+    for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffff, t, o);
+    return t;
+}
+
+// Chunks of 8 elements a thread keeps in registers between the sum and the scaling: rows up
+// to 8 · 4 · blockDim elements take the vector path.
+#define NORM_PER_THREAD 4
+
 // One block per row: out_x = x + delta; out_h = out_x * rsqrt(mean(out_x^2) + eps) * w.
+// A decode step runs this on one row twice per layer, so the row stays in registers (one
+// 16-byte load of x, delta and w per 8 elements, no re-read of out_x) when it fits.
 extern "C" __global__ void add_rms_norm_bf16(const __nv_bfloat16* __restrict__ x,
                                              const __nv_bfloat16* __restrict__ delta,
                                              const __nv_bfloat16* __restrict__ w,
@@ -17,6 +35,50 @@ extern "C" __global__ void add_rms_norm_bf16(const __nv_bfloat16* __restrict__ x
     const __nv_bfloat16* xr = x + row * hidden;
     const __nv_bfloat16* dr = delta + row * hidden;
     __nv_bfloat16* oxr = out_x + row * hidden;
+    __nv_bfloat16* ohr = out_h + row * hidden;
+    const int chunks = hidden / 8;
+    const bool vec = hidden % 8 == 0 && chunks <= NORM_PER_THREAD * (int)blockDim.x &&
+                     (((size_t)xr | (size_t)dr | (size_t)oxr | (size_t)ohr | (size_t)w) % 16) == 0;
+    if (vec) {
+        uint4 sum[NORM_PER_THREAD];
+        float ss = 0.f;
+#pragma unroll
+        for (int k = 0; k < NORM_PER_THREAD; ++k) {
+            const int c = threadIdx.x + k * blockDim.x;
+            if (c >= chunks) break;
+            const uint4 xv = reinterpret_cast<const uint4*>(xr)[c];
+            const uint4 dv = reinterpret_cast<const uint4*>(dr)[c];
+            const __nv_bfloat162* xs = reinterpret_cast<const __nv_bfloat162*>(&xv);
+            const __nv_bfloat162* ds = reinterpret_cast<const __nv_bfloat162*>(&dv);
+            __nv_bfloat162* ss2 = reinterpret_cast<__nv_bfloat162*>(&sum[k]);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                ss2[e] = __hadd2(xs[e], ds[e]);
+                const float2 f = __bfloat1622float2(ss2[e]);
+                ss += f.x * f.x + f.y * f.y;
+            }
+            reinterpret_cast<uint4*>(oxr)[c] = sum[k];
+        }
+        const float scale = rsqrtf(block_sum(ss) / hidden + eps);
+#pragma unroll
+        for (int k = 0; k < NORM_PER_THREAD; ++k) {
+            const int c = threadIdx.x + k * blockDim.x;
+            if (c >= chunks) break;
+            const uint4 wv = reinterpret_cast<const uint4*>(w)[c];
+            const __nv_bfloat162* ws = reinterpret_cast<const __nv_bfloat162*>(&wv);
+            const __nv_bfloat162* ss2 = reinterpret_cast<const __nv_bfloat162*>(&sum[k]);
+            uint4 hv;
+            __nv_bfloat162* hs = reinterpret_cast<__nv_bfloat162*>(&hv);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const float2 f = __bfloat1622float2(ss2[e]);
+                const float2 wf = __bfloat1622float2(ws[e]);
+                hs[e] = __floats2bfloat162_rn(f.x * scale * wf.x, f.y * scale * wf.y);
+            }
+            reinterpret_cast<uint4*>(ohr)[c] = hv;
+        }
+        return;
+    }
     float ss = 0.f;
     for (int i = threadIdx.x; i < hidden; i += blockDim.x) {
         const __nv_bfloat16 s = xr[i] + dr[i];
@@ -24,18 +86,7 @@ extern "C" __global__ void add_rms_norm_bf16(const __nv_bfloat16* __restrict__ x
         const float f = __bfloat162float(s);
         ss += f * f;
     }
-    __shared__ float partial[32];
-    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffff, ss, o);
-    if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = ss;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        float v = threadIdx.x < blockDim.x / 32 ? partial[threadIdx.x] : 0.f;
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-        if (threadIdx.x == 0) partial[0] = v;
-    }
-    __syncthreads();
-    const float scale = rsqrtf(partial[0] / hidden + eps);
-    __nv_bfloat16* ohr = out_h + row * hidden;
+    const float scale = rsqrtf(block_sum(ss) / hidden + eps);
     for (int i = threadIdx.x; i < hidden; i += blockDim.x) {
         ohr[i] = __float2bfloat16(__bfloat162float(oxr[i]) * scale * __bfloat162float(w[i]));
     }

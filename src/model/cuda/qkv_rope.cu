@@ -22,15 +22,25 @@ struct QkvRopeParams {
 
 // One block per (token, head); one thread per rotation pair. `bias` (a row of y's width, or
 // null) is added first, in bf16 as candle's broadcast add does: one pass instead of two.
+// A replayed decode graph passes `step` = {slot, position} in device memory, written before
+// each launch: the slot replaces p.slot0 (when `use_slot`) and cs is the whole table, read
+// from the position's row. Eager launches pass null and cs rows start at the chunk.
+struct StepSlotPos {
+    int slot;
+    int pos;
+};
 extern "C" __global__ void qkv_rope_bf16(const __nv_bfloat16* __restrict__ y,
                                          const __nv_bfloat16* __restrict__ bias,
                                          const __nv_bfloat16* __restrict__ cs,
-                                         __nv_bfloat16* __restrict__ dst, const QkvRopeParams p) {
+                                         __nv_bfloat16* __restrict__ dst, const QkvRopeParams p,
+                                         const StepSlotPos* __restrict__ step, int use_slot) {
     const int t = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
     if (i >= p.half) return;
     const int d = 2 * p.half;
+    const long long slot0 = step != nullptr && use_slot ? step->slot : p.slot0;
+    if (step != nullptr) cs += (long long)step->pos * d;
     const __nv_bfloat16* src = y + (long long)t * p.y_row + (long long)(p.head0 + h) * d;
-    __nv_bfloat16* out = dst + (long long)h * p.dst_head + (p.slot0 + t) * p.dst_tok;
+    __nv_bfloat16* out = dst + (long long)h * p.dst_head + (slot0 + t) * p.dst_tok;
     const int a = p.style == 1 ? 2 * i : i;
     const int b = p.style == 1 ? 2 * i + 1 : i + p.half;
     __nv_bfloat16 x1 = src[a], x2 = src[b];
