@@ -19,7 +19,7 @@ fn main() {
     // mma.sync, ldmatrix and cp.async need sm_80; newer GPUs JIT the PTX.
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "80".into());
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for name in ["attention", "qkv_rope", "norm_act", "gemv"] {
+    for name in ["attention", "qkv_rope", "norm_act", "gemv", "argmax"] {
         let src = format!("src/model/cuda/{name}.cu");
         // Machine code for the target GPU (no JIT at first use) and PTX for newer ones.
         let status = Command::new(&nvcc)

@@ -170,7 +170,7 @@ pub fn run(
                 let issued = Instant::now();
                 let l = model.decode_step(next, &mut cache, recipe, &mut graphs)?;
                 host_s += issued.elapsed().as_secs_f64();
-                next = l.argmax(0)?.to_scalar::<u32>()?;
+                next = crate::model::argmax(&l)?;
             }
             device.synchronize()?;
             let decode_s = t1.elapsed().as_secs_f64();

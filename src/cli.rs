@@ -740,6 +740,12 @@ fn cuda_selftest(dev: &candle_core::Device) -> Result<usize> {
         println!("FAIL f32 greedy decoding on the device differs from the CPU");
         failed += 1;
     }
+    let (cases, wrong) = kernel::argmax_check(dev)?;
+    println!(
+        "{} argmax kernel vs candle's on the CPU: {cases} cases with ties, {wrong} differ",
+        if wrong > 0 { "FAIL" } else { "  ok" }
+    );
+    failed += wrong;
     const GRAPH_STEPS: usize = 300;
     for c in kernel::graph_decode(dev, GRAPH_STEPS)? {
         // The same kernels, but a graph fixes the attention's key splits where a plain step

@@ -74,6 +74,11 @@ impl Sampler {
 
     /// Picks the next token from `[vocab]` f32 logits; `recent` are the tokens the penalty sees.
     pub fn sample(&mut self, logits: &Tensor, recent: &[u32]) -> candle_core::Result<u32> {
+        if self.params.temperature <= 0.0 && self.params.repeat_penalty == 1.0 {
+            // Greedy without a penalty: the same pick as the processor's, by a faster kernel
+            // on the GPU.
+            return crate::model::argmax(logits);
+        }
         let logits = if self.params.repeat_penalty != 1.0 {
             let from = recent.len().saturating_sub(self.params.repeat_last_n);
             candle_transformers::utils::apply_repeat_penalty(

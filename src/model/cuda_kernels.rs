@@ -28,6 +28,11 @@ pub const GEMV: (&str, &[u8]) = (
     include_bytes!(concat!(env!("OUT_DIR"), "/gemv.fatbin")),
 );
 
+pub const ARGMAX: (&str, &[u8]) = (
+    "argmax",
+    include_bytes!(concat!(env!("OUT_DIR"), "/argmax.fatbin")),
+);
+
 type Modules = Mutex<HashMap<(DeviceId, &'static str), Arc<CudaModule>>>;
 type Functions = Mutex<HashMap<(DeviceId, &'static str, &'static str), CudaFunction>>;
 

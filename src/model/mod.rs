@@ -13,6 +13,7 @@ mod weights;
 
 pub use config::{Arch, ModelConfig, RopeStyle};
 pub use decode_graph::{DecodeGraphs, GraphStats};
+pub use fused_ops::argmax;
 pub use kv_cache::{CacheStats, KvCache};
 pub use transformer::{Logits, Model};
 pub use weights::{Linear, WeightsMode, load_gguf, load_safetensors_dir, random_model};

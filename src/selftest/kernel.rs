@@ -367,3 +367,28 @@ pub fn graph_decode(device: &Device, steps: usize) -> crate::model::Result<Vec<G
         })
         .collect()
 }
+
+/// The argmax kernel against candle's argmax on the CPU: vocabularies of 1 to 151,936, with
+/// the maximum repeated before and after its first place (ties go to the first). Returns the
+/// cases checked and how many disagreed.
+pub fn argmax_check(device: &Device) -> crate::model::Result<(usize, usize)> {
+    let (mut cases, mut wrong) = (0, 0);
+    for n in [1usize, 7, 1000, 151_936] {
+        for trial in 0..4 {
+            let mut v: Vec<f32> = Tensor::randn(0f32, 1.0, n, &Device::Cpu)?.to_vec1()?;
+            let top = v.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            if trial > 0 {
+                // Ties at the ends and in between.
+                let at = [0, n / 2, n - 1][trial - 1];
+                v[at] = top;
+            }
+            let cpu = Tensor::new(v.as_slice(), &Device::Cpu)?
+                .argmax(0)?
+                .to_scalar::<u32>()?;
+            let gpu = crate::model::argmax(&Tensor::new(v.as_slice(), device)?)?;
+            cases += 1;
+            wrong += usize::from(cpu != gpu);
+        }
+    }
+    Ok((cases, wrong))
+}
