@@ -286,9 +286,14 @@ mod cuda {
         let dev = ys.device();
         let f = function(dev, QKV_ROPE, "qkv_rope_bf16")?;
         let stream = dev.cuda_stream();
+        // One thread per rotation pair, 256 to a block; the kernel indexes them in 32 bits.
+        let pairs = c * m.heads * (m.head_dim / 2);
+        if pairs > i32::MAX as usize {
+            bail!("RoPE over {c} tokens × {} heads: split the chunk", m.heads);
+        }
         let cfg = LaunchConfig {
-            grid_dim: (c as u32, m.heads as u32, 1),
-            block_dim: ((m.head_dim / 2) as u32, 1, 1),
+            grid_dim: (pairs.div_ceil(256) as u32, 1, 1),
+            block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
         let guard = bias.map(|t| t.storage_and_layout());

@@ -20,8 +20,9 @@ struct QkvRopeParams {
     long long slot0;     // destination token index of the first token
 };
 
-// One block per (token, head); one thread per rotation pair. `bias` (a row of y's width, or
-// null) is added first, in bf16 as candle's broadcast add does: one pass instead of two.
+// One thread per rotation pair of every (token, head), flat over 256-thread blocks (one
+// 64-thread block per (token, head) left prefill launch-bound: 49k blocks a chunk). `bias`
+// (a row of y's width, or null) is added first, in bf16 as candle's broadcast add does: one pass instead of two.
 // A replayed decode graph passes `step` = {slot, position} in device memory, written before
 // each launch: the slot replaces p.slot0 (when `use_slot`) and cs is the whole table, read
 // from the position's row. Eager launches pass null and cs rows start at the chunk.
@@ -34,8 +35,11 @@ extern "C" __global__ void qkv_rope_bf16(const __nv_bfloat16* __restrict__ y,
                                          const __nv_bfloat16* __restrict__ cs,
                                          __nv_bfloat16* __restrict__ dst, const QkvRopeParams p,
                                          const StepSlotPos* __restrict__ step, int use_slot) {
-    const int t = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
-    if (i >= p.half) return;
+    // 32-bit index arithmetic: the host keeps C · heads · half below 2^31.
+    const unsigned g = blockIdx.x * blockDim.x + threadIdx.x;
+    const unsigned half = p.half, heads = p.heads;
+    if (g >= (unsigned)p.C * heads * half) return;
+    const int i = g % half, h = (g / half) % heads, t = g / (half * heads);
     const int d = 2 * p.half;
     const long long slot0 = step != nullptr && use_slot ? step->slot : p.slot0;
     if (step != nullptr) cs += (long long)step->pos * d;
