@@ -16,7 +16,12 @@ fn ids(n: usize, vocab: usize) -> Vec<u32> {
 
 /// Prefill `prompt` then feed `extra` one by one; last-position logits after each step.
 fn ours(path: &std::path::Path, prompt: &[u32], extra: &[u32]) -> Vec<Tensor> {
-    let (model, _) = load_gguf(path, &Device::Cpu, WeightsMode::Quantized).unwrap();
+    let (mut model, _) = load_gguf(path, &Device::Cpu, WeightsMode::Quantized).unwrap();
+    // candle's attention arithmetic, as the references use: the activations are quantized to
+    // Q8 before each matmul, so a last-bit difference in attention can flip a rounding and
+    // move logits by ~1%. The in-place CPU decode attention is checked against the dense
+    // reference by the exactness tests instead.
+    model.set_fused_attention(false);
     let mut cache = model.new_cache();
     let r = Recipe::full();
     let mut out = vec![

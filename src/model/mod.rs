@@ -1,6 +1,7 @@
 //! Weights loading (GGUF, safetensors, random) and the transformer that runs them.
 
 pub mod config;
+mod cpu_attention;
 #[cfg(feature = "cuda")]
 mod cuda_kernels;
 pub mod decode_graph;

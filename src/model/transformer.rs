@@ -11,7 +11,7 @@ use super::decode_graph::Capture;
 use super::kv_cache::KvCache;
 use super::weights::{Linear, WeightSource};
 use super::{ModelError, Result};
-use super::{fused_attention, fused_ops, fused_rope};
+use super::{cpu_attention, fused_attention, fused_ops, fused_rope};
 use crate::recipe::{AttnRule, KeySpan, Phase, Recipe};
 
 /// Which logits a forward pass returns.
@@ -424,8 +424,8 @@ impl Model {
         })
     }
 
-    /// Chooses the fused attention kernel (default, where it runs) or the candle-ops path,
-    /// so the two can be compared on the same GPU.
+    /// Chooses the project's attention (default: the fused kernel on CUDA, the in-place decode
+    /// loop on the CPU) or the candle-ops path, so the two can be compared.
     pub fn set_fused_attention(&mut self, on: bool) {
         self.fused = on;
     }
@@ -636,6 +636,9 @@ impl Model {
                     None => Default::default(),
                 };
                 fused_attention::attention(&q, &kb, &vb, map, rule, q0, launch)?.flatten_from(2)?
+            } else if self.fused && cpu_attention::supported(&q) {
+                let (kb, vb, map) = cache.slot_map(i, span)?;
+                cpu_attention::attention(&q, &kb, &vb, map, rule, q0)?.flatten_from(2)?
             } else {
                 let (kk, vv) = cache.gather(i, span)?;
                 token_major(&attend(&q, &kk, &vv, mask.as_ref())?)?
