@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaModule, CudaView};
+use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaModule, CudaSlice, CudaView};
 use candle_core::cuda_backend::cudarc::nvrtc::Ptx;
-use candle_core::cuda_backend::{CudaDevice, CudaStorageSlice, DeviceId, WrapErr};
-use candle_core::{CudaStorage, Layout, bail};
+use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorageSlice, DeviceId, WrapErr};
+use candle_core::{CudaStorage, Layout, Shape, bail};
 
 pub const ATTENTION: (&str, &[u8]) = (
     "attention",
@@ -87,4 +87,13 @@ pub fn bf16s<'a, const N: usize>(
     Ok(out
         .try_into()
         .unwrap_or_else(|_| unreachable!("N inputs give N views")))
+}
+
+/// A kernel's output buffer as a custom op's result.
+pub fn output<T: CudaDType>(
+    out: CudaSlice<T>,
+    dev: CudaDevice,
+    shape: impl Into<Shape>,
+) -> (CudaStorage, Shape) {
+    (CudaStorage::wrap_cuda_slice(out, dev), shape.into())
 }

@@ -364,9 +364,6 @@ pub(crate) mod cuda {
             // SAFETY: reads the partials written above, writes rows_total × d outputs.
             unsafe { b.launch(cfg) }.w()?;
         }
-        Ok((
-            CudaStorage::wrap_cuda_slice(out, dev),
-            Shape::from((1, c, h, d)),
-        ))
+        Ok(crate::model::cuda_kernels::output(out, dev, (1, c, h, d)))
     }
 }

@@ -5,6 +5,13 @@
 //! layer, so each launch saved and each microsecond per kernel is time saved per token.
 
 use candle_core::{CpuStorage, DType, Layout, Shape, Tensor};
+#[cfg(feature = "cuda")]
+use {
+    crate::model::cuda_kernels::{ARGMAX, GEMV, NORM_ACT, bf16s, function, output},
+    candle_core::backend::BackendStorage,
+    candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg},
+    candle_core::cuda_backend::{CudaStorageSlice, WrapErr},
+};
 
 /// Whether the fused kernels can run on tensors like `x` (CUDA, bf16).
 pub fn supported(x: &Tensor) -> bool {
@@ -68,8 +75,6 @@ struct Gemv;
 
 struct Argmax;
 
-const CUDA_ONLY: &str = "the fused norm and activation kernels run on CUDA only";
-
 impl candle_core::CustomOp3 for AddRmsNorm {
     fn name(&self) -> &'static str {
         "swaa-add-rms-norm"
@@ -84,7 +89,7 @@ impl candle_core::CustomOp3 for AddRmsNorm {
         _: &CpuStorage,
         _: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        candle_core::bail!("{CUDA_ONLY}")
+        candle_core::bail!("{} runs on CUDA only", self.name())
     }
 
     /// Output `[2, ..x's shape]`: the sum, then the normalised sum.
@@ -98,11 +103,7 @@ impl candle_core::CustomOp3 for AddRmsNorm {
         ws: &candle_core::CudaStorage,
         wl: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        use crate::model::cuda_kernels::{NORM_ACT, function};
-        use candle_core::backend::BackendStorage;
-        use candle_core::cuda_backend::WrapErr;
-        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
-        let [x, d, w] = crate::model::cuda_kernels::bf16s([(xs, xl), (ds, dl), (ws, wl)])?;
+        let [x, d, w] = bf16s([(xs, xl), (ds, dl), (ws, wl)])?;
         let hidden = *xl.dims().last().expect("rank ≥ 1");
         let rows = xl.shape().elem_count() / hidden;
         if dl.dims() != xl.dims() || wl.dims() != [hidden] {
@@ -137,10 +138,7 @@ impl candle_core::CustomOp3 for AddRmsNorm {
         unsafe { b.launch(cfg) }.w()?;
         let mut dims = vec![2];
         dims.extend_from_slice(xl.dims());
-        Ok((
-            candle_core::CudaStorage::wrap_cuda_slice(out, dev),
-            Shape::from(dims),
-        ))
+        Ok(output(out, dev, dims))
     }
 }
 
@@ -150,7 +148,7 @@ impl candle_core::CustomOp1 for SiluMul {
     }
 
     fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        candle_core::bail!("{CUDA_ONLY}")
+        candle_core::bail!("{} runs on CUDA only", self.name())
     }
 
     #[cfg(feature = "cuda")]
@@ -159,11 +157,7 @@ impl candle_core::CustomOp1 for SiluMul {
         ys: &candle_core::CudaStorage,
         yl: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        use crate::model::cuda_kernels::{NORM_ACT, function};
-        use candle_core::backend::BackendStorage;
-        use candle_core::cuda_backend::WrapErr;
-        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
-        let [y] = crate::model::cuda_kernels::bf16s([(ys, yl)])?;
+        let [y] = bf16s([(ys, yl)])?;
         let width = *yl.dims().last().expect("rank ≥ 1");
         let (rows, inter) = (yl.shape().elem_count() / width, width / 2);
         let dev = ys.device().clone();
@@ -191,10 +185,7 @@ impl candle_core::CustomOp1 for SiluMul {
         unsafe { b.launch(cfg) }.w()?;
         let mut dims = yl.dims().to_vec();
         *dims.last_mut().expect("rank ≥ 1") = inter;
-        Ok((
-            candle_core::CudaStorage::wrap_cuda_slice(out, dev),
-            Shape::from(dims),
-        ))
+        Ok(output(out, dev, dims))
     }
 }
 
@@ -210,7 +201,7 @@ impl candle_core::CustomOp2 for Gemv {
         _: &CpuStorage,
         _: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        candle_core::bail!("the GEMV kernel runs on CUDA only")
+        candle_core::bail!("{} runs on CUDA only", self.name())
     }
 
     #[cfg(feature = "cuda")]
@@ -221,11 +212,7 @@ impl candle_core::CustomOp2 for Gemv {
         ws: &candle_core::CudaStorage,
         wl: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        use crate::model::cuda_kernels::{GEMV, function};
-        use candle_core::backend::BackendStorage;
-        use candle_core::cuda_backend::WrapErr;
-        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
-        let [x, w] = crate::model::cuda_kernels::bf16s([(xs, xl), (ws, wl)])?;
+        let [x, w] = bf16s([(xs, xl), (ws, wl)])?;
         let (n, k) = wl.shape().dims2()?;
         // 16-byte loads: k in chunks of 8 and views starting on a chunk.
         let aligned = xl.start_offset().is_multiple_of(8) && wl.start_offset().is_multiple_of(8);
@@ -254,10 +241,7 @@ impl candle_core::CustomOp2 for Gemv {
         unsafe { b.launch(cfg) }.w()?;
         let mut dims = xl.dims().to_vec();
         *dims.last_mut().expect("rank ≥ 1") = n;
-        Ok((
-            candle_core::CudaStorage::wrap_cuda_slice(out, dev),
-            Shape::from(dims),
-        ))
+        Ok(output(out, dev, dims))
     }
 }
 
@@ -267,7 +251,7 @@ impl candle_core::CustomOp1 for Argmax {
     }
 
     fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        candle_core::bail!("the argmax kernel runs on CUDA only")
+        candle_core::bail!("{} runs on CUDA only", self.name())
     }
 
     #[cfg(feature = "cuda")]
@@ -276,10 +260,6 @@ impl candle_core::CustomOp1 for Argmax {
         xs: &candle_core::CudaStorage,
         xl: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        use crate::model::cuda_kernels::{ARGMAX, function};
-        use candle_core::backend::BackendStorage;
-        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
-        use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
         let CudaStorageSlice::F32(x) = &xs.slice else {
             candle_core::bail!("argmax: f32 logits");
         };
@@ -306,9 +286,6 @@ impl candle_core::CustomOp1 for Argmax {
         };
         // SAFETY: reads n floats of x, writes out[0].
         unsafe { builder.launch(cfg) }.w()?;
-        Ok((
-            candle_core::CudaStorage::wrap_cuda_slice(out, dev),
-            Shape::from(1),
-        ))
+        Ok(output(out, dev, 1))
     }
 }

@@ -157,9 +157,10 @@ impl candle_core::CustomOp2 for QRope {
             strides,
             (0, self.step, false),
         )?;
-        Ok((
-            candle_core::CudaStorage::wrap_cuda_slice(out, dev),
-            Shape::from((1, m.heads, c, m.head_dim)),
+        Ok(crate::model::cuda_kernels::output(
+            out,
+            dev,
+            (1, m.heads, c, m.head_dim),
         ))
     }
 }
