@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::ContextPolicy;
 use crate::model::WeightsMode;
+use crate::recipe::RecipeOverrides;
 use crate::sampling::SamplingParams;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,7 +18,8 @@ pub struct Config {
     /// `cpu`, `cuda` or `cuda:N`.
     pub device: String,
     pub weights: WeightsMode,
-    pub recipe: RecipeConfig,
+    /// The recipe to start with: a preset, then optional overrides.
+    pub recipe: RecipeOverrides,
     /// Prefill chunk, tokens per step; 0 picks one for the device ([`prefill_chunk`]).
     pub chunk: usize,
     /// Override of the model's context length (0: the model's own).
@@ -54,46 +56,50 @@ impl Default for TuiConfig {
     }
 }
 
-/// The recipe to start with: a named preset, then optional overrides.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RecipeConfig {
-    pub preset: String,
-    /// 0 keeps the model's default (scaled with its context).
-    pub window: usize,
-    /// -1 keeps the preset's sink.
-    pub sink: i64,
-    pub fa_decode: Option<bool>,
-    pub full_layers: Option<String>,
-    pub think: bool,
-}
-
-impl Default for RecipeConfig {
-    fn default() -> Self {
-        RecipeConfig {
-            preset: "swaa".into(),
-            window: 0,
-            sink: -1,
-            fa_decode: None,
-            full_layers: None,
-            think: false,
-        }
-    }
-}
-
 impl Default for Config {
     fn default() -> Self {
         Config {
             model: crate::hub::DEFAULT_PRESET.into(),
             device: "cpu".into(),
             weights: WeightsMode::Auto,
-            recipe: RecipeConfig::default(),
+            recipe: RecipeOverrides::default(),
             chunk: 0,
             ctx: 0,
             context_policy: ContextPolicy::Error,
             sampling: SamplingParams::default(),
             tui: TuiConfig::default(),
         }
+    }
+}
+
+/// Which model to run and where (each flag overrides config.toml).
+#[derive(clap::Args, Debug, Clone, Default, PartialEq)]
+pub struct ModelArgs {
+    /// Preset name, .gguf file or model folder.
+    #[arg(long, short)]
+    pub model: Option<String>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long)]
+    pub device: Option<String>,
+    #[arg(long, value_enum)]
+    pub weights: Option<WeightsMode>,
+    /// Prefill chunk size in tokens.
+    #[arg(long)]
+    pub chunk: Option<usize>,
+}
+
+impl ModelArgs {
+    /// `c` with these flags applied.
+    pub fn apply(&self, mut c: Config) -> Config {
+        if let Some(m) = &self.model {
+            c.model = m.clone();
+        }
+        if let Some(d) = &self.device {
+            c.device = d.clone();
+        }
+        c.weights = self.weights.unwrap_or(c.weights);
+        c.chunk = self.chunk.unwrap_or(c.chunk);
+        c
     }
 }
 
@@ -174,22 +180,6 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
     (line, column)
-}
-
-/// Parses a token count as the command line writes it: `1500`, `2k` (k = 1024).
-pub fn parse_length(s: &str) -> std::result::Result<usize, String> {
-    let t = s.trim().to_lowercase();
-    let (num, mul) = match t.strip_suffix('k') {
-        Some(n) => (n, 1024),
-        None => (t.as_str(), 1),
-    };
-    num.parse::<usize>()
-        .ok()
-        .filter(|&n| n > 0)
-        .map(|n| n * mul)
-        .ok_or_else(|| {
-            format!("bad length '{s}': use a positive number of tokens like 1500 or 2k (= 2048)")
-        })
 }
 
 /// The prefill chunk for `device`: `chunk` if set, else 4,096 tokens on a GPU (larger GEMMs:

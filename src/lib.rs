@@ -1,5 +1,13 @@
 //! swaa-chat: read long documents with a local LLM, with sliding-window prefill and
 //! full-attention decode (the SWAA recipes). See `../shared/DESIGN.md` for the semantics.
+//!
+//! Modules are layered; each imports only from layers below it (`tests/layering.rs` checks):
+//! - foundations: `units`, `rng`, `recipe` (the mask rule), `document`, `tokenizer`, `model`,
+//!   `sampling`, `hub` (presets and fetching);
+//! - `engine`: a session reading and answering, on its own thread;
+//! - `config`, `bench`, `selftest`, `swat` (trained models, an engine backend of their own);
+//! - `open`: the composition root, where models and sessions are put together;
+//! - front ends: `eval`, `tui`, `cli`.
 
 pub mod bench;
 pub mod cli;
@@ -8,8 +16,8 @@ pub mod document;
 pub mod engine;
 pub mod eval;
 pub mod hub;
-pub mod loader;
 pub mod model;
+pub mod open;
 pub mod recipe;
 pub mod rng;
 pub mod sampling;
@@ -17,3 +25,4 @@ pub mod selftest;
 pub mod swat;
 pub mod tokenizer;
 pub mod tui;
+pub mod units;

@@ -121,14 +121,106 @@ impl RecipeDefaults {
     }
 }
 
-pub const PRESET_NAMES: &[&str] = &[
-    "full",
-    "swa",
-    "swa-fadec",
-    "swa-sink",
-    "swa-interleave",
-    "swaa",
-];
+/// The named recipes. `swaa` is the app's default.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// Full attention everywhere (the baseline).
+    Full,
+    /// Every layer sees only the last W tokens.
+    Swa,
+    /// SWA prefill, full-attention decode.
+    SwaFadec,
+    /// SWA plus the first K tokens (attention sinks).
+    SwaSink,
+    /// SWA on even layers, full attention on odd layers.
+    SwaInterleave,
+    /// Window + sink + FA decode + interleave: the recommended combination.
+    #[default]
+    Swaa,
+}
+
+impl Preset {
+    pub const ALL: [Preset; 6] = [
+        Preset::Full,
+        Preset::Swa,
+        Preset::SwaFadec,
+        Preset::SwaSink,
+        Preset::SwaInterleave,
+        Preset::Swaa,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Full => "full",
+            Preset::Swa => "swa",
+            Preset::SwaFadec => "swa-fadec",
+            Preset::SwaSink => "swa-sink",
+            Preset::SwaInterleave => "swa-interleave",
+            Preset::Swaa => "swaa",
+        }
+    }
+}
+
+impl fmt::Display for Preset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Preset {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Preset::ALL
+            .into_iter()
+            .find(|p| p.name() == s.trim())
+            .ok_or_else(|| {
+                let names: Vec<&str> = Preset::ALL.iter().map(|p| p.name()).collect();
+                format!("unknown recipe '{s}': use one of {}", names.join(", "))
+            })
+    }
+}
+
+/// A recipe as asked for — in config.toml's `[recipe]` or by flags: a preset and what to
+/// change in it. Every field is optional: unset keeps the preset's (or the model's) value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecipeOverrides {
+    /// full, swa, swa-fadec, swa-sink, swa-interleave or swaa (default).
+    #[arg(long = "recipe", value_enum)]
+    pub preset: Option<Preset>,
+    /// Sliding window W (tokens; default: the model's, 2048 for 32k-context models).
+    #[arg(long)]
+    pub window: Option<usize>,
+    /// Sink tokens K (default: the preset's).
+    #[arg(long)]
+    pub sink: Option<usize>,
+    /// Full-attention decode (true/false).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub fa_decode: Option<bool>,
+    /// Full-attention layers: none, odd, every:N or a list like 1,5,9.
+    #[arg(long)]
+    pub full_layers: Option<LayerSet>,
+    /// Thinking mode (true/false).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub think: Option<bool>,
+}
+
+impl RecipeOverrides {
+    /// These overrides, with `base`'s where these leave a field unset (flags over config).
+    pub fn or(self, base: RecipeOverrides) -> RecipeOverrides {
+        RecipeOverrides {
+            preset: self.preset.or(base.preset),
+            window: self.window.or(base.window),
+            sink: self.sink.or(base.sink),
+            fa_decode: self.fa_decode.or(base.fa_decode),
+            full_layers: self.full_layers.or(base.full_layers),
+            think: self.think.or(base.think),
+        }
+    }
+}
 
 impl Recipe {
     pub fn full() -> Self {
@@ -141,50 +233,73 @@ impl Recipe {
         }
     }
 
-    /// A named preset (see [`PRESET_NAMES`]) with the model's default window and sink.
-    pub fn preset(name: &str, d: RecipeDefaults) -> Result<Self, String> {
+    /// A named preset with the model's default window and sink.
+    pub fn preset(preset: Preset, d: RecipeDefaults) -> Self {
         let swa = Recipe {
             window: Some(d.window),
             ..Recipe::full()
         };
-        Ok(match name {
-            "full" => Recipe::full(),
-            "swa" => swa,
-            "swa-fadec" => Recipe {
+        match preset {
+            Preset::Full => Recipe::full(),
+            Preset::Swa => swa,
+            Preset::SwaFadec => Recipe {
                 fa_decode: true,
                 ..swa
             },
-            "swa-sink" => Recipe {
+            Preset::SwaSink => Recipe {
                 sink: d.sink,
                 ..swa
             },
-            "swa-interleave" => Recipe {
+            Preset::SwaInterleave => Recipe {
                 full_layers: LayerSet::Every(2),
                 ..swa
             },
-            "swaa" => Recipe {
+            Preset::Swaa => Recipe {
                 sink: d.sink,
                 fa_decode: true,
                 full_layers: LayerSet::Every(2),
                 ..swa
             },
-            _ => {
-                return Err(format!(
-                    "unknown recipe '{name}': use one of {}",
-                    PRESET_NAMES.join(", ")
-                ));
-            }
-        })
+        }
     }
 
-    /// The preset name this recipe equals under the given defaults, if any.
-    pub fn preset_name(&self, d: RecipeDefaults) -> Option<&'static str> {
+    /// The one way from what was asked for to a recipe: the preset (default `swaa`) with the
+    /// model's defaults, then each override. A window given with the `full` preset means
+    /// plain sliding-window attention.
+    pub fn resolve(o: &RecipeOverrides, defaults: RecipeDefaults) -> Result<Self, String> {
+        if o.window == Some(0) {
+            return Err(
+                "window must be at least 1 token: leave it out for the model's default".into(),
+            );
+        }
+        let d = RecipeDefaults {
+            window: o.window.unwrap_or(defaults.window),
+            ..defaults
+        };
+        let mut r = Recipe::preset(o.preset.unwrap_or_default(), d);
+        if let Some(w) = o.window {
+            r.window = Some(w);
+        }
+        if let Some(k) = o.sink {
+            r.sink = k;
+        }
+        if let Some(f) = o.fa_decode {
+            r.fa_decode = f;
+        }
+        if let Some(l) = &o.full_layers {
+            r.full_layers = l.clone();
+        }
+        r.think = o.think.unwrap_or(false);
+        Ok(r)
+    }
+
+    /// The preset this recipe equals under the given defaults, if any.
+    pub fn preset_name(&self, d: RecipeDefaults) -> Option<Preset> {
         let mut plain = self.clone();
         plain.think = false;
-        PRESET_NAMES
-            .iter()
-            .copied()
-            .find(|n| Recipe::preset(n, d).as_ref() == Ok(&plain))
+        Preset::ALL
+            .into_iter()
+            .find(|&p| Recipe::preset(p, d) == plain)
     }
 
     pub fn is_full_layer(&self, layer: usize) -> bool {
@@ -432,7 +547,7 @@ mod tests {
             window: 16,
             sink: 3,
         };
-        let swaa = Recipe::preset("swaa", d).unwrap();
+        let swaa = Recipe::preset(Preset::Swaa, d);
         assert_eq!(
             swaa.rule(0, Phase::Prefill),
             AttnRule {
@@ -443,7 +558,7 @@ mod tests {
         assert_eq!(swaa.rule(1, Phase::Prefill), AttnRule::FULL);
         assert_eq!(swaa.rule(0, Phase::Decode), AttnRule::FULL);
         assert!(!swaa.layer_evicts(0));
-        let swa = Recipe::preset("swa", d).unwrap();
+        let swa = Recipe::preset(Preset::Swa, d);
         assert_eq!(
             swa.rule(0, Phase::Decode),
             AttnRule {
@@ -452,16 +567,65 @@ mod tests {
             }
         );
         assert!(swa.layer_evicts(0));
-        for n in PRESET_NAMES {
-            assert_eq!(Recipe::preset(n, d).unwrap().preset_name(d), Some(*n));
+        for p in Preset::ALL {
+            assert_eq!(Recipe::preset(p, d).preset_name(d), Some(p));
+            assert_eq!(p.name().parse::<Preset>(), Ok(p));
         }
-        assert!(Recipe::preset("nope", d).unwrap_err().contains("swa-fadec"));
+        assert!("nope".parse::<Preset>().unwrap_err().contains("swa-fadec"));
         assert_eq!(
             RecipeDefaults::for_context(32768),
             RecipeDefaults {
                 window: 2048,
                 sink: 64
             }
+        );
+    }
+
+    #[test]
+    fn resolve_applies_overrides_over_the_preset() {
+        let d = RecipeDefaults {
+            window: 16,
+            sink: 3,
+        };
+        let none = RecipeOverrides::default();
+        assert_eq!(
+            Recipe::resolve(&none, d),
+            Ok(Recipe::preset(Preset::Swaa, d))
+        );
+        let flags = RecipeOverrides {
+            preset: Some(Preset::Full),
+            window: Some(8),
+            ..Default::default()
+        };
+        let config = RecipeOverrides {
+            preset: Some(Preset::Swaa),
+            sink: Some(1),
+            think: Some(true),
+            ..Default::default()
+        };
+        let r = Recipe::resolve(&flags.or(config), d).unwrap();
+        // The flag's preset wins; a window on `full` means plain SWA; config fills the rest.
+        assert_eq!(
+            (r.window, r.sink, r.fa_decode, r.think),
+            (Some(8), 1, false, true)
+        );
+        let swaa = Recipe::resolve(
+            &RecipeOverrides {
+                window: Some(8),
+                ..Default::default()
+            },
+            d,
+        )
+        .unwrap();
+        assert_eq!((swaa.window, swaa.sink), (Some(8), 3));
+        let zero = RecipeOverrides {
+            window: Some(0),
+            ..Default::default()
+        };
+        assert!(
+            Recipe::resolve(&zero, d)
+                .unwrap_err()
+                .contains("at least 1")
         );
     }
 
@@ -492,8 +656,8 @@ mod tests {
             window: 16,
             sink: 3,
         };
-        let swa = Recipe::preset("swa", d).unwrap();
-        let fadec = Recipe::preset("swa-fadec", d).unwrap();
+        let swa = Recipe::preset(Preset::Swa, d);
+        let fadec = Recipe::preset(Preset::SwaFadec, d);
         assert!(
             fadec.needs_reread(&swa),
             "swa evicted: FA decode needs the full cache"
@@ -502,7 +666,7 @@ mod tests {
             !swa.needs_reread(&fadec),
             "turning FA decode off applies at once"
         );
-        assert!(Recipe::preset("swa-sink", d).unwrap().needs_reread(&swa));
+        assert!(Recipe::preset(Preset::SwaSink, d).needs_reread(&swa));
         let mut think = swa.clone();
         think.think = true;
         assert!(!think.needs_reread(&swa));

@@ -136,7 +136,7 @@ fn smollm2_full_recipe_answers_a_fact_stated_once() {
         .map(|a| a.as_str().unwrap().to_lowercase())
         .collect();
     let mut answers = Vec::new();
-    for &recipe in swaa_chat::recipe::PRESET_NAMES {
+    for recipe in swaa_chat::recipe::Preset::ALL.map(|p| p.name()) {
         let out = swaa(&[
             "ask",
             doc.to_str().unwrap(),

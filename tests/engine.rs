@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use swaa_chat::engine::{Command, ContextPolicy, Engine, EngineError, Event, SessionOptions};
-use swaa_chat::recipe::{Recipe, RecipeDefaults};
+use swaa_chat::recipe::{Preset, Recipe, RecipeDefaults};
 
 use common::{session_opts as opts, tiny_session as session};
 
@@ -22,7 +22,7 @@ fn until_done(engine: &Engine) -> Vec<Event> {
             .events()
             .recv_timeout(Duration::from_secs(60))
             .expect("engine answered");
-        let end = matches!(e, Event::Done(_) | Event::Error { .. });
+        let end = matches!(e, Event::Done(_) | Event::Error { .. } | Event::Cancelled);
         out.push(e);
         if end {
             // The trailing Stats event follows every command.
@@ -103,7 +103,7 @@ fn cancel_stops_a_read_within_one_chunk() {
             .recv_timeout(Duration::from_secs(60))
             .unwrap()
         {
-            Event::Stats(_) => continue,
+            Event::Stats(_) | Event::DocumentTokens { .. } => continue,
             Event::Progress { .. } => break,
             other => panic!("unexpected {other:?}"),
         }
@@ -118,10 +118,7 @@ fn cancel_stops_a_read_within_one_chunk() {
         {
             Event::Progress { .. } => after += 1,
             Event::Stats(_) => {}
-            Event::Error { message } => {
-                assert_eq!(message, "cancelled");
-                break;
-            }
+            Event::Cancelled => break,
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -176,12 +173,12 @@ fn fa_decode_needs_a_reread_only_after_an_evicting_read() {
         window: 32,
         sink: 4,
     };
-    let mut s = session(Recipe::preset("swa", d).unwrap(), opts(32, 4));
+    let mut s = session(Recipe::preset(Preset::Swa, d), opts(32, 4));
     s.load_document("t", &doc(200));
     s.read(&mut |_| {}, &AtomicBool::new(false)).unwrap();
     let small = s.stats().cache.bytes_held;
     assert!(
-        s.set_recipe(Recipe::preset("swa-fadec", d).unwrap()),
+        s.set_recipe(Recipe::preset(Preset::SwaFadec, d)),
         "swa evicted: FA decode must re-read"
     );
     s.read(&mut |_| {}, &AtomicBool::new(false)).unwrap();
@@ -190,11 +187,11 @@ fn fa_decode_needs_a_reread_only_after_an_evicting_read() {
         "FA decode keeps the whole document"
     );
     assert!(
-        !s.set_recipe(Recipe::preset("swa", d).unwrap()),
+        !s.set_recipe(Recipe::preset(Preset::Swa, d)),
         "turning FA decode off applies at once"
     );
     assert!(
-        s.set_recipe(Recipe::preset("swa-sink", d).unwrap()),
+        s.set_recipe(Recipe::preset(Preset::SwaSink, d)),
         "a new sink changes prefill"
     );
 }
@@ -225,5 +222,66 @@ fn follow_up_questions_only_prefill_their_own_tokens() {
     assert!(
         first_progress.unwrap() > before,
         "progress resumes after what was cached"
+    );
+}
+
+/// The engine tells where each prompt token of a read starts in the document, from the very
+/// encoding it reads: tokens inside the document cover it exactly, in order, so a UI can
+/// place the window without tokenizing again; truncation keeps the map honest.
+#[test]
+fn document_token_offsets_cover_the_document_as_read() {
+    let text = doc(200);
+    let read = |policy: ContextPolicy, ctx: Option<usize>| {
+        let mut s = session(
+            Recipe::full(),
+            SessionOptions {
+                ctx,
+                context_policy: policy,
+                ..opts(32, 4)
+            },
+        );
+        s.load_document("t", &text);
+        let mut offsets = None;
+        let mut total = 0;
+        s.read(
+            &mut |e| match e {
+                Event::DocumentTokens { offsets: o } => offsets = Some(o),
+                Event::Progress { total: t, .. } => total = t,
+                _ => {}
+            },
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        let tok = s.tokenizer().inner().clone();
+        (offsets.expect("offsets before the read"), total, tok)
+    };
+    let (offsets, total, tok) = read(ContextPolicy::Error, None);
+    assert_eq!(offsets.len(), total, "one offset per prompt token read");
+    assert!(
+        offsets.windows(2).all(|w| w[0] <= w[1]),
+        "in document order"
+    );
+    // The prompt ends with the document: its last token starts in the document's last word.
+    let last = *offsets.last().unwrap();
+    assert_eq!(offsets[0], 0);
+    assert!(
+        last < text.len() && last + 8 > text.len(),
+        "{last} of {}",
+        text.len()
+    );
+    let ids = tok.encode(text.as_str(), false).unwrap().get_ids().len();
+    let inside = offsets.windows(2).filter(|w| w[0] < w[1]).count();
+    assert!(
+        inside.abs_diff(ids) <= 2,
+        "{inside} tokens advance through the document, which alone is {ids} tokens"
+    );
+    // Keeping the beginning: the map ends where the kept part ends, not at the document's end.
+    let (cut, total, _) = read(ContextPolicy::TruncateTail, Some(300 + 256 + 4));
+    assert_eq!((cut.len(), total), (300, 300));
+    let end = *cut.last().unwrap();
+    assert!(
+        end > 0 && end < text.len(),
+        "read up to byte {end} of {}",
+        text.len()
     );
 }

@@ -8,10 +8,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::AtomicBool;
 
+use swaa_chat::engine::compare_recipes;
 use swaa_chat::engine::{Event, Session};
-use swaa_chat::eval::{compare_recipes, tasks};
+use swaa_chat::eval::tasks;
 use swaa_chat::model::Logits;
-use swaa_chat::recipe::{Phase, Recipe, RecipeDefaults};
+use swaa_chat::recipe::{Phase, Preset, Recipe, RecipeDefaults};
 use swaa_chat::tokenizer::ChatTokenizer;
 
 use common::{session_opts, tiny_session};
@@ -37,8 +38,8 @@ fn next_logits(s: &Session) -> candle_core::Tensor {
 #[test]
 fn answering_after_restore_equals_answering_after_a_fresh_read() {
     let never = AtomicBool::new(false);
-    for name in ["full", "swa", "swaa"] {
-        let recipe = Recipe::preset(name, D).unwrap();
+    for name in [Preset::Full, Preset::Swa, Preset::Swaa] {
+        let recipe = Recipe::preset(name, D);
         let mut s = tiny_session(recipe.clone(), session_opts(32, 10));
         s.load_document("t", &doc(300));
         s.read(&mut |_| {}, &never).unwrap();
@@ -90,14 +91,14 @@ fn answering_after_restore_equals_answering_after_a_fresh_read() {
 #[test]
 fn compare_recipes_answers_like_fresh_sessions_and_leaves_the_session_as_it_was() {
     let never = AtomicBool::new(false);
-    let swaa = Recipe::preset("swaa", D).unwrap();
+    let swaa = Recipe::preset(Preset::Swaa, D);
     let mut s = tiny_session(swaa.clone(), session_opts(32, 8));
     s.load_document("t", &doc(250));
     s.ask("An earlier question?", &mut |_| {}, &never).unwrap();
     let before = next_logits(&s);
-    let recipes: Vec<Recipe> = ["swa-fadec", "swa", "full"]
-        .iter()
-        .map(|n| Recipe::preset(n, D).unwrap())
+    let recipes: Vec<Recipe> = [Preset::SwaFadec, Preset::Swa, Preset::Full]
+        .into_iter()
+        .map(|p| Recipe::preset(p, D))
         .collect();
     let out = compare_recipes(&mut s, "Which word?", &recipes, &mut |_| {}, &never).unwrap();
     assert_eq!(out.len(), 3);

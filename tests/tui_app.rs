@@ -14,11 +14,11 @@ use common::{DEFAULTS, model_info};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseEvent, MouseEventKind};
 use ratatui::layout::Rect;
 use swaa_chat::document::{Document, Section};
+use swaa_chat::engine::RecipeAnswer;
 use swaa_chat::engine::{Answer, Command, Engine, Event, Session, SessionOptions, Stats};
-use swaa_chat::eval::RecipeAnswer;
 use swaa_chat::hub::{FetchProgress, FetchStage};
 use swaa_chat::model::{Arch, WeightsMode, load_gguf};
-use swaa_chat::recipe::{LayerSet, PRESET_NAMES, Recipe, RecipeDefaults};
+use swaa_chat::recipe::{LayerSet, Preset, Recipe, RecipeDefaults};
 use swaa_chat::sampling::SamplingParams;
 use swaa_chat::tokenizer::ChatTokenizer;
 use swaa_chat::tui::app::{App, CompareState, Effect, Focus, ModelInfo, Msg, TurnState};
@@ -40,7 +40,7 @@ fn typed(app: &mut App, s: &str) {
 }
 
 fn swaa() -> Recipe {
-    Recipe::preset("swaa", DEFAULTS).unwrap()
+    Recipe::preset(Preset::Swaa, DEFAULTS)
 }
 
 fn document() -> Document {
@@ -271,7 +271,7 @@ fn recipe_keys_change_the_recipe_as_documented() {
     let mut seen = Vec::new();
     for _ in 0..6 {
         press(&mut app, 7);
-        seen.push(app.recipe.preset_name(DEFAULTS).unwrap());
+        seen.push(app.recipe.preset_name(DEFAULTS).unwrap().name());
         assert!(app.recipe.think);
     }
     assert_eq!(
@@ -676,9 +676,9 @@ fn a_document_that_fails_to_load_leaves_a_plain_chat() {
 }
 
 fn presets() -> Vec<Recipe> {
-    PRESET_NAMES
-        .iter()
-        .map(|n| Recipe::preset(n, DEFAULTS).unwrap())
+    Preset::ALL
+        .into_iter()
+        .map(|p| Recipe::preset(p, DEFAULTS))
         .collect()
 }
 
@@ -998,12 +998,12 @@ fn with_an_engine_a_comparison_answers_every_preset_and_leaves_chat_and_cache() 
     let events = pump(&mut app, &engine, fx, |a| !a.comparing());
     let c = app.comparison.as_ref().unwrap();
     assert_eq!(c.state, CompareState::Done, "{events:?}");
-    let names: Vec<Option<&str>> = c
+    let names: Vec<Option<Preset>> = c
         .results
         .iter()
         .map(|r| r.recipe.preset_name(defaults))
         .collect();
-    let want: Vec<Option<&str>> = PRESET_NAMES.iter().map(|n| Some(*n)).collect();
+    let want: Vec<Option<Preset>> = Preset::ALL.into_iter().map(Some).collect();
     assert_eq!(names, want);
     // Each answer was read under its own recipe: a sliding window holds fewer tokens.
     let kv = |i: usize| c.results[i].answer.stats.cache.bytes_held;

@@ -12,11 +12,11 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::style::Color;
 use swaa_chat::document::{Document, Section};
+use swaa_chat::engine::RecipeAnswer;
 use swaa_chat::engine::{Answer, Event, Stats};
-use swaa_chat::eval::RecipeAnswer;
 use swaa_chat::hub::{FetchProgress, FetchStage};
 use swaa_chat::model::CacheStats;
-use swaa_chat::recipe::{PRESET_NAMES, Recipe};
+use swaa_chat::recipe::{Preset, Recipe};
 use swaa_chat::tui::app::{App, Msg};
 use swaa_chat::tui::ui::{self, Theme};
 
@@ -91,7 +91,7 @@ fn reading(w: u16, h: u16) -> App {
     let mut app = App::new("smollm2-135m", true, Theme::default());
     app.log_path = Some("/home/reader/.local/share/swaa-chat/swaa-chat.log".into());
     app.update(Msg::Resize(w, h));
-    let recipe = Recipe::preset("swaa", DEFAULTS).unwrap();
+    let recipe = Recipe::preset(Preset::Swaa, DEFAULTS);
     app.update(Msg::ModelReady(model_info(), recipe.clone()));
     app.update(Msg::DocumentReady(document()));
     tick(&mut app, 1.0);
@@ -215,7 +215,7 @@ fn plain_chat_without_a_document() {
     app.update(Msg::Resize(100, 20));
     app.update(Msg::ModelReady(
         model_info(),
-        Recipe::preset("swaa", DEFAULTS).unwrap(),
+        Recipe::preset(Preset::Swaa, DEFAULTS),
     ));
     insta::assert_snapshot!(screen(&app, 100, 20).backend());
 }
@@ -265,12 +265,12 @@ fn comparing_recipes() {
         "<think>The tower section names the quarry.</think>At Cairnmoss.",
         "At Cairnmoss, in the quarry above the north landing, as the section on Greyhollow Tower says; the lens came separately from Pellam & Crowe in eleven crates.",
     ];
-    let results: Vec<RecipeAnswer> = PRESET_NAMES
-        .iter()
+    let results: Vec<RecipeAnswer> = Preset::ALL
+        .into_iter()
         .zip(answers)
         .enumerate()
-        .map(|(i, (name, text))| {
-            let r = Recipe::preset(name, DEFAULTS).unwrap();
+        .map(|(i, (preset, text))| {
+            let r = Recipe::preset(preset, DEFAULTS);
             let mut s = stats(&r, 1660);
             s.prefill_seconds = 0.05;
             s.decode_tokens_per_s = 20.0 + i as f64;

@@ -3,8 +3,8 @@
 //! Each document is read once per recipe; a [`Snapshot`] taken after the read answers every
 //! question on it, so questions cost only their own tokens. Results go to a JSONL file one
 //! line per answer (an interrupted run resumes from it), then to a Markdown table, a JSON
-//! report and an accuracy-vs-time SVG. [`compare_recipes`] is the same idea for the reader:
-//! one question, several recipes, each answer with its cost.
+//! report and an accuracy-vs-time SVG. The engine's `compare_recipes` is the same idea for
+//! the reader: one question, several recipes, each answer with its cost.
 
 pub mod report;
 pub mod score;
@@ -20,13 +20,14 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use crate::config::{Config, parse_length};
+use crate::config::{Config, ModelArgs};
 use crate::document::DocumentError;
-use crate::engine::{Answer, EngineError, Event, Session, SessionOptions, Snapshot};
-use crate::model::{self, WeightsMode};
-use crate::recipe::{Recipe, RecipeDefaults};
+use crate::engine::{EngineError, Event, Session};
+use crate::model;
+use crate::recipe::{Preset, Recipe, RecipeDefaults};
 use crate::sampling::SamplingParams;
 use crate::tokenizer::ChatTokenizer;
+use crate::units::parse_length;
 use report::{Row, SampleResult};
 use tasks::{EvalDoc, Haystack};
 
@@ -119,8 +120,7 @@ impl std::fmt::Display for Task {
 #[derive(Debug, Clone)]
 pub struct EvalOptions {
     pub task: Task,
-    /// Preset names (see `recipe::PRESET_NAMES`).
-    pub recipes: Vec<String>,
+    pub recipes: Vec<Preset>,
     /// Document lengths in tokens (generated tasks).
     pub lengths: Vec<usize>,
     /// Documents per length.
@@ -143,16 +143,16 @@ pub struct EvalOptions {
 /// Otherwise short CI-sized documents would fit in the window and every recipe would be
 /// full attention in disguise.
 pub fn recipe_for(
-    name: &str,
+    preset: Preset,
     length: usize,
     ctx: usize,
     window: Option<usize>,
     sink: Option<usize>,
-) -> Result<Recipe> {
+) -> Recipe {
     let d = RecipeDefaults::for_context(ctx);
     let w = window.unwrap_or_else(|| d.window.min((length / 4).max(16)));
     let k = sink.unwrap_or_else(|| d.sink.min((w / 32).max(4)));
-    Recipe::preset(name, RecipeDefaults { window: w, sink: k }).map_err(EvalError::BadOptions)
+    Recipe::preset(preset, RecipeDefaults { window: w, sink: k })
 }
 
 fn count_tokens(tok: &ChatTokenizer) -> impl Fn(&str) -> usize + '_ {
@@ -270,10 +270,6 @@ pub fn run(session: &mut Session, opts: &EvalOptions) -> Result<EvalOutput> {
     }
     let ctx = session.ctx();
     let max_new = session.sampling().max_new_tokens;
-    // Every preset must parse before any work.
-    for r in &opts.recipes {
-        recipe_for(r, 1024, ctx, opts.window, opts.sink)?;
-    }
     let docs = build_docs(opts, session.tokenizer())?;
     let doc_tokens: Vec<usize> = {
         let count = count_tokens(session.tokenizer());
@@ -313,14 +309,15 @@ pub fn run(session: &mut Session, opts: &EvalOptions) -> Result<EvalOutput> {
     // Work: (document, recipe name, recipe, questions still to answer).
     let mut plan = Vec::new();
     for (di, d) in docs.iter().enumerate() {
-        for name in &opts.recipes {
-            let recipe = recipe_for(name, d.length, ctx, opts.window, opts.sink)?;
+        for &preset in &opts.recipes {
+            let name = preset.name().to_string();
+            let recipe = recipe_for(preset, d.length, ctx, opts.window, opts.sink);
             let detail = recipe.describe();
             let pending: Vec<usize> = (0..d.questions.len())
                 .filter(|&q| !done.contains(&(name.clone(), detail.clone(), d.id.clone(), q)))
                 .collect();
             if !pending.is_empty() {
-                plan.push((di, name.clone(), recipe, pending));
+                plan.push((di, name, recipe, pending));
             }
         }
     }
@@ -408,7 +405,8 @@ pub fn run(session: &mut Session, opts: &EvalOptions) -> Result<EvalOutput> {
         .into_iter()
         .filter(|r| ids.contains(r.doc.as_str()))
         .collect();
-    let rows = report::summarize(&results, &opts.recipes);
+    let names: Vec<String> = opts.recipes.iter().map(|p| p.name().to_string()).collect();
+    let rows = report::summarize(&results, &names);
     let title = format!("{} · {} · seed {}", opts.model_name, opts.task, opts.seed);
     let out = EvalOutput {
         rows,
@@ -457,76 +455,6 @@ fn progress_bar(show: bool, total: usize) -> ProgressBar {
     pb
 }
 
-/// One recipe's answer to a question and what it cost.
-#[derive(Debug, Clone, Serialize)]
-pub struct RecipeAnswer {
-    pub recipe: Recipe,
-    pub answer: Answer,
-    /// Whether the document had to be read again for this recipe, and how long that took.
-    pub reread: bool,
-    pub read_seconds: f64,
-}
-
-/// Answers `question` about the loaded document once per recipe, each as a fresh first
-/// question; recipes that prefill alike share one read. The session returns to its recipe
-/// and conversation afterwards (also on error).
-pub fn compare_recipes(
-    session: &mut Session,
-    question: &str,
-    recipes: &[Recipe],
-    emit: &mut dyn FnMut(Event),
-    cancel: &AtomicBool,
-) -> std::result::Result<Vec<RecipeAnswer>, EngineError> {
-    let original = session.snapshot()?;
-    let result = compare_inner(session, &original, question, recipes, emit, cancel);
-    session.restore(&original)?;
-    result
-}
-
-fn compare_inner(
-    session: &mut Session,
-    original: &Snapshot,
-    question: &str,
-    recipes: &[Recipe],
-    emit: &mut dyn FnMut(Event),
-    cancel: &AtomicBool,
-) -> std::result::Result<Vec<RecipeAnswer>, EngineError> {
-    // The read document without any conversation: the original if it has none.
-    let mut base = session.history().is_empty().then(|| original.clone());
-    let mut out = Vec::new();
-    for (index, r) in recipes.iter().enumerate() {
-        emit(Event::Comparing {
-            index,
-            recipe: r.clone(),
-        });
-        match &base {
-            Some(b) => session.restore(b)?,
-            None => session.reset(),
-        }
-        session.set_recipe(r.clone());
-        let held = session.cache().next_pos();
-        let t0 = Instant::now();
-        session.read(emit, cancel)?;
-        let reread = session.cache().next_pos() != held;
-        let read_seconds = if reread {
-            t0.elapsed().as_secs_f64()
-        } else {
-            0.0
-        };
-        if reread || base.is_none() {
-            base = Some(session.snapshot()?);
-        }
-        let answer = session.ask(question, emit, cancel)?;
-        out.push(RecipeAnswer {
-            recipe: r.clone(),
-            answer,
-            reread,
-            read_seconds,
-        });
-    }
-    Ok(out)
-}
-
 fn parse_percent(s: &str) -> std::result::Result<f64, String> {
     s.trim()
         .trim_end_matches('%')
@@ -543,9 +471,6 @@ pub struct EvalArgs {
     /// needle, qa, or a .jsonl file of {document, question, answer} (document: text or path).
     #[arg(long, default_value = "needle")]
     task: String,
-    /// Preset name, .gguf file or model folder (default: config.toml's).
-    #[arg(long, short)]
-    model: Option<String>,
     /// Recipes, comma-separated.
     #[arg(
         long,
@@ -562,14 +487,8 @@ pub struct EvalArgs {
     /// Needle depths in percent, cycled over the samples (default: spread from 0 to 100).
     #[arg(long, value_delimiter = ',')]
     depths: Vec<String>,
-    /// cpu, cuda or cuda:N.
-    #[arg(long)]
-    device: Option<String>,
-    #[arg(long, value_enum)]
-    weights: Option<WeightsMode>,
-    /// Prefill chunk size in tokens.
-    #[arg(long)]
-    chunk: Option<usize>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Folder for results.jsonl (resumed if present), report.md, report.json and the plot.
     #[arg(long)]
     out: PathBuf,
@@ -607,29 +526,27 @@ pub fn command(a: EvalArgs, cfg: &Config) -> anyhow::Result<()> {
         lengths.map_err(anyhow::Error::msg)?,
         depths.map_err(anyhow::Error::msg)?,
     );
-    let device = model::parse_device(a.device.as_deref().unwrap_or(&cfg.device))?;
-    let spec = a.model.as_deref().unwrap_or(&cfg.model);
-    let loaded = crate::loader::load(
-        spec,
-        &device,
-        a.weights.unwrap_or(cfg.weights),
-        &crate::cli::fetch_options(),
-    )?;
-    let opts = SessionOptions {
-        chunk: crate::config::prefill_chunk(a.chunk.unwrap_or(cfg.chunk), &device),
-        // Greedy: the eval is deterministic for a seed.
+    let recipes = a
+        .recipes
+        .iter()
+        .map(|r| r.parse::<Preset>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    let cfg = Config {
+        // The model's own context, and greedy: the eval is deterministic for a seed.
+        ctx: 0,
         sampling: SamplingParams {
             max_new_tokens: a.max_tokens,
             ..Default::default()
         },
-        ..Default::default()
+        ..a.model.apply(cfg.clone())
     };
-    let mut session = Session::new(loaded.model, loaded.tokenizer, Recipe::full(), opts);
+    let (mut session, model_name) = crate::open::open_session(&cfg, &crate::open::fetch_options())?;
     let out = run(
         &mut session,
         &EvalOptions {
             task,
-            recipes: a.recipes,
+            recipes,
             lengths,
             samples: a.samples,
             depths,
@@ -638,7 +555,7 @@ pub fn command(a: EvalArgs, cfg: &Config) -> anyhow::Result<()> {
             sink: a.sink,
             haystack: a.haystack,
             out: a.out,
-            model_name: loaded.name,
+            model_name,
             progress: true,
         },
     )?;
@@ -662,28 +579,23 @@ mod tests {
 
     #[test]
     fn window_scales_down_to_a_quarter_of_short_documents() {
-        let swa = |len| recipe_for("swaa", len, 8192, None, None).unwrap();
+        let swa = |len| recipe_for(Preset::Swaa, len, 8192, None, None);
         assert_eq!((swa(1024).window, swa(1024).sink), (Some(256), 8));
         assert_eq!(
             (swa(8192).window, swa(8192).sink),
             (Some(512), 16),
             "the model default caps it"
         );
-        let fixed = recipe_for("swa-sink", 1024, 8192, Some(100), Some(2)).unwrap();
+        let fixed = recipe_for(Preset::SwaSink, 1024, 8192, Some(100), Some(2));
         assert_eq!((fixed.window, fixed.sink), (Some(100), 2));
         assert_eq!(
-            recipe_for("full", 1024, 8192, None, None).unwrap().window,
+            recipe_for(Preset::Full, 1024, 8192, None, None).window,
             None
         );
-        assert!(recipe_for("nope", 1024, 8192, None, None).is_err());
     }
 
     #[test]
-    fn lengths_and_depths_parse_with_clear_errors() {
-        assert_eq!(parse_length("2k"), Ok(2048));
-        assert_eq!(parse_length("1500"), Ok(1500));
-        assert!(parse_length("0").unwrap_err().contains("2k"));
-        assert!(parse_length("two").is_err());
+    fn depths_and_tasks_parse_with_clear_errors() {
         assert_eq!(parse_percent("50"), Ok(0.5));
         assert!(parse_percent("150").is_err());
         assert_eq!("needle".parse::<Task>(), Ok(Task::Needle));

@@ -68,6 +68,15 @@ pub enum ModelError {
 
 pub type Result<T> = std::result::Result<T, ModelError>;
 
+/// The device's name as the stats show it.
+pub fn device_name(d: &candle_core::Device) -> String {
+    match d {
+        candle_core::Device::Cpu => "cpu".into(),
+        candle_core::Device::Cuda(_) => "cuda".into(),
+        candle_core::Device::Metal(_) => "metal".into(),
+    }
+}
+
 /// Opens `cpu`, `cuda` or `cuda:N` with an error that says what to do when that fails.
 pub fn parse_device(name: &str) -> Result<candle_core::Device> {
     let ordinal = match name {

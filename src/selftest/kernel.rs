@@ -271,13 +271,12 @@ pub fn greedy(device: &Device, steps: usize, seed: u64) -> crate::model::Result<
     let cfg = super::tiny_config_d64();
     let prompt: Vec<u32> = (0..64).map(|i| ((i * 31 + 5) % cfg.vocab) as u32).collect();
     let recipe = Recipe::preset(
-        "swaa",
+        crate::recipe::Preset::Swaa,
         crate::recipe::RecipeDefaults {
             window: 16,
             sink: 4,
         },
-    )
-    .map_err(crate::model::ModelError::BadConfig)?;
+    );
     let cpu = random_model(&cfg, seed, &Device::Cpu, DType::F32)?;
     let reference = super::run_engine(&cpu, &recipe, &prompt, 16, steps, true)?;
     let agree = |run: &super::Run| {
@@ -333,11 +332,12 @@ pub fn graph_decode(device: &Device, steps: usize) -> crate::model::Result<Vec<G
         window: 16,
         sink: 4,
     };
-    ["full", "swa", "swa-fadec", "swaa"]
+    use crate::recipe::Preset;
+    [Preset::Full, Preset::Swa, Preset::SwaFadec, Preset::Swaa]
         .into_iter()
-        .map(|name| {
-            let recipe =
-                Recipe::preset(name, defaults).map_err(crate::model::ModelError::BadConfig)?;
+        .map(|preset| {
+            let name = preset.name();
+            let recipe = Recipe::preset(preset, defaults);
             let mut plain = model.new_cache();
             let first = model
                 .forward(&prompt, &mut plain, &recipe, Phase::Prefill, Logits::Last)?

@@ -219,7 +219,7 @@ pub fn run(
         }
     }
     Ok(Report {
-        device: crate::engine::device_name(device),
+        device: crate::model::device_name(device),
         cases,
         tolerance,
         failures,
@@ -262,7 +262,7 @@ pub fn fused_vs_ops(device: &Device, tolerance: f32, seed: u64) -> crate::model:
         }
     }
     Ok(Report {
-        device: crate::engine::device_name(device),
+        device: crate::model::device_name(device),
         cases,
         tolerance,
         failures,

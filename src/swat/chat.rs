@@ -68,8 +68,18 @@ pub fn generate(
 
 fn engine_to_swat(e: EngineError) -> super::SwatError {
     match e {
-        EngineError::Swat(e) => e,
+        EngineError::Backend(e) => match e.downcast::<super::SwatError>() {
+            Ok(e) => *e,
+            Err(e) => invalid(e.to_string()),
+        },
         other => invalid(other.to_string()),
+    }
+}
+
+/// The engine knows no SWAT types: their errors travel boxed.
+impl From<super::SwatError> for EngineError {
+    fn from(e: super::SwatError) -> Self {
+        EngineError::Backend(Box::new(e))
     }
 }
 
@@ -235,7 +245,7 @@ impl SwatSession {
     }
 
     fn not_a_recipe(&self) -> EngineError {
-        EngineError::Swat(invalid(format!(
+        EngineError::from(invalid(format!(
             "a SWAT model's attention is fixed by its training ({}): recipes do not apply",
             self.model.config().summary()
         )))
@@ -329,16 +339,6 @@ impl Backend for SwatSession {
         self.sampling = s;
     }
 
-    fn compare(
-        &mut self,
-        _: &str,
-        _: &[Recipe],
-        _: &mut dyn FnMut(Event),
-        _: &AtomicBool,
-    ) -> engine::Result<Vec<crate::eval::RecipeAnswer>> {
-        Err(self.not_a_recipe())
-    }
-
     fn reset(&mut self) {
         self.history.clear();
         self.clear_cache();
@@ -350,7 +350,7 @@ impl Backend for SwatSession {
         let bytes = self.cache.bytes();
         let windowed = cfg.window.is_some();
         Stats {
-            device: engine::device_name(self.model.device()),
+            device: crate::model::device_name(self.model.device()),
             recipe: format!("swat {}", cfg.summary()),
             cache: CacheStats {
                 tokens_per_layer: vec![tokens; cfg.layers],

@@ -321,7 +321,7 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
         eprintln!(
             "training {} on {} for {} steps",
             s.model.summary(),
-            crate::engine::device_name(&device),
+            crate::model::device_name(&device),
             s.steps
         );
         Start::Fresh(s)

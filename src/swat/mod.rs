@@ -259,8 +259,8 @@ pub fn is_checkpoint(path: &Path) -> bool {
         .is_some_and(|a| a == ARCHITECTURE)
 }
 
-pub use crate::config::parse_length;
 pub use crate::rng::Rng;
+pub use crate::units::parse_length;
 
 #[cfg(test)]
 mod tests {

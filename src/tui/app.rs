@@ -14,10 +14,10 @@ use super::keys::{self, Action};
 use super::markdown;
 use super::ui::{self, Theme};
 use crate::document::{Document, Section};
+use crate::engine::RecipeAnswer;
 use crate::engine::{Command, Event, Stats};
-use crate::eval::RecipeAnswer;
 use crate::hub::{FetchProgress, FetchStage};
-use crate::recipe::{LayerSet, PRESET_NAMES, Recipe, RecipeDefaults};
+use crate::recipe::{LayerSet, Preset, Recipe, RecipeDefaults};
 
 /// What the event loop learns about the loaded model.
 #[derive(Debug, Clone, PartialEq)]
@@ -548,6 +548,12 @@ impl App {
     }
 
     fn engine_event(&mut self, e: Event) -> Vec<Effect> {
+        let e = match e {
+            Event::Cancelled => Event::Error {
+                message: "cancelled".into(),
+            },
+            e => e,
+        };
         if self.comparing() {
             return self.compare_event(e);
         }
@@ -631,6 +637,7 @@ impl App {
             }
             // Only sent while comparing (handled above); a late one changes nothing.
             Event::Comparing { .. } | Event::Compared(_) => {}
+            Event::DocumentTokens { .. } | Event::Cancelled => {}
             Event::Error { message } => {
                 self.progress = None;
                 let cancelled = message == "cancelled";
@@ -715,7 +722,10 @@ impl App {
                 }
                 self.stats = s;
             }
-            Event::RecipeApplied { .. } | Event::Done(_) => {}
+            Event::RecipeApplied { .. }
+            | Event::Done(_)
+            | Event::DocumentTokens { .. }
+            | Event::Cancelled => {}
         }
         Vec::new()
     }
@@ -898,17 +908,17 @@ impl App {
             self.error("nothing to compare yet: ask a question first, or type :eval QUESTION");
             return Vec::new();
         };
-        let recipes: Vec<Recipe> = PRESET_NAMES
-            .iter()
-            .map(|n| {
-                let mut r = Recipe::preset(n, model.defaults).expect("listed preset");
+        let recipes: Vec<Recipe> = Preset::ALL
+            .into_iter()
+            .map(|p| {
+                let mut r = Recipe::preset(p, model.defaults);
                 r.think = self.recipe.think;
                 r
             })
             .collect();
         self.comparison = Some(Comparison {
             question: question.clone(),
-            names: PRESET_NAMES.iter().map(|n| n.to_string()).collect(),
+            names: Preset::ALL.iter().map(|p| p.to_string()).collect(),
             current: 0,
             partial: vec![String::new(); recipes.len()],
             stats: vec![None; recipes.len()],
@@ -1158,9 +1168,9 @@ impl RecipeKnob {
             RecipeKnob::Preset => {
                 let at = r
                     .preset_name(d)
-                    .and_then(|p| PRESET_NAMES.iter().position(|&n| n == p));
-                let next = at.map_or(0, |i| (i + 1) % PRESET_NAMES.len());
-                n = Recipe::preset(PRESET_NAMES[next], d).expect("listed preset");
+                    .and_then(|p| Preset::ALL.iter().position(|&n| n == p));
+                let next = at.map_or(0, |i| (i + 1) % Preset::ALL.len());
+                n = Recipe::preset(Preset::ALL[next], d);
                 n.think = r.think;
             }
         }

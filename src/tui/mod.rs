@@ -141,7 +141,7 @@ fn open_engine(
         }))),
         ..Default::default()
     };
-    let o = crate::cli::open(cfg, &fetch)?;
+    let o = crate::open::open(cfg, &fetch)?;
     let info = ModelInfo {
         name: o.name,
         device: o.device,

@@ -511,7 +511,7 @@ fn recipe_lines(app: &App) -> Vec<Line<'static>> {
     };
     let preset = r
         .preset_name(app.defaults())
-        .unwrap_or("custom")
+        .map_or("custom", |p| p.name())
         .to_string();
     let row = |key: &str, name: &str, value: String| {
         Line::from(vec![

@@ -1,70 +1,16 @@
-//! The engine owns model, tokenizer and cache. [`Session`] does the work synchronously
-//! (used by `ask`, `eval` and tests); [`Engine`] runs a session on its own thread and speaks
-//! in [`Command`]s and [`Event`]s, so a UI never blocks on it.
+//! [`Session`]: a model, its tokenizer and its cache, reading a document and answering
+//! questions synchronously (the engine thread, `ask`, `eval` and tests drive it).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
-use serde::Serialize;
-
-use crate::model::{CacheStats, DecodeGraphs, KvCache, Logits, Model, ModelError};
+use super::prompt::{self, ContextPolicy, Prompt, QUESTION_MARKER};
+use super::stats::{Answer, Stats};
+use super::{EngineError, Event, Result};
+use crate::model::{DecodeGraphs, KvCache, Logits, Model};
 use crate::recipe::{Phase, Recipe, RecipeDefaults};
 use crate::sampling::{Sampler, SamplingParams};
-use crate::tokenizer::{ChatMessage, ChatTokenizer, TokenStream};
-
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error(
-        "the prompt needs {needed} tokens (document {doc}, question and answer {rest}) but the model's context is {ctx}: \
-         use --context-policy truncate-head or truncate-tail, a shorter document, or a model with a longer context"
-    )]
-    ContextOverflow {
-        needed: usize,
-        doc: usize,
-        rest: usize,
-        ctx: usize,
-    },
-    #[error(
-        "the question and answer alone need {needed} tokens, more than the model's context of {ctx}: ask a shorter question or lower --max-tokens"
-    )]
-    QuestionTooLong { needed: usize, ctx: usize },
-    #[error("cancelled")]
-    Cancelled,
-    #[error("the document is empty: nothing to read")]
-    EmptyDocument,
-    #[error(transparent)]
-    Model(#[from] ModelError),
-    #[error("tokenizer: {0}")]
-    Tokenizer(String),
-    #[error(transparent)]
-    Swat(#[from] crate::swat::SwatError),
-}
-
-impl From<candle_core::Error> for EngineError {
-    fn from(e: candle_core::Error) -> Self {
-        EngineError::Model(ModelError::Candle(e))
-    }
-}
-
-pub type Result<T> = std::result::Result<T, EngineError>;
-
-/// What to do with a document that does not fit the context.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum ContextPolicy {
-    /// Refuse before any work.
-    #[default]
-    Error,
-    /// Keep the end of the document.
-    TruncateHead,
-    /// Keep the beginning of the document.
-    TruncateTail,
-}
+use crate::tokenizer::{ChatTokenizer, TokenStream};
 
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
@@ -87,89 +33,6 @@ impl Default for SessionOptions {
             system_prompt: None,
         }
     }
-}
-
-/// Numbers for the stats panel and `--json`.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct Stats {
-    pub device: String,
-    pub recipe: String,
-    pub prompt_tokens: usize,
-    pub generated_tokens: usize,
-    pub prefill_seconds: f64,
-    pub prefill_tokens_per_s: f64,
-    pub decode_seconds: f64,
-    pub decode_tokens_per_s: f64,
-    /// From the question to the first answer token (includes any reading still to do).
-    pub time_to_first_token_s: f64,
-    pub cache: CacheStats,
-    /// Positions `[from, to)` the newest query of a sliding layer sees besides the sink.
-    pub window: Option<(usize, usize)>,
-    pub sink: usize,
-    pub full_layers: usize,
-    pub sliding_layers: usize,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Answer {
-    pub question: String,
-    pub text: String,
-    pub recipe: Recipe,
-    pub stats: Stats,
-    pub cancelled: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum Event {
-    /// Reading the document: `done` of `total` prompt tokens, and where the window is.
-    Progress {
-        done: usize,
-        total: usize,
-        window: Option<(usize, usize)>,
-    },
-    Token {
-        text: String,
-    },
-    Stats(Stats),
-    RecipeApplied {
-        recipe: Recipe,
-        reread: bool,
-    },
-    Done(Answer),
-    Error {
-        message: String,
-    },
-    /// A recipe comparison starts answering with `recipe`, the `index`th of those asked for.
-    Comparing {
-        index: usize,
-        recipe: Recipe,
-    },
-    /// A recipe comparison finished: one answer per recipe, in the order asked.
-    Compared(Vec<crate::eval::RecipeAnswer>),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Command {
-    LoadDocument {
-        title: String,
-        text: String,
-    },
-    /// Prefill the document now (otherwise the first question does).
-    Read,
-    Ask {
-        question: String,
-    },
-    SetRecipe(Recipe),
-    SetSampling(SamplingParams),
-    Reset,
-    /// Answer `question` once per recipe from the document as read, then put the session
-    /// (recipe, conversation, cache) back as it was.
-    Compare {
-        question: String,
-        recipes: Vec<Recipe>,
-    },
-    Shutdown,
 }
 
 /// Everything the cache holds, as text and tokens, so a follow-up only adds its own part.
@@ -272,7 +135,8 @@ impl Session {
     }
 
     /// Switches recipe. Returns true when what was read must be read again (the next
-    /// `read`/`ask` does it); FA decode and thinking apply at once.
+    /// `read`/`ask` does it); FA decode and thinking apply at once. This is the one place
+    /// that decides: the engine tells a UI with [`Event::RecipeApplied`].
     pub fn set_recipe(&mut self, recipe: Recipe) -> bool {
         let reread = self
             .built_with
@@ -285,50 +149,22 @@ impl Session {
         reread
     }
 
-    fn messages(&self, question: Option<&str>) -> Vec<ChatMessage> {
-        let mut m = Vec::new();
-        if let Some(s) = &self.opts.system_prompt {
-            m.push(ChatMessage {
-                role: "system".into(),
-                content: s.clone(),
-            });
+    fn prompt(&self) -> Prompt<'_> {
+        Prompt {
+            system: self.opts.system_prompt.as_deref(),
+            document: self
+                .document
+                .as_ref()
+                .map(|(t, x)| (t.as_str(), x.as_str())),
+            history: &self.history,
+            step_by_step: self.recipe.think && !self.tok.supports_thinking(),
         }
-        let mut first = true;
-        let user = |q: &str, first: &mut bool| {
-            let q = if self.recipe.think && !self.tok.supports_thinking() {
-                format!("{q}\nThink step by step, then give the answer.")
-            } else {
-                q.to_string()
-            };
-            let content = match (&self.document, *first) {
-                (Some((title, text)), true) => {
-                    format!("Read this document, then answer.\n\n# {title}\n\n{text}\n\n---\n\n{q}")
-                }
-                _ => q,
-            };
-            *first = false;
-            ChatMessage {
-                role: "user".into(),
-                content,
-            }
-        };
-        for (q, a) in &self.history {
-            m.push(user(q, &mut first));
-            m.push(ChatMessage {
-                role: "assistant".into(),
-                content: a.clone(),
-            });
-        }
-        if let Some(q) = question {
-            m.push(user(q, &mut first));
-        }
-        m
     }
 
     fn render(&self, question: Option<&str>) -> Result<String> {
         self.tok
             .render_chat(
-                &self.messages(question),
+                &self.prompt().messages(question),
                 question.is_some(),
                 self.recipe.think,
             )
@@ -341,19 +177,36 @@ impl Session {
             .map_err(|e| EngineError::Tokenizer(e.to_string()))
     }
 
+    /// `text`'s tokens, and for each the byte offset in the document where it starts
+    /// (0 before the document, its length after it): a UI maps cache positions to text
+    /// with these, from the very encoding that is read.
+    fn encode_mapped(&self, text: &str) -> Result<(Vec<u32>, Vec<usize>)> {
+        let enc = self
+            .tok
+            .inner()
+            .encode(text, false)
+            .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        let (start, len) = match &self.document {
+            Some((_, doc)) => (text.find(doc.as_str()).unwrap_or(0), doc.len()),
+            None => (0, 0),
+        };
+        let offsets = enc
+            .get_offsets()
+            .iter()
+            .map(|&(s, _)| s.saturating_sub(start).min(len))
+            .collect();
+        Ok((enc.get_ids().to_vec(), offsets))
+    }
+
     /// The document part of the first prompt: everything before the question, as text.
     fn document_prefix(&self) -> Result<Option<String>> {
         let Some((_, text)) = &self.document else {
             return Ok(None);
         };
-        let marker = "\u{1}QUESTION\u{1}";
-        let full = self.render(Some(marker))?;
-        let end = full
-            .find(text.as_str())
-            .map(|i| i + text.len())
-            .or_else(|| full.find(marker))
-            .unwrap_or(0);
-        Ok(Some(full[..end].to_string()))
+        Ok(Some(prompt::document_prefix(
+            &self.render(Some(QUESTION_MARKER))?,
+            text,
+        )))
     }
 
     /// Captures the cache and conversation, e.g. right after `read`, so that every later
@@ -392,13 +245,13 @@ impl Session {
         (q > 0).then(|| (rule.first_needed(q - 1), q))
     }
 
-    fn stats_now(&self) -> Stats {
+    pub fn stats(&self) -> Stats {
         let cfg = self.model.config();
         let sliding = (0..cfg.layers)
             .filter(|&l| !self.recipe.is_full_layer(l))
             .count();
         Stats {
-            device: device_name(self.model.device()),
+            device: crate::model::device_name(self.model.device()),
             recipe: self.recipe.to_string(),
             cache: self.cache.stats(),
             window: self.window_range(),
@@ -411,10 +264,6 @@ impl Session {
             sliding_layers: sliding,
             ..self.last_stats.clone()
         }
-    }
-
-    pub fn stats(&self) -> Stats {
-        self.stats_now()
     }
 
     /// Prefills `tokens` after what the cache holds, chunk by chunk; returns the last logits.
@@ -453,7 +302,7 @@ impl Session {
             self.held.tokens.extend_from_slice(part);
             // The cache grows (or stays flat) while reading: a UI shows it live. Before the
             // progress, so the last progress event finds the stats up to date.
-            emit(Event::Stats(self.stats_now()));
+            emit(Event::Stats(self.stats()));
             emit(Event::Progress {
                 done: total - n + (i * chunk + part.len()),
                 total,
@@ -478,11 +327,26 @@ impl Session {
         if !self.history.is_empty() || self.held.text.len() >= prefix.len() {
             return Ok(());
         }
-        let mut tokens = self.encode(&prefix)?;
+        let (mut tokens, mut offsets) = self.encode_mapped(&prefix)?;
         let budget = self.ctx().saturating_sub(self.question_budget());
         if tokens.len() > budget {
-            tokens = self.fit_document(tokens, budget)?;
+            let policy = self.opts.context_policy;
+            match prompt::fit(&tokens, budget, policy) {
+                Some(t) => {
+                    tokens = t;
+                    offsets = prompt::fit(&offsets, budget, policy).unwrap_or_default();
+                }
+                None => {
+                    return Err(EngineError::ContextOverflow {
+                        needed: tokens.len() + self.question_budget(),
+                        doc: tokens.len(),
+                        rest: self.question_budget(),
+                        ctx: self.ctx(),
+                    });
+                }
+            }
         }
+        emit(Event::DocumentTokens { offsets });
         let start = Instant::now();
         let done = self.held.tokens.len();
         let rest = tokens[done.min(tokens.len())..].to_vec();
@@ -495,10 +359,8 @@ impl Session {
             rest.len(),
             self.recipe
         );
-        self.last_stats.prompt_tokens = total;
-        self.last_stats.prefill_seconds = secs;
-        self.last_stats.prefill_tokens_per_s = rest.len() as f64 / secs.max(1e-9);
-        emit(Event::Stats(self.stats_now()));
+        self.last_stats.record_prefill(total, rest.len(), secs);
+        emit(Event::Stats(self.stats()));
         Ok(())
     }
 
@@ -509,7 +371,7 @@ impl Session {
             return self.read(emit, cancel);
         }
         let text = self.render(None)?;
-        let tokens = self.encode(&text)?;
+        let (tokens, offsets) = self.encode_mapped(&text)?;
         let needed = tokens.len() + self.question_budget();
         if needed > self.ctx() {
             return Err(EngineError::ContextOverflow {
@@ -519,6 +381,7 @@ impl Session {
                 ctx: self.ctx(),
             });
         }
+        emit(Event::DocumentTokens { offsets });
         let start = Instant::now();
         if let Err(e) = self.prefill(&tokens, tokens.len(), emit, cancel) {
             // Unlike a document, a partial conversation is not resumed: the next question
@@ -528,38 +391,14 @@ impl Session {
         }
         self.held.text = text;
         let secs = start.elapsed().as_secs_f64();
-        self.last_stats.prompt_tokens = tokens.len();
-        self.last_stats.prefill_seconds = secs;
-        self.last_stats.prefill_tokens_per_s = tokens.len() as f64 / secs.max(1e-9);
+        self.last_stats
+            .record_prefill(tokens.len(), tokens.len(), secs);
         Ok(())
     }
 
     /// Tokens kept free for a question and its answer.
     fn question_budget(&self) -> usize {
         256 + self.opts.sampling.max_new_tokens
-    }
-
-    /// Applies the context policy to a document that does not fit.
-    fn fit_document(&self, tokens: Vec<u32>, budget: usize) -> Result<Vec<u32>> {
-        let n = tokens.len();
-        match self.opts.context_policy {
-            ContextPolicy::Error => Err(EngineError::ContextOverflow {
-                needed: n + self.question_budget(),
-                doc: n,
-                rest: self.question_budget(),
-                ctx: self.ctx(),
-            }),
-            // Keep the template's head (role markers) in both cases.
-            ContextPolicy::TruncateHead => {
-                let head = 16.min(budget);
-                Ok(tokens[..head]
-                    .iter()
-                    .chain(&tokens[n - (budget - head)..])
-                    .copied()
-                    .collect())
-            }
-            ContextPolicy::TruncateTail => Ok(tokens[..budget].to_vec()),
-        }
     }
 
     /// Answers a question about the loaded document (or a plain chat turn), streaming tokens.
@@ -650,14 +489,11 @@ impl Session {
         let decode_secs = d0.elapsed().as_secs_f64();
         self.held.text.push_str(&text);
         self.history.push((question.to_string(), text.clone()));
-        self.last_stats.prompt_tokens = total;
-        self.last_stats.generated_tokens = out_ids.len();
-        self.last_stats.prefill_seconds = prefill_secs;
-        self.last_stats.prefill_tokens_per_s = new_tokens.len() as f64 / prefill_secs.max(1e-9);
-        self.last_stats.decode_seconds = decode_secs;
-        self.last_stats.decode_tokens_per_s = out_ids.len() as f64 / decode_secs.max(1e-9);
+        self.last_stats
+            .record_prefill(total, new_tokens.len(), prefill_secs);
+        self.last_stats.record_decode(out_ids.len(), decode_secs);
         self.last_stats.time_to_first_token_s = ttft.unwrap_or(t0.elapsed().as_secs_f64());
-        let stats = self.stats_now();
+        let stats = self.stats();
         tracing::info!(
             "answered: {} prompt tokens at {:.1} tok/s, {} generated at {:.1} tok/s, TTFT {:.2}s, {}",
             new_tokens.len(),
@@ -675,190 +511,5 @@ impl Session {
             stats,
             cancelled,
         })
-    }
-}
-
-/// What the engine thread drives: a transformer [`Session`], or a trained SWAT model
-/// ([`crate::swat::chat::SwatSession`]); both answer the same commands with the same events.
-pub trait Backend: Send {
-    /// Replaces the document and forgets the conversation.
-    fn load_document(&mut self, title: &str, text: &str);
-    /// Reads the document into the cache, with progress events.
-    fn read(&mut self, emit: &mut dyn FnMut(Event), cancel: &AtomicBool) -> Result<()>;
-    /// Answers a question about the document (or a plain chat turn), streaming tokens.
-    fn ask(
-        &mut self,
-        question: &str,
-        emit: &mut dyn FnMut(Event),
-        cancel: &AtomicBool,
-    ) -> Result<Answer>;
-    /// Switches recipe; `Ok(true)` when what was read must be read again.
-    fn set_recipe(&mut self, recipe: Recipe) -> Result<bool>;
-    /// Reads again after a recipe change, keeping the chat.
-    fn reread(&mut self, emit: &mut dyn FnMut(Event), cancel: &AtomicBool) -> Result<()>;
-    fn set_sampling(&mut self, s: SamplingParams);
-    /// Forgets the conversation and the cache (the document stays loaded).
-    fn reset(&mut self);
-    fn stats(&self) -> Stats;
-    /// Answers `question` under each recipe from the same read, leaving the session as it
-    /// was (the reader's `:eval`).
-    fn compare(
-        &mut self,
-        question: &str,
-        recipes: &[Recipe],
-        emit: &mut dyn FnMut(Event),
-        cancel: &AtomicBool,
-    ) -> Result<Vec<crate::eval::RecipeAnswer>>;
-}
-
-impl Backend for Session {
-    fn load_document(&mut self, title: &str, text: &str) {
-        Session::load_document(self, title, text)
-    }
-    fn read(&mut self, emit: &mut dyn FnMut(Event), cancel: &AtomicBool) -> Result<()> {
-        Session::read(self, emit, cancel)
-    }
-    fn ask(
-        &mut self,
-        question: &str,
-        emit: &mut dyn FnMut(Event),
-        cancel: &AtomicBool,
-    ) -> Result<Answer> {
-        Session::ask(self, question, emit, cancel)
-    }
-    fn set_recipe(&mut self, recipe: Recipe) -> Result<bool> {
-        Ok(Session::set_recipe(self, recipe))
-    }
-    fn reread(&mut self, emit: &mut dyn FnMut(Event), cancel: &AtomicBool) -> Result<()> {
-        Session::reread(self, emit, cancel)
-    }
-    fn set_sampling(&mut self, s: SamplingParams) {
-        Session::set_sampling(self, s)
-    }
-    fn reset(&mut self) {
-        Session::reset(self)
-    }
-    fn stats(&self) -> Stats {
-        Session::stats(self)
-    }
-    fn compare(
-        &mut self,
-        question: &str,
-        recipes: &[Recipe],
-        emit: &mut dyn FnMut(Event),
-        cancel: &AtomicBool,
-    ) -> Result<Vec<crate::eval::RecipeAnswer>> {
-        crate::eval::compare_recipes(self, question, recipes, emit, cancel)
-    }
-}
-
-pub fn device_name(d: &candle_core::Device) -> String {
-    match d {
-        candle_core::Device::Cpu => "cpu".into(),
-        candle_core::Device::Cuda(_) => "cuda".into(),
-        candle_core::Device::Metal(_) => "metal".into(),
-    }
-}
-
-/// A session on its own thread. Cancel is a flag, not a command: the thread is busy when it
-/// matters, and checks the flag between chunks and tokens.
-pub struct Engine {
-    tx: Sender<Command>,
-    rx: Receiver<Event>,
-    cancel: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Engine {
-    pub fn spawn(mut backend: Box<dyn Backend>) -> Self {
-        let (tx, cmd_rx) = channel::<Command>();
-        let (ev_tx, rx) = channel::<Event>();
-        let cancel = Arc::new(AtomicBool::new(false));
-        let flag = cancel.clone();
-        let thread = std::thread::Builder::new()
-            .name("swaa-engine".into())
-            .spawn(move || run(backend.as_mut(), cmd_rx, ev_tx, flag))
-            .expect("spawn engine thread");
-        Engine {
-            tx,
-            rx,
-            cancel,
-            thread: Some(thread),
-        }
-    }
-
-    /// Sends a command; a new command clears a pending cancel.
-    pub fn send(&self, cmd: Command) {
-        // A closed channel means the thread ended; its last event said why.
-        let _ = self.tx.send(cmd);
-    }
-
-    pub fn cancel(&self) {
-        self.cancel.store(true, Ordering::Relaxed);
-    }
-
-    pub fn events(&self) -> &Receiver<Event> {
-        &self.rx
-    }
-
-    /// Takes the event receiver, e.g. to forward events into an async loop from a thread of
-    /// its own; [`Self::events`] is empty afterwards.
-    pub fn take_events(&mut self) -> Receiver<Event> {
-        std::mem::replace(&mut self.rx, channel().1)
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        self.cancel();
-        let _ = self.tx.send(Command::Shutdown);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn run(s: &mut dyn Backend, rx: Receiver<Command>, tx: Sender<Event>, cancel: Arc<AtomicBool>) {
-    let mut emit = |e: Event| {
-        let _ = tx.send(e);
-    };
-    while let Ok(cmd) = rx.recv() {
-        cancel.store(false, Ordering::Relaxed);
-        let result = match cmd {
-            Command::Shutdown => break,
-            Command::LoadDocument { title, text } => {
-                s.load_document(&title, &text);
-                Ok(())
-            }
-            Command::Read => s.read(&mut emit, &cancel),
-            Command::Ask { question } => s
-                .ask(&question, &mut emit, &cancel)
-                .map(|a| emit(Event::Done(a))),
-            Command::SetRecipe(r) => s.set_recipe(r.clone()).and_then(|reread| {
-                emit(Event::RecipeApplied { recipe: r, reread });
-                if reread {
-                    s.reread(&mut emit, &cancel)
-                } else {
-                    Ok(())
-                }
-            }),
-            Command::SetSampling(p) => {
-                s.set_sampling(p);
-                Ok(())
-            }
-            Command::Reset => {
-                s.reset();
-                Ok(())
-            }
-            Command::Compare { question, recipes } => s
-                .compare(&question, &recipes, &mut emit, &cancel)
-                .map(|answers| emit(Event::Compared(answers))),
-        };
-        if let Err(e) = result {
-            emit(Event::Error {
-                message: e.to_string(),
-            });
-        }
-        emit(Event::Stats(s.stats()));
     }
 }

@@ -1,0 +1,311 @@
+//! The engine owns model, tokenizer and cache. [`Session`] does the work synchronously
+//! (used by `ask`, `eval` and tests); [`Engine`] runs a backend on its own thread and speaks
+//! in [`Command`]s and [`Event`]s, so a UI never blocks on it.
+//!
+//! `session` reads and answers, `prompt` builds what the model reads, `compare` answers one
+//! question under several recipes, `stats` defines the numbers a UI shows. The engine imports
+//! nothing above it: other backends (a SWAT model) bring their errors boxed.
+
+mod compare;
+mod prompt;
+mod session;
+mod stats;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::thread::JoinHandle;
+
+use serde::Serialize;
+
+pub use compare::{RecipeAnswer, compare_recipes};
+pub use prompt::ContextPolicy;
+pub use session::{Session, SessionOptions, Snapshot};
+pub use stats::{Answer, Stats, kv_summary, rate};
+
+use crate::model::ModelError;
+use crate::recipe::Recipe;
+use crate::sampling::SamplingParams;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(
+        "the prompt needs {needed} tokens (document {doc}, question and answer {rest}) but the model's context is {ctx}: \
+         use --context-policy truncate-head or truncate-tail, a shorter document, or a model with a longer context"
+    )]
+    ContextOverflow {
+        needed: usize,
+        doc: usize,
+        rest: usize,
+        ctx: usize,
+    },
+    #[error(
+        "the question and answer alone need {needed} tokens, more than the model's context of {ctx}: ask a shorter question or lower --max-tokens"
+    )]
+    QuestionTooLong { needed: usize, ctx: usize },
+    #[error("cancelled")]
+    Cancelled,
+    #[error("the document is empty: nothing to read")]
+    EmptyDocument,
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// An error of another backend (a SWAT model), as that backend words it.
+    #[error(transparent)]
+    Backend(Box<dyn std::error::Error + Send + Sync>),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl From<candle_core::Error> for EngineError {
+    fn from(e: candle_core::Error) -> Self {
+        EngineError::Model(ModelError::Candle(e))
+    }
+}
+
+pub type Result<T> = std::result::Result<T, EngineError>;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// Reading the document: `done` of `total` prompt tokens, and where the window is.
+    Progress {
+        done: usize,
+        total: usize,
+        window: Option<(usize, usize)>,
+    },
+    Token {
+        text: String,
+    },
+    Stats(Stats),
+    RecipeApplied {
+        recipe: Recipe,
+        reread: bool,
+    },
+    Done(Answer),
+    /// For prompt token `i` of the read that follows, the byte offset in the document text
+    /// where it starts (0 before the document, its length after it).
+    DocumentTokens {
+        offsets: Vec<usize>,
+    },
+    /// The command in progress stopped because it was cancelled.
+    Cancelled,
+    Error {
+        message: String,
+    },
+    /// A recipe comparison starts answering with `recipe`, the `index`th of those asked for.
+    Comparing {
+        index: usize,
+        recipe: Recipe,
+    },
+    /// A recipe comparison finished: one answer per recipe, in the order asked.
+    Compared(Vec<RecipeAnswer>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    LoadDocument {
+        title: String,
+        text: String,
+    },
+    /// Prefill the document now (otherwise the first question does).
+    Read,
+    Ask {
+        question: String,
+    },
+    SetRecipe(Recipe),
+    SetSampling(SamplingParams),
+    Reset,
+    /// Answer `question` once per recipe from the document as read, then put the session
+    /// (recipe, conversation, cache) back as it was.
+    Compare {
+        question: String,
+        recipes: Vec<Recipe>,
+    },
+    Shutdown,
+}
+
+/// What the engine thread drives: a transformer [`Session`], or a trained SWAT model's
+/// session; both answer the same commands with the same events.
+pub trait Backend: Send {
+    /// Replaces the document and forgets the conversation.
+    fn load_document(&mut self, title: &str, text: &str);
+    /// Reads the document into the cache, with progress events.
+    fn read(&mut self, emit: &mut dyn FnMut(Event), cancel: &AtomicBool) -> Result<()>;
+    /// Answers a question about the document (or a plain chat turn), streaming tokens.
+    fn ask(
+        &mut self,
+        question: &str,
+        emit: &mut dyn FnMut(Event),
+        cancel: &AtomicBool,
+    ) -> Result<Answer>;
+    /// Switches recipe; `Ok(true)` when what was read must be read again.
+    fn set_recipe(&mut self, recipe: Recipe) -> Result<bool>;
+    /// Reads again after a recipe change, keeping the chat.
+    fn reread(&mut self, emit: &mut dyn FnMut(Event), cancel: &AtomicBool) -> Result<()>;
+    fn set_sampling(&mut self, s: SamplingParams);
+    /// Forgets the conversation and the cache (the document stays loaded).
+    fn reset(&mut self);
+    fn stats(&self) -> Stats;
+    /// Answers `question` under each recipe from the same read, leaving the session as it
+    /// was (the reader's `:eval`).
+    fn compare(
+        &mut self,
+        question: &str,
+        recipes: &[Recipe],
+        emit: &mut dyn FnMut(Event),
+        cancel: &AtomicBool,
+    ) -> Result<Vec<RecipeAnswer>> {
+        let _ = (question, recipes, emit, cancel);
+        Err(EngineError::Unsupported(
+            "comparing recipes needs a transformer model: this model's attention is fixed".into(),
+        ))
+    }
+}
+
+impl Backend for Session {
+    fn load_document(&mut self, title: &str, text: &str) {
+        Session::load_document(self, title, text)
+    }
+    fn read(&mut self, emit: &mut dyn FnMut(Event), cancel: &AtomicBool) -> Result<()> {
+        Session::read(self, emit, cancel)
+    }
+    fn ask(
+        &mut self,
+        question: &str,
+        emit: &mut dyn FnMut(Event),
+        cancel: &AtomicBool,
+    ) -> Result<Answer> {
+        Session::ask(self, question, emit, cancel)
+    }
+    fn set_recipe(&mut self, recipe: Recipe) -> Result<bool> {
+        Ok(Session::set_recipe(self, recipe))
+    }
+    fn reread(&mut self, emit: &mut dyn FnMut(Event), cancel: &AtomicBool) -> Result<()> {
+        Session::reread(self, emit, cancel)
+    }
+    fn set_sampling(&mut self, s: SamplingParams) {
+        Session::set_sampling(self, s)
+    }
+    fn reset(&mut self) {
+        Session::reset(self)
+    }
+    fn stats(&self) -> Stats {
+        Session::stats(self)
+    }
+    fn compare(
+        &mut self,
+        question: &str,
+        recipes: &[Recipe],
+        emit: &mut dyn FnMut(Event),
+        cancel: &AtomicBool,
+    ) -> Result<Vec<RecipeAnswer>> {
+        compare_recipes(self, question, recipes, emit, cancel)
+    }
+}
+
+/// A session on its own thread. Cancel is a flag, not a command: the thread is busy when it
+/// matters, and checks the flag between chunks and tokens.
+pub struct Engine {
+    tx: Sender<Command>,
+    rx: Receiver<Event>,
+    cancel: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Engine {
+    pub fn spawn(mut backend: Box<dyn Backend>) -> Self {
+        let (tx, cmd_rx) = channel::<Command>();
+        let (ev_tx, rx) = channel::<Event>();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let flag = cancel.clone();
+        let thread = std::thread::Builder::new()
+            .name("swaa-engine".into())
+            .spawn(move || run(backend.as_mut(), cmd_rx, ev_tx, flag))
+            .expect("spawn engine thread");
+        Engine {
+            tx,
+            rx,
+            cancel,
+            thread: Some(thread),
+        }
+    }
+
+    /// Sends a command; a new command clears a pending cancel.
+    pub fn send(&self, cmd: Command) {
+        // A closed channel means the thread ended; its last event said why.
+        let _ = self.tx.send(cmd);
+    }
+
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    pub fn events(&self) -> &Receiver<Event> {
+        &self.rx
+    }
+
+    /// Takes the event receiver, e.g. to forward events into an async loop from a thread of
+    /// its own; [`Self::events`] is empty afterwards.
+    pub fn take_events(&mut self) -> Receiver<Event> {
+        std::mem::replace(&mut self.rx, channel().1)
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.cancel();
+        let _ = self.tx.send(Command::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(s: &mut dyn Backend, rx: Receiver<Command>, tx: Sender<Event>, cancel: Arc<AtomicBool>) {
+    let mut emit = |e: Event| {
+        let _ = tx.send(e);
+    };
+    while let Ok(cmd) = rx.recv() {
+        cancel.store(false, Ordering::Relaxed);
+        let result = match cmd {
+            Command::Shutdown => break,
+            Command::LoadDocument { title, text } => {
+                s.load_document(&title, &text);
+                Ok(())
+            }
+            Command::Read => s.read(&mut emit, &cancel),
+            Command::Ask { question } => s
+                .ask(&question, &mut emit, &cancel)
+                .map(|a| emit(Event::Done(a))),
+            Command::SetRecipe(r) => s.set_recipe(r.clone()).and_then(|reread| {
+                emit(Event::RecipeApplied { recipe: r, reread });
+                if reread {
+                    s.reread(&mut emit, &cancel)
+                } else {
+                    Ok(())
+                }
+            }),
+            Command::SetSampling(p) => {
+                s.set_sampling(p);
+                Ok(())
+            }
+            Command::Reset => {
+                s.reset();
+                Ok(())
+            }
+            Command::Compare { question, recipes } => s
+                .compare(&question, &recipes, &mut emit, &cancel)
+                .map(|answers| emit(Event::Compared(answers))),
+        };
+        match result {
+            Ok(()) => {}
+            Err(EngineError::Cancelled) => emit(Event::Cancelled),
+            Err(e) => emit(Event::Error {
+                message: e.to_string(),
+            }),
+        }
+        emit(Event::Stats(s.stats()));
+    }
+}

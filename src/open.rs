@@ -1,0 +1,173 @@
+//! The composition root: the one place a model and a session are put together. From the
+//! merged configuration (`--model`: preset name, `.gguf` file, model folder or SWAT checkpoint)
+//! to a loaded model, its tokenizer and a [`Backend`] with the resolved recipe. The reader, the
+//! line chat, `ask`, `eval` and `bench` all open models here.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use candle_core::Device;
+
+use crate::config::{self, Config};
+use crate::engine::{Backend, Session, SessionOptions};
+use crate::hub::{self, FetchOptions, HubError, Preset};
+use crate::model::{self, Model, ModelError, WeightsMode};
+use crate::recipe::{Recipe, RecipeDefaults};
+use crate::tokenizer::{ChatTokenizer, TokenizerError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Hub(#[from] HubError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("tokenizer: {0}")]
+    Tokenizer(#[from] TokenizerError),
+}
+
+pub struct Loaded {
+    pub model: Model,
+    pub tokenizer: ChatTokenizer,
+    /// A short name for tables and the stats panel.
+    pub name: String,
+    pub preset: Option<&'static Preset>,
+}
+
+/// Resolves `spec`, fetching a preset if it is not cached yet, and loads it on `device`.
+pub fn load(
+    spec: &str,
+    device: &Device,
+    weights: WeightsMode,
+    fetch: &FetchOptions,
+) -> Result<Loaded, LoadError> {
+    let files = hub::locate(&hub::resolve(spec)?, fetch)?;
+    let name = files
+        .preset
+        .map(|p| p.name.to_string())
+        .unwrap_or_else(|| short_name(spec));
+    if let Some(gguf) = &files.gguf {
+        tracing::info!("loading {} on {:?} ({weights:?})", gguf.display(), device);
+        let (model, md) = model::load_gguf(gguf, device, weights)?;
+        // A tokenizer.json beside the GGUF wins over the GGUF's own vocabulary.
+        let tokenizer = match files
+            .dir
+            .as_deref()
+            .filter(|d| d.join("tokenizer.json").exists())
+        {
+            Some(dir) => ChatTokenizer::from_dir(dir)?,
+            None => ChatTokenizer::from_gguf(&md)?,
+        };
+        return Ok(Loaded {
+            model,
+            tokenizer,
+            name,
+            preset: files.preset,
+        });
+    }
+    let dir = files
+        .dir
+        .ok_or_else(|| HubError::NoModelInDir { dir: spec.into() })?;
+    let model = model::load_safetensors_dir(&dir, device, weights)?;
+    let tokenizer = ChatTokenizer::from_dir(&dir)?;
+    Ok(Loaded {
+        model,
+        tokenizer,
+        name,
+        preset: files.preset,
+    })
+}
+
+fn short_name(spec: &str) -> String {
+    Path::new(spec)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| spec.to_string())
+}
+
+/// How fetching reports progress from a command line: bars on a terminal, quiet otherwise.
+pub fn fetch_options() -> FetchOptions {
+    FetchOptions {
+        quiet: !std::io::stderr().is_terminal(),
+        ..Default::default()
+    }
+}
+
+/// A transformer session for `cfg`: the model loaded on its device, the recipe resolved
+/// against the model's defaults, the session options from the configuration. Returns the
+/// model's short name too.
+pub fn open_session(cfg: &Config, fetch: &FetchOptions) -> anyhow::Result<(Session, String)> {
+    let device = model::parse_device(&cfg.device)?;
+    let Loaded {
+        model,
+        tokenizer,
+        name,
+        ..
+    } = load(&cfg.model, &device, cfg.weights, fetch)?;
+    let recipe = Recipe::resolve(&cfg.recipe, RecipeDefaults::for_context(model.config().ctx))
+        .map_err(anyhow::Error::msg)?;
+    let opts = SessionOptions {
+        chunk: config::prefill_chunk(cfg.chunk, &device),
+        ctx: (cfg.ctx > 0).then_some(cfg.ctx),
+        context_policy: cfg.context_policy,
+        sampling: cfg.sampling.clone(),
+        system_prompt: None,
+    };
+    Ok((Session::new(model, tokenizer, recipe, opts), name))
+}
+
+/// A model ready to chat, and what a UI shows about it.
+pub struct Opened {
+    /// A transformer [`Session`] or a SWAT model's session.
+    pub backend: Box<dyn Backend>,
+    pub name: String,
+    pub device: String,
+    pub layers: usize,
+    pub ctx: usize,
+    pub defaults: RecipeDefaults,
+    pub recipe: Recipe,
+    /// Why the attention recipe cannot change (a SWAT model's is fixed by training).
+    pub fixed_attention: Option<String>,
+    /// The model's tokenizer (None: a byte-level SWAT model).
+    pub tokenizer: Option<tokenizers::Tokenizer>,
+}
+
+/// Opens `cfg.model`: a SWAT checkpoint folder, or anything [`load`] takes.
+pub fn open(cfg: &Config, fetch: &FetchOptions) -> anyhow::Result<Opened> {
+    let dir = Path::new(&cfg.model);
+    if crate::swat::is_checkpoint(dir) {
+        let device = model::parse_device(&cfg.device)?;
+        let m = crate::swat::SwatModel::load(dir, candle_core::DType::F32, &device)?;
+        crate::swat::ByteTokenizer::load(dir)?;
+        let c = m.config().clone();
+        let s = crate::swat::chat::SwatSession::new(m, cfg.sampling.clone());
+        return Ok(Opened {
+            name: dir
+                .file_name()
+                .map_or(cfg.model.clone(), |n| n.to_string_lossy().into_owned()),
+            device: model::device_name(&device),
+            layers: c.layers,
+            // The rolling cache has no context limit.
+            ctx: usize::MAX,
+            defaults: RecipeDefaults::for_context(c.seq_len),
+            recipe: s.recipe(),
+            fixed_attention: Some(format!(
+                "a SWAT model's attention is fixed by its training ({}): recipes do not apply",
+                c.summary()
+            )),
+            tokenizer: None,
+            backend: Box::new(s),
+        });
+    }
+    let (session, name) = open_session(cfg, fetch)?;
+    Ok(Opened {
+        name,
+        device: model::device_name(session.model().device()),
+        layers: session.model().config().layers,
+        ctx: session.ctx(),
+        defaults: session.recipe_defaults(),
+        recipe: session.recipe().clone(),
+        fixed_attention: None,
+        tokenizer: Some(session.tokenizer().inner().clone()),
+        backend: Box::new(session),
+    })
+}

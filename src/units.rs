@@ -1,0 +1,48 @@
+//! Sizes and lengths as people read and type them, in one place for every output.
+
+/// `bytes` in MiB with one decimal: "12.3 MiB".
+pub fn mib(bytes: usize) -> String {
+    format!("{} MiB", mib_number(bytes))
+}
+
+/// `bytes` in MiB with one decimal, without the unit (table columns).
+pub fn mib_number(bytes: usize) -> String {
+    format!("{:.1}", bytes as f64 / 1048576.0)
+}
+
+/// Parses a token count as the command line writes it: `1500`, `2k` (k = 1024).
+pub fn parse_length(s: &str) -> std::result::Result<usize, String> {
+    let t = s.trim().to_lowercase();
+    let (num, mul) = match t.strip_suffix('k') {
+        Some(n) => (n, 1024),
+        None => (t.as_str(), 1),
+    };
+    num.parse::<usize>()
+        .ok()
+        .filter(|&n| n > 0)
+        .and_then(|n| n.checked_mul(mul))
+        .ok_or_else(|| {
+            format!("bad length '{s}': use a positive number of tokens like 1500 or 2k (= 2048)")
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mib_rounds_to_one_decimal() {
+        assert_eq!(mib(0), "0.0 MiB");
+        assert_eq!(mib(1048576 * 3 / 2), "1.5 MiB");
+        assert_eq!(mib_number(10 * 1048576), "10.0");
+    }
+
+    #[test]
+    fn lengths_parse_with_clear_errors() {
+        assert_eq!(parse_length("2k"), Ok(2048));
+        assert_eq!(parse_length(" 1500 "), Ok(1500));
+        assert!(parse_length("0").unwrap_err().contains("2k"));
+        assert!(parse_length("two").is_err());
+        assert!(parse_length(&format!("{}k", usize::MAX)).is_err());
+    }
+}
