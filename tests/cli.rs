@@ -58,6 +58,35 @@ fn bad_models_are_refused_with_one_clear_line() {
     );
 }
 
+/// Flags before a subcommand are used by `ask` and `eval` (the later ones win), and refused
+/// with a hint by subcommands they do not apply to — never silently ignored.
+#[test]
+fn flags_before_the_subcommand_apply_or_are_refused() {
+    let dir = common::temp_dir("cli-global");
+    let doc = doc_file(&dir);
+    let missing = dir.join("before.gguf").display().to_string();
+    fails_clearly(
+        &swaa(&["--model", &missing, "ask", &doc, "q"]),
+        1,
+        &["before.gguf"],
+    );
+    let after = dir.join("after.gguf").display().to_string();
+    fails_clearly(
+        &swaa(&["--model", &missing, "ask", &doc, "q", "--model", &after]),
+        1,
+        &["after.gguf"],
+    );
+    fails_clearly(
+        &swaa(&["--window", "64", "models", "list"]),
+        1,
+        &[
+            "do not apply to it",
+            "after the subcommand",
+            "models --help",
+        ],
+    );
+}
+
 #[test]
 fn bad_documents_exit_2() {
     let dir = common::temp_dir("cli-docs");

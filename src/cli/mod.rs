@@ -10,7 +10,7 @@ mod selftest;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, Config, ModelArgs};
@@ -163,12 +163,26 @@ fn dispatch(cli: Cli) -> Result<()> {
                 chat::chat(&cfg, cli.file.as_deref())
             }
         }
+        // Flags before the subcommand apply too; those after it win.
         Some(Cmd::Ask {
             file,
             question,
             json,
             run,
-        }) => chat::ask(&merge(file_cfg, &run), &file, &question, json),
+        }) => chat::ask(
+            &merge(merge(file_cfg, &cli.run), &run),
+            &file,
+            &question,
+            json,
+        ),
+        Some(Cmd::Eval(a)) => crate::eval::command(a, &merge(file_cfg, &cli.run)),
+        Some(cmd) if cli.run != RunArgs::default() || cli.file.is_some() => {
+            bail!(
+                "flags and a document before `{}` do not apply to it: put them after the subcommand (see `swaa-chat {} --help`)",
+                cmd.name(),
+                cmd.name()
+            )
+        }
         Some(Cmd::Extract { file, json }) => {
             let text = document::extract(&file, json)?;
             std::io::stdout().write_all(text.as_bytes())?;
@@ -176,9 +190,22 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Some(Cmd::Bench(b)) => bench::run(b),
         Some(Cmd::Selftest { device, json }) => selftest::run(&device, json),
-        Some(Cmd::Eval(a)) => crate::eval::command(a, &file_cfg),
         Some(Cmd::Models { cmd }) => models::run(cmd),
         Some(Cmd::Swat { cmd }) => crate::swat::cmd::run(cmd),
+    }
+}
+
+impl Cmd {
+    fn name(&self) -> &'static str {
+        match self {
+            Cmd::Ask { .. } => "ask",
+            Cmd::Extract { .. } => "extract",
+            Cmd::Bench(_) => "bench",
+            Cmd::Selftest { .. } => "selftest",
+            Cmd::Eval(_) => "eval",
+            Cmd::Models { .. } => "models",
+            Cmd::Swat { .. } => "swat",
+        }
     }
 }
 
