@@ -9,7 +9,7 @@ fn main() {
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
     }
-    println!("cargo::rerun-if-changed=src/model/cuda");
+    println!("cargo::rerun-if-changed=src/model/kernels/cuda");
     println!("cargo::rerun-if-env-changed=CUDA_HOME");
     println!("cargo::rerun-if-env-changed=CUDA_COMPUTE_CAP");
     let nvcc = std::env::var_os("CUDA_HOME")
@@ -20,7 +20,7 @@ fn main() {
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "80".into());
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     for name in ["attention", "qkv_rope", "norm_act", "gemv", "argmax"] {
-        let src = format!("src/model/cuda/{name}.cu");
+        let src = format!("src/model/kernels/cuda/{name}.cu");
         // Machine code for the target GPU (no JIT at first use) and PTX for newer ones.
         let status = Command::new(&nvcc)
             .args(["--fatbin", "-O3", "-std=c++17", "-lineinfo"])

@@ -7,12 +7,15 @@
 mod epub;
 mod html;
 mod pdf;
+mod range;
 mod text;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+
+pub use range::{SectionRange, part_label};
 
 /// A part of the document (page, chapter) and where its text lies in [`Document::text`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -23,7 +26,7 @@ pub struct Section {
     pub end: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Document {
     pub title: String,
     pub text: String,

@@ -16,7 +16,7 @@ use candle_core::{Layout, Tensor};
 use serde::Serialize;
 
 use super::Result;
-use super::fused_attention::{Launch, SlotMap};
+use super::attention::fused::{Launch, SlotMap};
 use super::kv_cache::KvCache;
 use super::transformer::{Logits, Model};
 use crate::recipe::{AttnRule, Phase, Recipe};
@@ -162,8 +162,8 @@ mod cuda {
 
     use super::{Capture, DecodeGraphs, Seen};
     use crate::model::Result;
-    use crate::model::fused_attention::cuda::{AttnParams, graph_splits, plan};
-    use crate::model::fused_attention::{Launch, SlotMap};
+    use crate::model::attention::fused::cuda::{AttnParams, graph_splits, plan};
+    use crate::model::attention::fused::{Launch, SlotMap};
     use crate::model::kv_cache::KvCache;
     use crate::model::transformer::{Logits, Model};
     use crate::recipe::{AttnRule, Phase, Recipe};

@@ -11,7 +11,7 @@ use std::ops::Range;
 use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
 
-use super::fused_attention::SlotMap;
+use super::attention::fused::SlotMap;
 use super::{ModelError, Result};
 use crate::recipe::KeySpan;
 

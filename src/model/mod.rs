@@ -1,20 +1,18 @@
 //! Weights loading (GGUF, safetensors, random) and the transformer that runs them.
 
+pub mod attention;
 pub mod config;
-mod cpu_attention;
-#[cfg(feature = "cuda")]
-mod cuda_kernels;
 pub mod decode_graph;
-pub mod fused_attention;
-mod fused_ops;
-mod fused_rope;
+mod device;
+mod kernels;
 pub mod kv_cache;
 pub mod transformer;
 mod weights;
 
 pub use config::{Arch, ModelConfig, RopeStyle};
 pub use decode_graph::{DecodeGraphs, GraphStats};
-pub use fused_ops::argmax;
+pub use device::{AttentionKernel, Kernels, device_name, parse_device};
+pub use kernels::ops::argmax;
 pub use kv_cache::{CacheStats, KvCache};
 pub use transformer::{Logits, Model};
 pub use weights::{Linear, WeightsMode, load_gguf, load_safetensors_dir, random_model};
@@ -67,41 +65,3 @@ pub enum ModelError {
 }
 
 pub type Result<T> = std::result::Result<T, ModelError>;
-
-/// The device's name as the stats show it.
-pub fn device_name(d: &candle_core::Device) -> String {
-    match d {
-        candle_core::Device::Cpu => "cpu".into(),
-        candle_core::Device::Cuda(_) => "cuda".into(),
-        candle_core::Device::Metal(_) => "metal".into(),
-    }
-}
-
-/// Opens `cpu`, `cuda` or `cuda:N` with an error that says what to do when that fails.
-pub fn parse_device(name: &str) -> Result<candle_core::Device> {
-    let ordinal = match name {
-        "cpu" => return Ok(candle_core::Device::Cpu),
-        "cuda" | "gpu" => 0,
-        _ => match name
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse::<usize>().ok())
-        {
-            Some(n) => n,
-            None => return Err(ModelError::UnknownDevice(name.into())),
-        },
-    };
-    if !candle_core::utils::cuda_is_available() {
-        return Err(ModelError::NoCudaBuild);
-    }
-    let device = candle_core::Device::new_cuda(ordinal)
-        .map_err(|e| ModelError::NoCudaDevice(e.to_string()))?;
-    #[cfg(feature = "cuda")]
-    if let candle_core::Device::Cuda(d) = &device {
-        // cudarc records an event per tensor per launch so that several streams can share
-        // memory safely. Everything here runs on the device's one stream, where launch order
-        // already orders every use: the events only add driver calls to each small decode op.
-        // SAFETY: no tensor of this device is used on another stream.
-        unsafe { d.disable_event_tracking() };
-    }
-    Ok(device)
-}

@@ -1,18 +1,19 @@
 //! The decoder: llama, qwen2 (q/k/v bias) and qwen3 (q/k RMSNorm), read top to bottom.
 //! Attention takes the recipe's rule per layer and phase; the cache is its own type.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
 
+use super::attention::{self, Spans, ops};
 use super::config::{ModelConfig, RopeStyle};
 use super::decode_graph::Capture;
+use super::device::Kernels;
+use super::kernels;
 use super::kv_cache::KvCache;
 use super::weights::{Linear, WeightSource};
 use super::{ModelError, Result};
-use super::{cpu_attention, fused_attention, fused_ops, fused_rope};
-use crate::recipe::{AttnRule, KeySpan, Phase, Recipe};
+use crate::recipe::{Phase, Recipe};
 
 /// Which logits a forward pass returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,8 +110,8 @@ pub struct Model {
     lm_head: Linear,
     device: Device,
     dtype: DType,
-    /// Use the fused attention kernel where it runs (CUDA, bf16).
-    fused: bool,
+    /// Chosen once for the device, dtype and shape ([`Model::set_fused_attention`]).
+    kernels: Kernels,
     /// RoPE tables from position 0, grown on demand: a decode step then uploads nothing.
     rope: Arc<Mutex<Option<Rope>>>,
 }
@@ -190,72 +191,6 @@ impl Rope {
     }
 }
 
-/// Softmax attention of `q: [1, H, C, d]` over `k, v: [1, KV, N, d]` with an additive
-/// `[C, N]` mask; GQA by grouping query heads, so K and V are never repeated in memory.
-/// Long contexts run in query blocks: one `[H, C, N]` score matrix past 2^31 elements breaks
-/// the 32-bit indexing of the element-wise kernels (seen on CUDA at 128k keys, chunk 2048).
-fn attend(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    mask: Option<&Tensor>,
-) -> candle_core::Result<Tensor> {
-    attend_in_blocks(q, k, v, mask, 1 << 28)
-}
-
-fn attend_in_blocks(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    mask: Option<&Tensor>,
-    max_scores: usize,
-) -> candle_core::Result<Tensor> {
-    let (_, h, c, _) = q.dims4()?;
-    let n = k.dim(2)?;
-    let block = (max_scores / (h * n).max(1)).max(1);
-    if c <= block {
-        return attend_block(q, k, v, mask);
-    }
-    let parts = (0..c)
-        .step_by(block)
-        .map(|s| {
-            let len = block.min(c - s);
-            let m = mask.map(|m| m.narrow(0, s, len)).transpose()?;
-            attend_block(&q.narrow(2, s, len)?.contiguous()?, k, v, m.as_ref())
-        })
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    Tensor::cat(&parts, 2)
-}
-
-/// `[1,H,C,d]` → `[1,C,H·d]`, the layout the output projection reads.
-fn token_major(attn: &Tensor) -> candle_core::Result<Tensor> {
-    attn.transpose(1, 2)?.flatten_from(2)
-}
-
-fn attend_block(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    mask: Option<&Tensor>,
-) -> candle_core::Result<Tensor> {
-    let (b, h, c, d) = q.dims4()?;
-    let kv = k.dim(1)?;
-    let n = k.dim(2)?;
-    let g = h / kv;
-    let q = q.reshape((b, kv, g * c, d))?;
-    let scale = 1.0 / (d as f64).sqrt();
-    let scores = (q.matmul(&k.t()?)? * scale)?.to_dtype(DType::F32)?;
-    let scores = match mask {
-        Some(m) => scores
-            .reshape((b, kv, g, c, n))?
-            .broadcast_add(m)?
-            .reshape((b, kv, g * c, n))?,
-        None => scores,
-    };
-    let p = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
-    p.matmul(&v.contiguous()?)?.reshape((b, h, c, d))
-}
-
 impl Layer {
     /// Normalised input → the joined q/k/v projection `[1, C, (H + 2·KV)·d]`, biases added.
     fn project(&self, h: &Tensor) -> candle_core::Result<Tensor> {
@@ -290,11 +225,43 @@ impl Layer {
         Ok((rope.apply(&q)?, rope.apply(&k)?, v.contiguous()?))
     }
 
+    /// Normalised input → rotated queries `[1,H,C,d]`, with this chunk's keys and values
+    /// appended to layer `i`'s cache: in one kernel that writes the cache in place where it
+    /// runs (it adds the q/k/v bias itself), else rotated on candle ops and appended.
+    #[allow(clippy::too_many_arguments)]
+    fn queries_into_cache(
+        &self,
+        cfg: &ModelConfig,
+        kernels: &Kernels,
+        h: &Tensor,
+        rope: &Rope,
+        cache: &mut KvCache,
+        i: usize,
+        capture: Option<&Capture>,
+    ) -> Result<Tensor> {
+        let Some(cs) = rope.cs.as_ref().filter(|_| kernels.rope_in_place) else {
+            let (q, k, v) = self.qkv(cfg, h, rope)?;
+            cache.append(i, &k, &v)?;
+            return Ok(q);
+        };
+        let y = self.qkv.forward_on(h, kernels.elementwise)?;
+        let bias = self.qkv_bias.as_ref();
+        let step = capture.map_or(0, |cap| cap.slot_pos(i));
+        let (heads, kv, d, style) = (cfg.heads, cfg.kv_heads, cfg.head_dim, cfg.rope_style);
+        let q = kernels::rope::rotate_q(&y, bias, cs, heads, d, style, step)?;
+        let (kb, vb, slot) = cache.append_slots(i, h.dim(1)?)?;
+        kernels::rope::write_kv(&y, bias, cs, &kb, &vb, slot, heads, kv, d, style, step)?;
+        if let Some(cap) = capture {
+            cap.note_slot(i, slot);
+        }
+        Ok(q)
+    }
+
     /// Normalised input → the MLP block's output (before the residual add).
     fn mlp(&self, h: &Tensor, fused: bool) -> candle_core::Result<Tensor> {
         let y = self.gate_up.forward_on(h, fused)?;
         let act = if fused {
-            fused_ops::silu_mul(&y)?
+            kernels::ops::silu_mul(&y)?
         } else {
             let [gate, up]: [Tensor; 2] = self
                 .gate_up
@@ -330,7 +297,7 @@ impl Residual {
     fn norm(&mut self, w: &Tensor) -> candle_core::Result<Tensor> {
         match self.pending.take() {
             Some(d) if self.fused => {
-                let (x, h) = fused_ops::add_rms_norm(&self.x, &d, w, self.eps)?;
+                let (x, h) = kernels::ops::add_rms_norm(&self.x, &d, w, self.eps)?;
                 self.x = x;
                 Ok(h)
             }
@@ -414,20 +381,25 @@ impl Model {
         Ok(Model {
             device: src.device().clone(),
             dtype: src.dtype(),
+            kernels: Kernels::choose(&cfg, src.device(), src.dtype(), true),
             cfg,
             embed,
             layers,
             norm,
             lm_head,
-            fused: true,
             rope: Arc::default(),
         })
     }
 
-    /// Chooses the project's attention (default: the fused kernel on CUDA, the in-place decode
+    /// Chooses the project's kernels (default: the fused ones on CUDA, the in-place decode
     /// loop on the CPU) or the candle-ops path, so the two can be compared.
     pub fn set_fused_attention(&mut self, on: bool) {
-        self.fused = on;
+        self.kernels = Kernels::choose(&self.cfg, &self.device, self.dtype, on);
+    }
+
+    /// The kernels this model runs.
+    pub fn kernels(&self) -> &Kernels {
+        &self.kernels
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -445,11 +417,7 @@ impl Model {
     /// positions and slots a replay rewrites (the candle-ops path bakes them in).
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pub(crate) fn graph_capable(&self) -> bool {
-        self.fused
-            && self.device.is_cuda()
-            && self.dtype == DType::BF16
-            && matches!(self.cfg.head_dim, 64 | 128)
-            && self.layers.iter().all(|l| l.qk_norm.is_none())
+        self.kernels.graph_capable()
     }
 
     /// The fused kernels' RoPE table (its identity and rows), once built.
@@ -568,91 +536,24 @@ impl Model {
             Some(c) => self.embed_ids(&c.ids)?,
             None => self.embed(tokens)?,
         };
-        let fused_elementwise = self.fused && fused_ops::supported(&x);
-        let mut x = Residual::new(x, fused_elementwise, self.cfg.rms_eps);
-        // One key span and mask per distinct rule, shared by the layers that use it.
-        let mut spans: HashMap<AttnRule, (KeySpan, Option<Tensor>)> = HashMap::new();
+        let k = self.kernels;
+        let mut x = Residual::new(x, k.elementwise, self.cfg.rms_eps);
+        let mut spans = Spans::new(q0, q1, &k, &self.device);
         for (i, layer) in self.layers.iter().enumerate() {
             let rule = recipe.rule(i, phase);
             let h = x.norm(&layer.attn_norm)?;
-            let q = match (&rope.cs, &layer.qk_norm) {
-                // Fused: RoPE on q, k and v written into the cache in place (no qk-norm between).
-                (Some(cs), None) if self.fused => {
-                    // The kernels add the q/k/v bias themselves.
-                    let y = layer.qkv.forward_on(&h, fused_elementwise)?;
-                    let bias = layer.qkv_bias.as_ref();
-                    let c = &self.cfg;
-                    let step = capture.map_or(0, |cap| cap.slot_pos(i));
-                    let q = fused_rope::rotate_q(
-                        &y,
-                        bias,
-                        cs,
-                        c.heads,
-                        c.head_dim,
-                        c.rope_style,
-                        step,
-                    )?;
-                    let (kb, vb, slot) = cache.append_slots(i, tokens.len())?;
-                    fused_rope::write_kv(
-                        &y,
-                        bias,
-                        cs,
-                        &kb,
-                        &vb,
-                        slot,
-                        c.heads,
-                        c.kv_heads,
-                        c.head_dim,
-                        c.rope_style,
-                        step,
-                    )?;
-                    if let Some(cap) = capture {
-                        cap.note_slot(i, slot);
-                    }
-                    q
-                }
-                _ => {
-                    let (q, k, v) = layer.qkv(&self.cfg, &h, &rope)?;
-                    cache.append(i, &k, &v)?;
-                    q
-                }
-            };
-            let fused = self.fused && fused_attention::supported(&q);
-            if let std::collections::hash_map::Entry::Vacant(e) = spans.entry(rule) {
-                let span = rule.key_span(q0, q1);
-                // The kernel computes the mask from positions; the ops path needs it as a tensor.
-                let mask = if q1 - q0 > 1 && !fused {
-                    Some(rule.mask_tensor(q0..q1, &span, &self.device)?)
-                } else {
-                    None
-                };
-                e.insert((span, mask));
-            }
-            let (span, mask) = &spans[&rule];
-            let attn = if fused {
-                let (kb, vb, map) = cache.slot_map(i, span)?;
-                let launch = match capture {
-                    Some(cap) => cap.attention(i, &q, &kb, &vb, map, rule)?,
-                    None => Default::default(),
-                };
-                fused_attention::attention(&q, &kb, &vb, map, rule, q0, launch)?.flatten_from(2)?
-            } else if self.fused && cpu_attention::supported(&q) {
-                let (kb, vb, map) = cache.slot_map(i, span)?;
-                cpu_attention::attention(&q, &kb, &vb, map, rule, q0)?.flatten_from(2)?
-            } else {
-                let (kk, vv) = cache.gather(i, span)?;
-                token_major(&attend(&q, &kk, &vv, mask.as_ref())?)?
-            };
-            x.add(layer.wo.forward_on(&attn, fused_elementwise)?);
+            let q = layer.queries_into_cache(&self.cfg, &k, &h, &rope, cache, i, capture)?;
+            let attn = attention::attend(&k, &q, cache, i, rule, &mut spans, capture)?;
+            x.add(layer.wo.forward_on(&attn, k.elementwise)?);
             let h = x.norm(&layer.ffn_norm)?;
-            x.add(layer.mlp(&h, fused_elementwise)?);
+            x.add(layer.mlp(&h, k.elementwise)?);
             if cache.eviction() && recipe.layer_evicts(i) {
                 // Keep the newest token's window: sink + the last W tokens (DESIGN.md).
                 cache.evict(i, rule.sink, rule.first_needed(q1 - 1))?;
             }
         }
         cache.advance(tokens.len());
-        let logits = self.head(&x.finish()?, want, fused_elementwise)?;
+        let logits = self.head(&x.finish()?, want, k.elementwise)?;
         match (capture, logits) {
             // The graph's own allocations are freed inside it: the logits go to a buffer
             // that outlives it.
@@ -690,45 +591,12 @@ impl Model {
             let mask = Tensor::from_vec(m, (t, t), &self.device)?;
             let h = x.norm(&layer.attn_norm)?;
             let (q, k, v) = layer.qkv(&self.cfg, &h, &rope)?;
-            let attn = token_major(&attend(&q, &k, &v, Some(&mask))?)?;
+            let attn = ops::token_major(&ops::attend(&q, &k, &v, Some(&mask))?)?;
             x.add(layer.wo.forward(&attn)?);
             let h = x.norm(&layer.ffn_norm)?;
             x.add(layer.mlp(&h, false)?);
         }
         self.head(&x.finish()?, Logits::All, false)?
             .ok_or_else(|| ModelError::BadConfig("no logits".into()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn attention_in_query_blocks_equals_one_block() {
-        let dev = Device::Cpu;
-        let q = Tensor::randn(0f32, 1.0, (1, 4, 10, 8), &dev).unwrap();
-        let k = Tensor::randn(0f32, 1.0, (1, 2, 13, 8), &dev).unwrap();
-        let v = Tensor::randn(0f32, 1.0, (1, 2, 13, 8), &dev).unwrap();
-        let rule = crate::recipe::AttnRule {
-            window: Some(5),
-            sink: 1,
-        };
-        let span = rule.key_span(3, 13);
-        let mask = rule.mask_tensor(3..13, &span, &dev).unwrap();
-        let k = k.narrow(2, 0, span.len()).unwrap();
-        let v = v.narrow(2, 0, span.len()).unwrap();
-        let whole = attend_block(&q, &k, &v, Some(&mask)).unwrap();
-        // 4 heads × N keys per query row: a limit of 3 rows forces blocks of 3, 3, 3, 1.
-        let blocks = attend_in_blocks(&q, &k, &v, Some(&mask), 4 * span.len() * 3).unwrap();
-        let d = (whole - blocks)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(d < 1e-6, "{d}");
     }
 }

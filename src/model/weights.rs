@@ -86,8 +86,8 @@ impl Linear {
     /// kernel (decode); the candle path stays the reference the self-test compares against.
     pub fn forward_on(&self, x: &Tensor, fused: bool) -> candle_core::Result<Tensor> {
         match self {
-            Linear::Dense(w) if fused && super::fused_ops::gemv_supported(x, w) => {
-                super::fused_ops::gemv(x, w)
+            Linear::Dense(w) if fused && super::kernels::ops::gemv_supported(x, w) => {
+                super::kernels::ops::gemv(x, w)
             }
             _ => self.forward(x),
         }

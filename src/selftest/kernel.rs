@@ -6,7 +6,7 @@
 use candle_core::{DType, Device, IndexOp, Tensor};
 use serde::Serialize;
 
-use crate::model::fused_attention::{self, Launch, SlotMap};
+use crate::model::attention::fused::{self, Launch, SlotMap};
 use crate::recipe::AttnRule;
 
 /// KV heads of every case; query heads = KV × group.
@@ -150,7 +150,7 @@ pub fn check(device: &Device, s: &KernelSpec) -> crate::model::Result<KernelCase
                 warps: Some(warps),
                 ..Default::default()
             };
-            let out = fused_attention::attention(&qd, &kd, &vd, map, rule, s.prior, launch)?;
+            let out = fused::attention(&qd, &kd, &vd, map, rule, s.prior, launch)?;
             Ok(out.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?)
         })
         .collect::<crate::model::Result<Vec<_>>>()?;

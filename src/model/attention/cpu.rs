@@ -4,16 +4,11 @@
 //! took decode from 29 tok/s at 1k context to 10 at 4k on a 2-core machine. Prefill chunks
 //! keep the candle path, where the matmuls are large enough to pay.
 
-use candle_core::{CpuStorage, DType, Device, Storage, Tensor, bail};
+use candle_core::{CpuStorage, Device, Storage, Tensor, bail};
 use rayon::prelude::*;
 
-use super::fused_attention::SlotMap;
+use super::fused::SlotMap;
 use crate::recipe::AttnRule;
-
-/// Whether [`attention`] runs `q`: one f32 query per head on the CPU (a decode step).
-pub fn supported(q: &Tensor) -> bool {
-    q.device().is_cpu() && q.dtype() == DType::F32 && q.dims().get(2) == Some(&1)
-}
 
 /// Attention of `q: [1, H, 1, d]` at position `q0` over the keys `map` picks from the cache
 /// buffers `k, v: [1, KV, capacity, d]`, under `rule`. Returns `[1, 1, H, d]`, token-major like

@@ -4,7 +4,7 @@
 
 use candle_core::{CpuStorage, Layout, Shape, Tensor};
 
-use super::config::RopeStyle;
+use crate::model::config::RopeStyle;
 
 /// What one launch moves out of `y: [1, C, (H + 2·KV)·d]`: `heads` heads from `head0`.
 // Read by the CUDA implementation only.
@@ -157,7 +157,7 @@ impl candle_core::CustomOp2 for QRope {
             strides,
             (0, self.step, false),
         )?;
-        Ok(crate::model::cuda_kernels::output(
+        Ok(crate::model::kernels::loader::output(
             out,
             dev,
             (1, m.heads, c, m.head_dim),
@@ -234,7 +234,7 @@ mod cuda {
 
     use super::Move;
     use crate::model::config::RopeStyle;
-    use crate::model::cuda_kernels::{QKV_ROPE, bf16s, function};
+    use crate::model::kernels::loader::{QKV_ROPE, bf16s, function};
 
     /// Mirrors `QkvRopeParams` in qkv_rope.cu.
     #[repr(C)]

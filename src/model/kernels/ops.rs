@@ -7,7 +7,7 @@
 use candle_core::{CpuStorage, DType, Layout, Shape, Tensor};
 #[cfg(feature = "cuda")]
 use {
-    crate::model::cuda_kernels::{ARGMAX, GEMV, NORM_ACT, bf16s, function, output},
+    crate::model::kernels::loader::{ARGMAX, GEMV, NORM_ACT, bf16s, function, output},
     candle_core::backend::BackendStorage,
     candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg},
     candle_core::cuda_backend::{CudaStorageSlice, WrapErr},

@@ -1,9 +1,9 @@
 //! The fused attention kernel (`cuda/attention.cu`) as a candle op: bf16 q, K and V read
 //! in place from the KV cache through a [`SlotMap`], the recipe's mask computed from positions,
-//! scores never materialised. Only CUDA runs it; the candle-ops path in `transformer.rs` stays
+//! scores never materialised. Only CUDA runs it; the candle-ops path (`ops.rs`) stays
 //! the reference and the CPU implementation.
 
-use candle_core::{CpuStorage, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, Layout, Shape, Tensor};
 
 use crate::recipe::AttnRule;
 
@@ -17,14 +17,6 @@ pub struct SlotMap {
     pub n_recent: usize,
     pub recent_slot0: usize,
     pub recent_pos0: usize,
-}
-
-/// Whether the fused kernel can run this attention: CUDA, bf16, a head size it was built for.
-pub fn supported(q: &Tensor) -> bool {
-    cfg!(feature = "cuda")
-        && q.device().is_cuda()
-        && q.dtype() == DType::BF16
-        && matches!(q.dims().last(), Some(64 | 128))
 }
 
 /// Attention of `q: [1, H, C, d]` (positions `q0..q0+C`) over the keys that `map` picks from
@@ -116,7 +108,7 @@ pub(crate) mod cuda {
     use super::{FusedAttention, Launch, SlotMap};
     use crate::recipe::AttnRule;
 
-    use crate::model::cuda_kernels::{ATTENTION, function};
+    use crate::model::kernels::loader::{ATTENTION, function};
     /// Query rows per warp: a block of `w` warps takes `16·w` rows (`BR` in the kernel).
     const WARP_ROWS: usize = 16;
     /// Keys per tile (`BC`): a split gets at least a few tiles.
@@ -364,6 +356,10 @@ pub(crate) mod cuda {
             // SAFETY: reads the partials written above, writes rows_total × d outputs.
             unsafe { b.launch(cfg) }.w()?;
         }
-        Ok(crate::model::cuda_kernels::output(out, dev, (1, c, h, d)))
+        Ok(crate::model::kernels::loader::output(
+            out,
+            dev,
+            (1, c, h, d),
+        ))
     }
 }
