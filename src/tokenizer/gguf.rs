@@ -17,7 +17,6 @@ use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
 use super::{ChatTokenizer, SpecialTokens, TokenizerError};
 
-
 /// `tokenizer.ggml.pre` values we can rebuild, for error messages.
 pub const SUPPORTED_PRE_TOKENIZERS: &[&str] = &[
     "smollm",
@@ -258,16 +257,10 @@ fn build_post_processor(
     let built = TemplateProcessing::builder()
         .try_single(format!("{b}$A{e}"))
         .and_then(|t| t.try_pair(format!("{b}$A{e} {b}$B:1{e}")))
-        .map_err(|e| TokenizerError::Tokenizers {
-            op: "build",
-            message: e.to_string(),
-        })?
+        .map_err(TokenizerError::tk("build"))?
         .special_tokens(specials)
         .build()
-        .map_err(|e| TokenizerError::Tokenizers {
-            op: "build",
-            message: e.to_string(),
-        })?;
+        .map_err(TokenizerError::tk("build"))?;
     Ok(Some(built))
 }
 

@@ -92,7 +92,7 @@ pub enum TokenizerError {
 }
 
 impl TokenizerError {
-    fn tk(op: &'static str) -> impl FnOnce(tokenizers::Error) -> Self {
+    fn tk<E: std::fmt::Display>(op: &'static str) -> impl FnOnce(E) -> Self {
         move |e| Self::Tokenizers {
             op,
             message: e.to_string(),

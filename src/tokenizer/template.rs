@@ -9,7 +9,6 @@ use minijinja::value::{Kwargs, Value as JinjaValue};
 use minijinja::{Environment, ErrorKind};
 use serde::Serialize;
 
-
 pub(super) fn build_env(source: &str) -> Result<Environment<'static>, minijinja::Error> {
     let mut env = Environment::new();
     env.set_trim_blocks(true);
