@@ -13,7 +13,7 @@ use candle_core::quantized::GgmlDType;
 use common::{DEFAULTS, model_info};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseEvent, MouseEventKind};
 use ratatui::layout::Rect;
-use swaa_chat::document::{Document, Section};
+use swaa_chat::document::{Document, Format, Section};
 use swaa_chat::engine::RecipeAnswer;
 use swaa_chat::engine::{Answer, Command, Engine, Event, Session, SessionOptions, Stats};
 use swaa_chat::hub::{FetchProgress, FetchStage};
@@ -50,6 +50,7 @@ fn document() -> Document {
     let half = text.len() / 2;
     Document {
         title: "Logbook".into(),
+        format: Format::Pdf,
         sections: vec![
             Section {
                 number: 1,
@@ -870,6 +871,7 @@ fn doc_text(words: usize) -> Document {
     let text: String = (0..words).map(|i| format!("word{} ", i % 97)).collect();
     Document {
         title: "t".into(),
+        format: Format::Text,
         sections: vec![Section {
             number: 1,
             title: None,

@@ -11,7 +11,7 @@ use common::{DEFAULTS, model_info};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::style::Color;
-use swaa_chat::document::{Document, Section};
+use swaa_chat::document::{Document, Format, Section};
 use swaa_chat::engine::RecipeAnswer;
 use swaa_chat::engine::{Answer, Event, Stats};
 use swaa_chat::hub::{FetchProgress, FetchStage};
@@ -50,6 +50,7 @@ fn document() -> Document {
     }
     Document {
         title: "The Lights of the Skerrow Isles".into(),
+        format: Format::Pdf,
         text,
         sections,
     }

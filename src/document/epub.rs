@@ -24,11 +24,7 @@ pub(super) fn parse(
     bytes: &[u8],
     progress: &mut dyn FnMut(LoadProgress),
 ) -> Result<Parsed, DocumentError> {
-    let corrupt = |detail: String| DocumentError::Corrupt {
-        path: path.into(),
-        format: "EPUB",
-        detail,
-    };
+    let corrupt = DocumentError::corrupt(path, "EPUB");
     let mut zip = ZipArchive::new(Cursor::new(bytes))
         .map_err(|e| corrupt(format!("unreadable zip archive: {e}")))?;
     if zip.index_for_name("META-INF/container.xml").is_none() {

@@ -29,23 +29,33 @@ pub struct Section {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Document {
     pub title: String,
+    /// The format it was read as, which names its sections ([`Document::section_noun`]).
+    pub format: Format,
     pub text: String,
     pub sections: Vec<Section>,
 }
 
+impl Document {
+    /// What one of its sections is called: "page 3", "chapter 2", "section 4".
+    pub fn section_noun(&self) -> &'static str {
+        self.format.section_noun()
+    }
+}
+
 /// The formats [`load`] reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     Pdf,
     Epub,
     Html,
     Markdown,
+    #[default]
     Text,
 }
 
 impl Format {
-    /// What one section is called: "page 3", "chapter 2", "section 4".
+    /// What one section is called; [`Document::section_noun`] asks here.
     pub fn section_noun(self) -> &'static str {
         match self {
             Format::Pdf => "page",
@@ -103,6 +113,17 @@ pub enum DocumentError {
     },
 }
 
+impl DocumentError {
+    /// The "truncated or corrupt" error of a file that claims to be a `format` ("PDF", "EPUB").
+    fn corrupt<'p>(path: &'p Path, format: &'static str) -> impl Fn(String) -> Self + Copy + 'p {
+        move |detail| DocumentError::Corrupt {
+            path: path.into(),
+            format,
+            detail,
+        }
+    }
+}
+
 /// One page or chapter as a format module produces it; [`assemble`] joins them.
 struct Part {
     number: usize,
@@ -127,44 +148,6 @@ pub fn load_with_progress(
     path: &Path,
     progress: &mut dyn FnMut(LoadProgress),
 ) -> Result<Document, DocumentError> {
-    load_as(path, progress).map(|(_, doc)| doc)
-}
-
-/// What `swaa-chat extract` prints: the text with a marker line before each section
-/// (`── page 3 ──`, `── chapter 2: Title ──`), or with `json` one object
-/// `{title, format, pages: [{number, title, start, end}], text}` (offsets in bytes of `text`).
-pub fn extract(path: &Path, json: bool) -> Result<String, DocumentError> {
-    let (format, doc) = load_as(path, &mut |_| {})?;
-    if json {
-        let v = serde_json::json!({
-            "title": doc.title,
-            "format": format,
-            "pages": doc.sections,
-            "text": doc.text,
-        });
-        return Ok(format!("{v:#}\n"));
-    }
-    let mut out = String::with_capacity(doc.text.len() + 32 * doc.sections.len());
-    for s in &doc.sections {
-        let noun = format.section_noun();
-        match &s.title {
-            Some(t) => out.push_str(&format!("── {noun} {}: {t} ──\n", s.number)),
-            None => out.push_str(&format!("── {noun} {} ──\n", s.number)),
-        }
-        let body = doc.text[s.start..s.end].trim_end();
-        if !body.is_empty() {
-            out.push_str(body);
-            out.push('\n');
-        }
-        out.push('\n');
-    }
-    Ok(out)
-}
-
-fn load_as(
-    path: &Path,
-    progress: &mut dyn FnMut(LoadProgress),
-) -> Result<(Format, Document), DocumentError> {
     let stdin = path == Path::new("-");
     let bytes = if stdin {
         let mut b = Vec::new();
@@ -217,7 +200,7 @@ fn load_as(
             |s| s.to_string_lossy().into_owned(),
         )
     };
-    let doc = assemble(parsed, fallback);
+    let doc = assemble(parsed, format, fallback);
     if doc.text.trim().is_empty() {
         return Err(DocumentError::Empty(path.into()));
     }
@@ -227,7 +210,38 @@ fn load_as(
         doc.sections.len(),
         doc.text.len()
     );
-    Ok((format, doc))
+    Ok(doc)
+}
+
+/// What `swaa-chat extract` prints: the text with a marker line before each section
+/// (`── page 3 ──`, `── chapter 2: Title ──`), or with `json` one object
+/// `{title, format, pages: [{number, title, start, end}], text}` (offsets in bytes of `text`).
+pub fn extract(path: &Path, json: bool) -> Result<String, DocumentError> {
+    let doc = load(path)?;
+    if json {
+        let v = serde_json::json!({
+            "title": doc.title,
+            "format": doc.format,
+            "pages": doc.sections,
+            "text": doc.text,
+        });
+        return Ok(format!("{v:#}\n"));
+    }
+    let mut out = String::with_capacity(doc.text.len() + 32 * doc.sections.len());
+    let noun = doc.section_noun();
+    for s in &doc.sections {
+        match &s.title {
+            Some(t) => out.push_str(&format!("── {noun} {}: {t} ──\n", s.number)),
+            None => out.push_str(&format!("── {noun} {} ──\n", s.number)),
+        }
+        let body = doc.text[s.start..s.end].trim_end();
+        if !body.is_empty() {
+            out.push_str(body);
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 /// Extensions that promise text: binary data under one of them is "not a text document",
@@ -246,11 +260,7 @@ fn detect(path: &Path, ext: &str, bytes: &[u8]) -> Result<Format, DocumentError>
     if bytes.starts_with(b"PK\x03\x04") {
         return Ok(Format::Epub);
     }
-    let corrupt = |format, detail: &str| DocumentError::Corrupt {
-        path: path.into(),
-        format,
-        detail: detail.into(),
-    };
+    let corrupt = |format, detail: &str| DocumentError::corrupt(path, format)(detail.into());
     match ext {
         "pdf" => Err(corrupt("PDF", "no %PDF- header")),
         "epub" => Err(corrupt("EPUB", "not a zip archive")),
@@ -265,7 +275,7 @@ fn detect(path: &Path, ext: &str, bytes: &[u8]) -> Result<Format, DocumentError>
 /// Joins the parts. Each section runs from its text to the next section's start (separators
 /// included), so the sections tile the whole text; a part without text keeps its number with
 /// an empty section where the next text starts.
-fn assemble(parsed: Parsed, fallback_title: String) -> Document {
+fn assemble(parsed: Parsed, format: Format, fallback_title: String) -> Document {
     let mut text = String::new();
     let mut starts = Vec::with_capacity(parsed.parts.len());
     let mut heads = Vec::with_capacity(parsed.parts.len());
@@ -305,6 +315,7 @@ fn assemble(parsed: Parsed, fallback_title: String) -> Document {
         .unwrap_or(fallback_title);
     Document {
         title,
+        format,
         text,
         sections,
     }

@@ -19,11 +19,7 @@ pub(super) fn parse(
     bytes: &[u8],
     progress: &mut dyn FnMut(LoadProgress),
 ) -> Result<Parsed, DocumentError> {
-    let corrupt = |detail: String| DocumentError::Corrupt {
-        path: path.into(),
-        format: "PDF",
-        detail,
-    };
+    let corrupt = DocumentError::corrupt(path, "PDF");
     let encrypted = || DocumentError::Encrypted(path.into());
     let doc = match quietly(|| lopdf::Document::load_mem(bytes)) {
         Ok(Ok(doc)) => doc,
