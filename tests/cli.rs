@@ -252,3 +252,101 @@ fn bench_reports_every_recipe_and_length_and_models_list_shows_presets() {
         assert!(text.contains(name), "{text}");
     }
 }
+
+/// `ask --pages` on a multi-page PDF reads only those pages and says so; a range outside the
+/// book names the book's range; a book longer than the context gets the flags that read it.
+#[test]
+fn ask_reads_a_page_range_and_says_which() {
+    let dir = common::temp_dir("cli-pages");
+    let page = |text: &str| format!("BT /F1 12 Tf 72 760 Td ({text}) Tj ET");
+    let filler = page("The harbour was quiet and the gulls slept on the pier all day long.");
+    let fact = page("The lighthouse keeper is named Orla Venn.");
+    let pages = [filler.as_str(), fact.as_str(), filler.as_str()];
+    let pdf = dir.join("book.pdf");
+    std::fs::write(
+        &pdf,
+        common::pdf_bytes(&mut common::pdf(&pages, Some("Harbour"))),
+    )
+    .unwrap();
+    let model = common::smollm2();
+    let (m, p) = (model.to_str().unwrap(), pdf.to_str().unwrap());
+    let out = swaa(&[
+        "ask",
+        p,
+        "Who is the lighthouse keeper?",
+        "--pages",
+        "2",
+        "--model",
+        m,
+        "--recipe",
+        "full",
+        "--json",
+        "--max-tokens",
+        "24",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["read"], "page 2 of 3");
+    let answer = json["answer"].as_str().unwrap();
+    assert!(answer.contains("Orla"), "{answer}");
+    // Page 2 alone is a fraction of the whole book's prompt.
+    let whole = swaa(&[
+        "ask",
+        p,
+        "Who?",
+        "--model",
+        m,
+        "--json",
+        "--max-tokens",
+        "1",
+    ]);
+    let whole: serde_json::Value = serde_json::from_slice(&whole.stdout).unwrap();
+    assert_eq!(whole["read"], "the whole document");
+    let tokens = |j: &serde_json::Value| j["stats"]["prompt_tokens"].as_u64().unwrap();
+    assert!(
+        tokens(&json) < tokens(&whole),
+        "{} vs {}",
+        tokens(&json),
+        tokens(&whole)
+    );
+
+    fails_clearly(
+        &swaa(&["ask", p, "q", "--pages", "5-9", "--model", m]),
+        1,
+        &["book.pdf", "pages 5-9", "pages 1–3"],
+    );
+    fails_clearly(
+        &swaa(&["ask", p, "q", "--pages", "3-1", "--model", m]),
+        1,
+        &["--pages", "must not be after"],
+    );
+    let long: Vec<String> = (0..40)
+        .map(|i| {
+            page(&format!(
+                "Page {i} of filler text about the quiet harbour and its gulls, long enough."
+            ))
+        })
+        .collect();
+    let long: Vec<&str> = long.iter().map(String::as_str).collect();
+    let big = dir.join("big.pdf");
+    std::fs::write(&big, common::pdf_bytes(&mut common::pdf(&long, None))).unwrap();
+    fails_clearly(
+        &swaa(&[
+            "ask",
+            big.to_str().unwrap(),
+            "q",
+            "--model",
+            m,
+            "--ctx",
+            "600",
+            "--max-tokens",
+            "8",
+        ]),
+        1,
+        &["big.pdf", "--pages 1-", "of 40", "truncate-tail", "--ctx"],
+    );
+}

@@ -8,6 +8,7 @@ mod common;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use common::{pdf, pdf_bytes};
 use lopdf::{Object, Stream, dictionary};
 use swaa_chat::document::{self, Document, DocumentError, LoadProgress};
 use zip::write::SimpleFileOptions;
@@ -42,66 +43,6 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 }
 
 // ---------- PDF ----------
-
-/// A PDF whose pages have the given content streams, with Helvetica as /F1 and Times-Roman as
-/// /F2; /F2 maps code 150 (octal \226) to the glyph "fi" (the ﬁ ligature) through /Differences.
-fn pdf(pages: &[&str], title: Option<&str>) -> lopdf::Document {
-    let mut doc = lopdf::Document::with_version("1.5");
-    let pages_id = doc.new_object_id();
-    let helvetica = doc.add_object(dictionary! {
-        "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica",
-        "Encoding" => "WinAnsiEncoding",
-    });
-    let times = doc.add_object(dictionary! {
-        "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Times-Roman",
-        "Encoding" => dictionary! {
-            "Type" => "Encoding", "BaseEncoding" => "WinAnsiEncoding",
-            "Differences" => vec![150.into(), Object::Name(b"fi".to_vec())],
-        },
-    });
-    let image = doc.add_object(Stream::new(
-        dictionary! {
-            "Type" => "XObject", "Subtype" => "Image", "Width" => 2, "Height" => 2,
-            "ColorSpace" => "DeviceGray", "BitsPerComponent" => 8,
-        },
-        vec![0, 255, 255, 0],
-    ));
-    let resources = doc.add_object(dictionary! {
-        "Font" => dictionary! { "F1" => helvetica, "F2" => times },
-        "XObject" => dictionary! { "Im1" => image },
-    });
-    let kids: Vec<Object> = pages
-        .iter()
-        .map(|c| {
-            let content = doc.add_object(Stream::new(dictionary! {}, c.as_bytes().to_vec()));
-            doc.add_object(dictionary! {
-                "Type" => "Page", "Parent" => pages_id, "Contents" => content,
-            })
-            .into()
-        })
-        .collect();
-    doc.objects.insert(
-        pages_id,
-        Object::Dictionary(dictionary! {
-            "Type" => "Pages", "Count" => kids.len() as i64, "Kids" => kids,
-            "Resources" => resources,
-            "MediaBox" => vec![0.into(), 0.into(), 595.into(), 842.into()],
-        }),
-    );
-    let catalog = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
-    doc.trailer.set("Root", catalog);
-    if let Some(t) = title {
-        let info = doc.add_object(dictionary! { "Title" => Object::string_literal(t) });
-        doc.trailer.set("Info", info);
-    }
-    doc
-}
-
-fn pdf_bytes(doc: &mut lopdf::Document) -> Vec<u8> {
-    let mut v = Vec::new();
-    doc.save_to(&mut v).unwrap();
-    v
-}
 
 const PAGE_1: &str = "BT /F1 12 Tf 72 760 Td (Page one opens with an exam-) Tj \
     0 -14 Td (ple of a hyphenated word.) Tj ET \

@@ -4,12 +4,12 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use anyhow::Result;
+use anyhow::{Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::config::Config;
-use crate::document;
-use crate::engine::{Event, kv_summary};
+use crate::document::{self, Document, SectionRange};
+use crate::engine::{EngineError, Event, kv_summary};
 use crate::open::{Opened, fetch_options, open};
 
 fn progress_bar(hidden: bool) -> ProgressBar {
@@ -51,21 +51,84 @@ fn printer(pb: &ProgressBar, stream: bool) -> impl FnMut(Event) + '_ {
     }
 }
 
-pub(super) fn ask(cfg: &Config, file: &Path, question: &str, json: bool) -> Result<()> {
+/// The document at `file`, or the part of it `pages` names; the part's title says which part
+/// it is ("pages 40–120 of 311") and so does the returned label.
+fn load_part(file: &Path, pages: Option<&str>) -> Result<(Document, Option<String>)> {
     let doc = document::load(file)?;
+    let Some(pages) = pages else {
+        return Ok((doc, None));
+    };
+    let range: SectionRange = pages.parse().map_err(|e: String| anyhow!("--pages: {e}"))?;
+    let noun = doc.section_noun();
+    let part = doc
+        .select(range, noun)
+        .map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    let label = document::part_label(noun, &part.sections, doc.sections.len());
+    Ok((part, Some(label)))
+}
+
+/// A document that does not fit the context gets, instead of the engine's general advice, its
+/// size against the context and the flags that would read it.
+fn explain_overflow(e: EngineError, file: &Path, doc: &Document) -> anyhow::Error {
+    let EngineError::ContextOverflow {
+        doc: tokens,
+        rest,
+        ctx,
+        ..
+    } = e
+    else {
+        return e.into();
+    };
+    let room = ctx.saturating_sub(rest);
+    let n = doc.sections.len();
+    let noun = doc.section_noun();
+    // Tokens per section vary: aim a little under the proportional share.
+    let fit = (n as f64 * room as f64 / tokens.max(1) as f64 * 0.9).floor() as usize;
+    let first = doc.sections.first().map_or(1, |s| s.number);
+    let part = if n > 1 && fit >= 1 {
+        format!(
+            "--pages {first}-{} ({} {noun}s of {n}), ",
+            first + fit - 1,
+            fit
+        )
+    } else {
+        String::new()
+    };
+    anyhow!(
+        "{} is {tokens} tokens but the model's context of {ctx} leaves {room} for the document: read part of it with {part}--context-policy truncate-tail (the beginning) or truncate-head (the end), or give a larger --ctx",
+        file.display()
+    )
+}
+
+pub(super) fn ask(
+    cfg: &Config,
+    file: &Path,
+    pages: Option<&str>,
+    question: &str,
+    json: bool,
+) -> Result<()> {
+    let (doc, part) = load_part(file, pages)?;
     let Opened {
         backend: mut session,
         name,
         ..
     } = open(cfg, &fetch_options())?;
     session.load_document(&doc.title, &doc.text);
+    if let Some(p) = &part
+        && !json
+    {
+        eprintln!("reading {p}");
+    }
     let pb = progress_bar(json);
     let never = AtomicBool::new(false);
-    let answer = session.ask(question, &mut printer(&pb, !json), &never)?;
+    let answer = session
+        .ask(question, &mut printer(&pb, !json), &never)
+        .map_err(|e| explain_overflow(e, file, &doc))?;
     pb.finish_and_clear();
     if json {
         let out = serde_json::json!({
             "model": name,
+            "read": part.unwrap_or_else(|| "the whole document".into()),
             "question": answer.question,
             "answer": answer.text,
             "recipe": answer.recipe,
@@ -92,8 +155,13 @@ pub(super) fn ask(cfg: &Config, file: &Path, question: &str, json: bool) -> Resu
 
 /// The line-mode chat (when stdin or stdout is not a terminal): read the document, then
 /// answer each line.
-pub(super) fn chat(cfg: &Config, file: Option<&Path>) -> Result<()> {
-    let doc = file.map(document::load).transpose()?;
+pub(super) fn chat(cfg: &Config, file: Option<&Path>, pages: Option<&str>) -> Result<()> {
+    if pages.is_some() && file.is_none() {
+        bail!("--pages needs a document: swaa-chat FILE --pages RANGE");
+    }
+    let doc = file
+        .map(|f| load_part(f, pages).map(|d| (f, d)))
+        .transpose()?;
     let Opened {
         backend: mut session,
         name,
@@ -102,10 +170,12 @@ pub(super) fn chat(cfg: &Config, file: Option<&Path>) -> Result<()> {
     } = open(cfg, &fetch_options())?;
     let never = AtomicBool::new(false);
     let pb = progress_bar(false);
-    if let Some(doc) = &doc {
+    if let Some((file, (doc, _))) = &doc {
         session.load_document(&doc.title, &doc.text);
         eprintln!("{name} · {recipe} · reading “{}”…", doc.title);
-        session.read(&mut printer(&pb, true), &never)?;
+        session
+            .read(&mut printer(&pb, true), &never)
+            .map_err(|e| explain_overflow(e, file, doc))?;
         let s = session.stats();
         eprintln!(
             "read {} tokens at {:.0} tok/s · KV cache {}. Ask a question (Ctrl-D quits).",

@@ -31,6 +31,9 @@ pub struct Cli {
     file: Option<PathBuf>,
     #[command(flatten)]
     run: RunArgs,
+    /// Read only these pages (PDF) or chapters (EPUB) of the document, e.g. 40-120.
+    #[arg(long, value_name = "RANGE")]
+    pages: Option<String>,
     /// Print the merged configuration (file + flags) and where the file is, then exit.
     #[arg(long)]
     print_config: bool,
@@ -45,6 +48,9 @@ enum Cmd {
         /// Print one JSON object (answer, recipe, stats).
         #[arg(long)]
         json: bool,
+        /// Read only these pages (PDF) or chapters (EPUB), e.g. 40-120, 7 or 200-.
+        #[arg(long, value_name = "RANGE")]
+        pages: Option<String>,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -158,9 +164,14 @@ fn dispatch(cli: Cli) -> Result<()> {
             // pipes and tests get the line-mode chat.
             let stdin_doc = cli.file.as_deref() == Some(Path::new("-"));
             if !stdin_doc && std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+                if cli.pages.is_some() {
+                    bail!(
+                        "the reader does not take --pages yet: use `swaa-chat ask FILE QUESTION --pages RANGE`, or pipe the chat (`swaa-chat FILE --pages RANGE < questions.txt`)"
+                    );
+                }
                 crate::tui::run(&cfg, cli.file.as_deref())
             } else {
-                chat::chat(&cfg, cli.file.as_deref())
+                chat::chat(&cfg, cli.file.as_deref(), cli.pages.as_deref())
             }
         }
         // Flags before the subcommand apply too; those after it win.
@@ -168,15 +179,17 @@ fn dispatch(cli: Cli) -> Result<()> {
             file,
             question,
             json,
+            pages,
             run,
         }) => chat::ask(
             &merge(merge(file_cfg, &cli.run), &run),
             &file,
+            pages.as_deref().or(cli.pages.as_deref()),
             &question,
             json,
         ),
         Some(Cmd::Eval(a)) => crate::eval::command(a, &merge(file_cfg, &cli.run)),
-        Some(cmd) if cli.run != RunArgs::default() || cli.file.is_some() => {
+        Some(cmd) if cli.run != RunArgs::default() || cli.file.is_some() || cli.pages.is_some() => {
             bail!(
                 "flags and a document before `{}` do not apply to it: put them after the subcommand (see `swaa-chat {} --help`)",
                 cmd.name(),

@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
+use lopdf::{Object, Stream, dictionary};
 use swaa_chat::engine::{Session, SessionOptions};
 use swaa_chat::hub;
 use swaa_chat::model::{Arch, ModelConfig, WeightsMode, load_gguf};
@@ -302,4 +303,64 @@ pub fn model_info() -> swaa_chat::tui::app::ModelInfo {
 pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut r = swaa_chat::rng::Rng::new(seed);
     (0..len).map(|_| (r.next_u64() >> 56) as u8).collect()
+}
+
+/// A PDF whose pages have the given content streams, with Helvetica as /F1 and Times-Roman as
+/// /F2; /F2 maps code 150 (octal \226) to the glyph "fi" (the ﬁ ligature) through /Differences.
+pub fn pdf(pages: &[&str], title: Option<&str>) -> lopdf::Document {
+    let mut doc = lopdf::Document::with_version("1.5");
+    let pages_id = doc.new_object_id();
+    let helvetica = doc.add_object(dictionary! {
+        "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica",
+        "Encoding" => "WinAnsiEncoding",
+    });
+    let times = doc.add_object(dictionary! {
+        "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Times-Roman",
+        "Encoding" => dictionary! {
+            "Type" => "Encoding", "BaseEncoding" => "WinAnsiEncoding",
+            "Differences" => vec![150.into(), Object::Name(b"fi".to_vec())],
+        },
+    });
+    let image = doc.add_object(Stream::new(
+        dictionary! {
+            "Type" => "XObject", "Subtype" => "Image", "Width" => 2, "Height" => 2,
+            "ColorSpace" => "DeviceGray", "BitsPerComponent" => 8,
+        },
+        vec![0, 255, 255, 0],
+    ));
+    let resources = doc.add_object(dictionary! {
+        "Font" => dictionary! { "F1" => helvetica, "F2" => times },
+        "XObject" => dictionary! { "Im1" => image },
+    });
+    let kids: Vec<Object> = pages
+        .iter()
+        .map(|c| {
+            let content = doc.add_object(Stream::new(dictionary! {}, c.as_bytes().to_vec()));
+            doc.add_object(dictionary! {
+                "Type" => "Page", "Parent" => pages_id, "Contents" => content,
+            })
+            .into()
+        })
+        .collect();
+    doc.objects.insert(
+        pages_id,
+        Object::Dictionary(dictionary! {
+            "Type" => "Pages", "Count" => kids.len() as i64, "Kids" => kids,
+            "Resources" => resources,
+            "MediaBox" => vec![0.into(), 0.into(), 595.into(), 842.into()],
+        }),
+    );
+    let catalog = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
+    doc.trailer.set("Root", catalog);
+    if let Some(t) = title {
+        let info = doc.add_object(dictionary! { "Title" => Object::string_literal(t) });
+        doc.trailer.set("Info", info);
+    }
+    doc
+}
+
+pub fn pdf_bytes(doc: &mut lopdf::Document) -> Vec<u8> {
+    let mut v = Vec::new();
+    doc.save_to(&mut v).unwrap();
+    v
 }
