@@ -105,6 +105,20 @@ pub fn open_session(cfg: &Config, fetch: &FetchOptions) -> anyhow::Result<(Sessi
     } = load(&cfg.model, &device, cfg.weights, fetch)?;
     let recipe = Recipe::resolve(&cfg.recipe, RecipeDefaults::for_context(model.config().ctx))
         .map_err(anyhow::Error::msg)?;
+    let ctx = if cfg.ctx > 0 {
+        cfg.ctx
+    } else {
+        model.config().ctx
+    };
+    recipe
+        .check(model.config().layers, ctx)
+        .map_err(anyhow::Error::msg)?;
+    if cfg.sampling.max_new_tokens > ctx {
+        anyhow::bail!(
+            "max_new_tokens {} is more than the context ({ctx} tokens): use 1 to {ctx}",
+            cfg.sampling.max_new_tokens
+        );
+    }
     let opts = SessionOptions {
         chunk: config::prefill_chunk(cfg.chunk, &device),
         ctx: (cfg.ctx > 0).then_some(cfg.ctx),

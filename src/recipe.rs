@@ -293,6 +293,33 @@ impl Recipe {
         Ok(r)
     }
 
+    /// Refuses values the model cannot run, naming the setting and the allowed range: a
+    /// window or sink longer than the context, a full-attention layer the model lacks.
+    pub fn check(&self, layers: usize, ctx: usize) -> Result<(), String> {
+        if let Some(w) = self.window
+            && w > ctx
+        {
+            return Err(format!(
+                "window {w} is longer than the context ({ctx} tokens): use 1 to {ctx}, or the full recipe"
+            ));
+        }
+        if self.sink > ctx {
+            return Err(format!(
+                "sink {} is longer than the context ({ctx} tokens): use 0 to {ctx}",
+                self.sink
+            ));
+        }
+        if let LayerSet::List(l) = &self.full_layers
+            && let Some(bad) = l.iter().find(|&&i| i >= layers)
+        {
+            return Err(format!(
+                "full-attention layer {bad} does not exist: the model has {layers} layers, 0 to {}",
+                layers.saturating_sub(1)
+            ));
+        }
+        Ok(())
+    }
+
     /// The preset this recipe equals under the given defaults, if any.
     pub fn preset_name(&self, d: RecipeDefaults) -> Option<Preset> {
         let mut plain = self.clone();
@@ -627,6 +654,31 @@ mod tests {
                 .unwrap_err()
                 .contains("at least 1")
         );
+    }
+
+    #[test]
+    fn check_refuses_what_the_model_cannot_run() {
+        let d = RecipeDefaults {
+            window: 16,
+            sink: 3,
+        };
+        let swaa = Recipe::preset(Preset::Swaa, d);
+        assert_eq!(swaa.check(4, 64), Ok(()));
+        let wide = Recipe {
+            window: Some(100),
+            ..swaa.clone()
+        };
+        assert!(wide.check(4, 64).unwrap_err().contains("1 to 64"));
+        let sink = Recipe {
+            sink: usize::MAX,
+            ..swaa.clone()
+        };
+        assert!(sink.check(4, 64).unwrap_err().contains("sink"));
+        let layers = Recipe {
+            full_layers: "1,3,999".parse().unwrap(),
+            ..swaa
+        };
+        assert!(layers.check(4, 64).unwrap_err().contains("layer 999"));
     }
 
     #[test]

@@ -350,3 +350,27 @@ fn ask_reads_a_page_range_and_says_which() {
         &["big.pdf", "--pages 1-", "of 40", "truncate-tail", "--ctx"],
     );
 }
+
+/// Out-of-range recipe and sampling values are refused with the setting and its range, not
+/// coerced or left to overflow.
+#[test]
+fn out_of_range_settings_name_the_allowed_range() {
+    let dir = common::temp_dir("cli-range");
+    let doc = doc_file(&dir);
+    let model = common::smollm2();
+    let m = model.to_str().unwrap();
+    let huge = u64::MAX.to_string();
+    for (flags, needles) in [
+        (["--sink", huge.as_str()], ["sink", "0 to 8192"]),
+        (["--full-layers", "1,5,999999"], ["layer 999999", "0 to 29"]),
+        (
+            ["--max-tokens", huge.as_str()],
+            ["max_new_tokens", "1 to 8192"],
+        ),
+        (["--window", "0"], ["window", "at least 1"]),
+    ] {
+        let mut args = vec!["ask", doc.as_str(), "q", "--model", m];
+        args.extend(flags);
+        fails_clearly(&swaa(&args), 1, &needles);
+    }
+}
