@@ -1,13 +1,19 @@
-//! The terminal reader, `swaa-chat [FILE]` on a terminal. [`app`] holds the state and its
-//! update, [`ui`] draws it, [`keys`] maps keys; this module owns the terminal and the event
-//! loop: crossterm events, engine events (bridged from the engine's thread), loads on
-//! blocking workers, and a frame clock. Nothing in the loop blocks.
+//! The terminal reader, `swaa-chat [FILE]` on a terminal. [`app`] holds the state and routes
+//! each [`msg::Msg`] to the [`panes`] (each with its state, update and drawing), [`layout`]
+//! places them, [`keys`] maps keys; this module owns the terminal and the event loop:
+//! crossterm events, engine events (bridged from the engine's thread), loads on blocking
+//! workers, and a frame clock. Nothing in the loop blocks.
 
 pub mod app;
+pub mod fmt;
 pub mod input;
 pub mod keys;
+pub mod layout;
 pub mod markdown;
-pub mod ui;
+pub mod msg;
+pub mod panes;
+pub mod theme;
+pub mod tokens;
 
 use std::io::{Stdout, stdout};
 use std::path::{Path, PathBuf};
@@ -29,8 +35,9 @@ use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
 use tokio::sync::{mpsc, oneshot};
 
-use self::app::{App, Effect, ModelInfo, Msg};
-use self::ui::Theme;
+use self::app::{App, ModelInfo};
+use self::msg::{Effect, Msg};
+use self::theme::Theme;
 use crate::config::{self, Config};
 use crate::engine::Engine;
 use crate::hub::{FetchOptions, ProgressFn};
@@ -283,12 +290,12 @@ async fn event_loop(
             },
             _ = clock.tick() => {
                 // Only what shows time (rates, ETA) needs a redraw on the clock.
-                dirty |= app.progress.is_some() || app.download.is_some();
+                dirty |= app.progress().is_some() || app.download().is_some();
                 Some(Msg::Tick { now: started.elapsed(), rss_bytes: rss_bytes() })
             },
             _ = frame.tick() => {
                 if dirty {
-                    screen.terminal.draw(|f| ui::render(f, &app))?;
+                    screen.terminal.draw(|f| panes::render(f, &app))?;
                     dirty = false;
                 }
                 None
@@ -315,22 +322,9 @@ async fn event_loop(
                     });
                 }
                 Effect::MapTokens { text } => {
-                    // The model loaded first (MapTokens comes with the read), so it is here.
-                    if tokenizer.is_none() {
-                        let _ = tx.send(Msg::TokenOffsets((0..text.len()).collect()));
-                    } else if let Some(tok) = tokenizer.clone() {
-                        let tx = tx.clone();
-                        tokio::task::spawn_blocking(move || {
-                            match tok.encode(text.as_str(), false) {
-                                Ok(enc) => {
-                                    let offsets = enc.get_offsets().iter().map(|o| o.0).collect();
-                                    let _ = tx.send(Msg::TokenOffsets(offsets));
-                                }
-                                // The proportional map stays; nothing the user must act on.
-                                Err(e) => tracing::warn!("cannot map the document's tokens: {e}"),
-                            }
-                        });
-                    }
+                    // The model loaded first (MapTokens comes with the read), so `tokenizer`
+                    // is known.
+                    tokens::map_offsets(tokenizer.as_ref(), text, &tx);
                 }
                 Effect::Quit => return Ok(engine),
             }
