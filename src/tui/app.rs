@@ -360,6 +360,12 @@ impl App {
         self.status = Some((StatusKind::Error, s.into()));
     }
 
+    /// A key or question that cannot run now: the status line says why, nothing is sent.
+    fn refuse(&mut self, why: impl Into<String>) -> Vec<Effect> {
+        self.error(why);
+        Vec::new()
+    }
+
     pub fn defaults(&self) -> RecipeDefaults {
         self.model
             .as_ref()
@@ -527,7 +533,6 @@ impl App {
                 total,
                 window,
             } => {
-                self.stats.window_at(window);
                 let reading = self.reading();
                 if reading {
                     self.tokens.doc_tokens = total;
@@ -537,12 +542,7 @@ impl App {
                         self.tokens.prefix_tokens = Some(total);
                     }
                 }
-                let now = self.now;
-                let p = self
-                    .progress
-                    .get_or_insert_with(|| Progress::new(done, total, reading, now));
-                p.done = done;
-                p.total = total;
+                self.progressed(done, total, window, reading);
                 if done >= total {
                     self.progress = None;
                     if reading {
@@ -608,6 +608,24 @@ impl App {
         Vec::new()
     }
 
+    /// A progress report: the window moves, the bar's numbers change (its rate counts from
+    /// the first report of the step).
+    fn progressed(
+        &mut self,
+        done: usize,
+        total: usize,
+        window: Option<(usize, usize)>,
+        reading: bool,
+    ) {
+        self.stats.window_at(window);
+        let now = self.now;
+        let p = self
+            .progress
+            .get_or_insert_with(|| Progress::new(done, total, reading, now));
+        p.done = done;
+        p.total = total;
+    }
+
     /// Events of a running comparison: its answers stream into the comparison, not the chat.
     fn compare_event(&mut self, e: Event) -> Vec<Effect> {
         let Activity::Comparing { run, .. } = &mut self.activity else {
@@ -645,15 +663,7 @@ impl App {
                 done,
                 total,
                 window,
-            } => {
-                self.stats.window_at(window);
-                let now = self.now;
-                let p = self
-                    .progress
-                    .get_or_insert_with(|| Progress::new(done, total, false, now));
-                p.done = done;
-                p.total = total;
-            }
+            } => self.progressed(done, total, window, false),
             Event::Stats(s) => {
                 run.record(&s);
                 self.stats.update(s);
@@ -772,16 +782,13 @@ impl App {
             return fx;
         }
         if self.model.is_none() {
-            self.error("the model is still loading: send again when it is ready");
-            return Vec::new();
+            return self.refuse("the model is still loading: send again when it is ready");
         }
         if self.answering() {
-            self.error("an answer is still running: wait, or Esc cancels it");
-            return Vec::new();
+            return self.refuse("an answer is still running: wait, or Esc cancels it");
         }
         if self.document.is_some() && self.doc().is_none() {
-            self.error("the document is still loading: send again when it is shown");
-            return Vec::new();
+            return self.refuse("the document is still loading: send again when it is shown");
         }
         self.ask.sent(&question);
         // A plain chat's cache is built by its first question.
@@ -815,18 +822,17 @@ impl App {
             return Vec::new();
         };
         if self.busy() {
-            self.error("busy: wait for the reading or answer to finish, or Esc cancels it");
-            return Vec::new();
+            return self
+                .refuse("busy: wait for the reading or answer to finish, or Esc cancels it");
         }
         if self.document.is_some() && self.doc().is_none() {
-            self.error("the document is still loading: compare once it is shown");
-            return Vec::new();
+            return self.refuse("the document is still loading: compare once it is shown");
         }
         let Some(question) =
             question.or_else(|| self.chat.turns.last().map(|t| t.question.clone()))
         else {
-            self.error("nothing to compare yet: ask a question first, or type :eval QUESTION");
-            return Vec::new();
+            return self
+                .refuse("nothing to compare yet: ask a question first, or type :eval QUESTION");
         };
         let recipes: Vec<Recipe> = PRESET_NAMES
             .iter()
@@ -851,8 +857,7 @@ impl App {
 
     fn save(&mut self) -> Vec<Effect> {
         if self.chat.turns.is_empty() {
-            self.error("nothing to save yet: ask a question first");
-            return Vec::new();
+            return self.refuse("nothing to save yet: ask a question first");
         }
         let title = self.doc().map(|d| d.title.as_str());
         vec![Effect::Save {
