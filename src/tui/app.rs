@@ -12,6 +12,7 @@ use std::time::Duration;
 use crossterm::event::{MouseEvent, MouseEventKind};
 use ratatui::layout::{Position, Rect};
 
+use super::activity::{Activity, Loading, Queued};
 use super::fmt;
 use super::keys::{self, Action};
 use super::layout::{doc_text_width, inner_height, layout};
@@ -22,6 +23,7 @@ use super::panes::compare::{CompareState, Comparison};
 use super::panes::document::{DocView, DocumentPane, Parsing};
 use super::panes::recipe::{RecipeKnob, RecipePane};
 use super::panes::stats::StatsPane;
+use super::panes::status::{Download, Progress};
 use super::theme::Theme;
 use super::tokens::DocTokens;
 use crate::engine::{Command, Event};
@@ -51,154 +53,6 @@ pub enum Focus {
 pub enum StatusKind {
     Info,
     Error,
-}
-
-/// A prefill in progress, with what the rate and ETA are computed from.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Progress {
-    pub done: usize,
-    pub total: usize,
-    /// Whether it reads the document (or re-reads it) rather than a question.
-    pub reading: bool,
-    first_at: Duration,
-    first_done: usize,
-}
-
-impl Progress {
-    pub fn new(done: usize, total: usize, reading: bool, now: Duration) -> Self {
-        Progress {
-            done,
-            total,
-            reading,
-            first_at: now,
-            first_done: done,
-        }
-    }
-
-    /// Tokens (or bytes) per second since the first report; None until there is a time span.
-    pub fn rate(&self, now: Duration) -> Option<f64> {
-        let secs = now.saturating_sub(self.first_at).as_secs_f64();
-        (secs > 0.0 && self.done > self.first_done)
-            .then(|| (self.done - self.first_done) as f64 / secs)
-    }
-
-    pub fn eta(&self, now: Duration) -> Option<Duration> {
-        let rate = self.rate(now)?;
-        Some(Duration::from_secs_f64(
-            self.total.saturating_sub(self.done) as f64 / rate,
-        ))
-    }
-}
-
-/// A model download: the stage and its bytes (rate and ETA as for reading).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Download {
-    pub model: String,
-    pub stage: FetchStage,
-    /// pip wheels done, of how many.
-    pub parts: Option<(usize, usize)>,
-    pub bytes: Progress,
-}
-
-/// The model's way to the screen, before it can answer.
-#[derive(Debug, Clone, Default)]
-pub struct Loading {
-    pub download: Option<Download>,
-    /// Fetching or loading the model failed (the status line says why).
-    pub model_failed: bool,
-}
-
-/// What was asked for during a comparison; it runs once the comparison ends, in the order
-/// the engine received it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Queued {
-    pub reread: bool,
-    pub answer: bool,
-}
-
-/// What the reader is doing, as far as the engine is concerned. The engine runs commands in
-/// order, so a question sent during a read waits for it (`then_answer`), and what is asked
-/// during a comparison waits for that ([`Queued`]).
-#[derive(Debug, Clone)]
-pub enum Activity {
-    /// The model, or the document that was given, is not there yet.
-    Loading(Loading),
-    /// The document is read (or re-read) into the cache.
-    Reading {
-        then_answer: bool,
-    },
-    Answering,
-    /// `:eval`: one question under every preset.
-    Comparing {
-        run: Comparison,
-        after: Queued,
-    },
-    Idle,
-}
-
-impl Activity {
-    /// A document read or re-read is running or queued.
-    pub fn reading(&self) -> bool {
-        matches!(
-            self,
-            Activity::Reading { .. }
-                | Activity::Comparing {
-                    after: Queued { reread: true, .. },
-                    ..
-                }
-        )
-    }
-
-    /// An answer is running or queued.
-    pub fn answering(&self) -> bool {
-        matches!(
-            self,
-            Activity::Reading { then_answer: true }
-                | Activity::Answering
-                | Activity::Comparing {
-                    after: Queued { answer: true, .. },
-                    ..
-                }
-        )
-    }
-
-    /// A read starts; an answer running or asked for comes after it.
-    fn read(&mut self) {
-        match self {
-            Activity::Comparing { after, .. } => after.reread = true,
-            Activity::Reading { .. } => {}
-            _ => {
-                let then_answer = self.answering();
-                *self = Activity::Reading { then_answer };
-            }
-        }
-    }
-
-    fn read_ended(&mut self) {
-        match self {
-            Activity::Reading { then_answer: true } => *self = Activity::Answering,
-            Activity::Reading { then_answer: false } => *self = Activity::Idle,
-            Activity::Comparing { after, .. } => after.reread = false,
-            _ => {}
-        }
-    }
-
-    fn ask(&mut self) {
-        match self {
-            Activity::Reading { then_answer } => *then_answer = true,
-            Activity::Comparing { after, .. } => after.answer = true,
-            _ => *self = Activity::Answering,
-        }
-    }
-
-    fn answer_ended(&mut self) {
-        match self {
-            Activity::Reading { then_answer } => *then_answer = false,
-            Activity::Answering => *self = Activity::Idle,
-            Activity::Comparing { after, .. } => after.answer = false,
-            _ => {}
-        }
-    }
 }
 
 pub struct App {

@@ -4,6 +4,7 @@
 //! crossterm events, engine events (bridged from the engine's thread), loads on blocking
 //! workers, and a frame clock. Nothing in the loop blocks.
 
+pub mod activity;
 pub mod app;
 pub mod fmt;
 pub mod input;

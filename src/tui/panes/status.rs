@@ -10,9 +10,57 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Gauge, Paragraph};
 
 use crate::hub::FetchStage;
-use crate::tui::app::{Activity, App, Download, StatusKind};
+use crate::tui::activity::Activity;
+use crate::tui::app::{App, StatusKind};
 use crate::tui::fmt;
 use crate::tui::markdown::{self, printable};
+
+/// A prefill in progress, with what the rate and ETA are computed from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub done: usize,
+    pub total: usize,
+    /// Whether it reads the document (or re-reads it) rather than a question.
+    pub reading: bool,
+    first_at: Duration,
+    first_done: usize,
+}
+
+impl Progress {
+    pub fn new(done: usize, total: usize, reading: bool, now: Duration) -> Self {
+        Progress {
+            done,
+            total,
+            reading,
+            first_at: now,
+            first_done: done,
+        }
+    }
+
+    /// Tokens (or bytes) per second since the first report; None until there is a time span.
+    pub fn rate(&self, now: Duration) -> Option<f64> {
+        let secs = now.saturating_sub(self.first_at).as_secs_f64();
+        (secs > 0.0 && self.done > self.first_done)
+            .then(|| (self.done - self.first_done) as f64 / secs)
+    }
+
+    pub fn eta(&self, now: Duration) -> Option<Duration> {
+        let rate = self.rate(now)?;
+        Some(Duration::from_secs_f64(
+            self.total.saturating_sub(self.done) as f64 / rate,
+        ))
+    }
+}
+
+/// A model download: the stage and its bytes (rate and ETA as for reading).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Download {
+    pub model: String,
+    pub stage: FetchStage,
+    /// pip wheels done, of how many.
+    pub parts: Option<(usize, usize)>,
+    pub bytes: Progress,
+}
 
 pub fn title(f: &mut Frame, app: &App, r: Rect) {
     let model = app.model().map_or(app.model_hint(), |m| m.name.as_str());
