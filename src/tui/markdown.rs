@@ -7,7 +7,7 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use unicode_width::UnicodeWidthChar;
 
-use super::ui::Theme;
+use super::theme::Theme;
 
 /// Cells a character takes; control characters are drawn as one space.
 pub fn char_width(c: char) -> usize {

@@ -1,13 +1,20 @@
-//! The terminal reader, `swaa-chat [FILE]` on a terminal. [`app`] holds the state and its
-//! update, [`ui`] draws it, [`keys`] maps keys; this module owns the terminal and the event
-//! loop: crossterm events, engine events (bridged from the engine's thread), loads on
-//! blocking workers, and a frame clock. Nothing in the loop blocks.
+//! The terminal reader, `swaa-chat [FILE]` on a terminal. [`app`] holds the state and routes
+//! each [`msg::Msg`] to the [`panes`] (each with its state, update and drawing), [`layout`]
+//! places them, [`keys`] maps keys; this module owns the terminal and the event loop:
+//! crossterm events, engine events (bridged from the engine's thread), loads on blocking
+//! workers, and a frame clock. Nothing in the loop blocks.
 
+pub mod activity;
 pub mod app;
+pub mod fmt;
 pub mod input;
 pub mod keys;
+pub mod layout;
 pub mod markdown;
-pub mod ui;
+pub mod msg;
+pub mod panes;
+pub mod theme;
+pub mod tokens;
 
 use std::io::{Stdout, stdout};
 use std::path::{Path, PathBuf};
@@ -29,8 +36,9 @@ use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
 use tokio::sync::{mpsc, oneshot};
 
-use self::app::{App, Effect, ModelInfo, Msg};
-use self::ui::Theme;
+use self::app::{App, ModelInfo};
+use self::msg::{Effect, Msg};
+use self::theme::Theme;
 use crate::config::{self, Config};
 use crate::engine::Engine;
 use crate::hub::{FetchOptions, ProgressFn};
@@ -124,15 +132,14 @@ impl Drop for Screen {
     }
 }
 
-/// The engine, and a copy of its tokenizer for mapping the document's tokens to text (None:
-/// a byte-level model, whose tokens are the bytes).
-type Loaded = Result<(Engine, ModelInfo, Recipe, Option<tokenizers::Tokenizer>), String>;
+/// The engine, what the screen shows about its model, and the recipe it starts with.
+type Loaded = Result<(Engine, ModelInfo, Recipe), String>;
 
 /// Fetches (reporting to the screen), loads and spawns the model; on a blocking worker.
 fn open_engine(
     cfg: &Config,
     tx: mpsc::UnboundedSender<Msg>,
-) -> Result<(Engine, ModelInfo, Recipe, Option<tokenizers::Tokenizer>)> {
+) -> Result<(Engine, ModelInfo, Recipe)> {
     // Quiet: nothing may print over the screen; the progress goes to the screen's bar.
     let fetch = FetchOptions {
         quiet: true,
@@ -150,7 +157,7 @@ fn open_engine(
         defaults: o.defaults,
         fixed_attention: o.fixed_attention,
     };
-    Ok((Engine::spawn(o.backend), info, o.recipe, o.tokenizer))
+    Ok((Engine::spawn(o.backend), info, o.recipe))
 }
 
 /// Resident memory of this process, from /proc (None elsewhere).
@@ -240,7 +247,6 @@ async fn event_loop(
 
     let started = Instant::now();
     let mut engine: Option<Engine> = None;
-    let mut tokenizer: Option<tokenizers::Tokenizer> = None;
     let mut waiting_for_model = true;
     let mut events = EventStream::new();
     let mut clock = tokio::time::interval(Duration::from_millis(100));
@@ -259,8 +265,7 @@ async fn event_loop(
             loaded = &mut loaded_rx, if waiting_for_model => {
                 waiting_for_model = false;
                 match loaded {
-                    Ok(Ok((mut e, info, recipe, tok))) => {
-                        tokenizer = tok;
+                    Ok(Ok((mut e, info, recipe))) => {
                         let events = e.take_events();
                         let tx = tx.clone();
                         // The engine speaks over std channels; a thread carries its events
@@ -283,12 +288,12 @@ async fn event_loop(
             },
             _ = clock.tick() => {
                 // Only what shows time (rates, ETA) needs a redraw on the clock.
-                dirty |= app.progress.is_some() || app.download.is_some();
+                dirty |= app.progress().is_some() || app.download().is_some();
                 Some(Msg::Tick { now: started.elapsed(), rss_bytes: rss_bytes() })
             },
             _ = frame.tick() => {
                 if dirty {
-                    screen.terminal.draw(|f| ui::render(f, &app))?;
+                    screen.terminal.draw(|f| panes::render(f, &app))?;
                     dirty = false;
                 }
                 None
@@ -313,24 +318,6 @@ async fn event_loop(
                     tokio::task::spawn_blocking(move || {
                         let _ = tx.send(Msg::Saved(save(&markdown)));
                     });
-                }
-                Effect::MapTokens { text } => {
-                    // The model loaded first (MapTokens comes with the read), so it is here.
-                    if tokenizer.is_none() {
-                        let _ = tx.send(Msg::TokenOffsets((0..text.len()).collect()));
-                    } else if let Some(tok) = tokenizer.clone() {
-                        let tx = tx.clone();
-                        tokio::task::spawn_blocking(move || {
-                            match tok.encode(text.as_str(), false) {
-                                Ok(enc) => {
-                                    let offsets = enc.get_offsets().iter().map(|o| o.0).collect();
-                                    let _ = tx.send(Msg::TokenOffsets(offsets));
-                                }
-                                // The proportional map stays; nothing the user must act on.
-                                Err(e) => tracing::warn!("cannot map the document's tokens: {e}"),
-                            }
-                        });
-                    }
                 }
                 Effect::Quit => return Ok(engine),
             }
