@@ -106,6 +106,8 @@ pub struct DocView {
     pub title: String,
     pub text: String,
     pub sections: Vec<Section>,
+    /// What a section is called: page, chapter or section ([`Document::section_noun`]).
+    pub noun: &'static str,
     /// Lines at the current pane width.
     pub lines: Vec<DocLine>,
     pub width: usize,
@@ -124,6 +126,7 @@ pub enum DocLine {
 impl DocView {
     fn new(doc: Document, width: usize) -> Self {
         let mut v = DocView {
+            noun: doc.section_noun(),
             title: doc.title,
             text: doc.text,
             sections: doc.sections,
@@ -134,13 +137,9 @@ impl DocView {
         v
     }
 
-    /// "page" when sections are untitled pages, "section" when they carry titles.
+    /// What a section is called: "page", "chapter" or "section".
     pub fn unit(&self) -> &'static str {
-        if self.sections.iter().any(|s| s.title.is_some()) {
-            "section"
-        } else {
-            "page"
-        }
+        self.noun
     }
 
     fn rewrap(&mut self, width: usize) {
@@ -164,7 +163,7 @@ impl DocView {
             if marked {
                 let label = match &s.title {
                     Some(t) => format!("── {} ──", t.trim()),
-                    None => format!("── page {} ──", s.number),
+                    None => format!("── {} {} ──", self.noun, s.number),
                 };
                 self.lines.push(DocLine::Marker { label, at: start });
             }
