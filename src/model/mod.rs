@@ -9,6 +9,7 @@ pub mod fused_attention;
 mod fused_ops;
 mod fused_rope;
 pub mod kv_cache;
+pub mod rope;
 pub mod transformer;
 mod weights;
 
@@ -16,6 +17,7 @@ pub use config::{Arch, ModelConfig, RopeStyle};
 pub use decode_graph::{DecodeGraphs, GraphStats};
 pub use fused_ops::argmax;
 pub use kv_cache::{CacheStats, KvCache};
+pub use rope::{RopeScaling, Yarn};
 pub use transformer::{Logits, Model};
 pub use weights::{Linear, WeightsMode, load_gguf, load_safetensors_dir, random_model};
 
@@ -48,6 +50,8 @@ pub enum ModelError {
     MissingMetadata(String),
     #[error("bad config.json: {0}")]
     BadConfig(String),
+    #[error("bad RoPE scaling in the model file: {key} {detail}")]
+    BadRopeScaling { key: String, detail: String },
     #[error(
         "this build has no CUDA support: rebuild with `cargo build --release --features cuda`, or use --device cpu"
     )]
