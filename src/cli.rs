@@ -15,7 +15,7 @@ use crate::engine::{self, Backend, ContextPolicy, Event, Session, SessionOptions
 use crate::hub::{self, FetchOptions};
 use crate::loader::{self, Loaded};
 use crate::model::{self, ModelConfig, WeightsMode};
-use crate::recipe::{LayerSet, Recipe, RecipeDefaults};
+use crate::recipe::{LayerSet, Recipe, RecipeDefaults, RopeChoice};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -103,7 +103,8 @@ struct RunArgs {
     /// Prefill chunk size in tokens.
     #[arg(long)]
     chunk: Option<usize>,
-    /// Context limit (default: the model's).
+    /// Context limit (default: the model's). Past it, a preset with documented RoPE scaling
+    /// turns it on (qwen2.5: YaRN ×4 over 32k); a model file with its own keeps that.
     #[arg(long)]
     ctx: Option<usize>,
     #[arg(long, value_enum)]
@@ -146,6 +147,9 @@ struct RecipeArgs {
     /// Thinking mode (true/false).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     think: Option<bool>,
+    /// RoPE of sliding layers when the model's is scaled: scaled or original.
+    #[arg(long)]
+    sliding_rope: Option<RopeChoice>,
 }
 
 #[derive(Args, Debug)]
@@ -303,6 +307,7 @@ fn merge(mut c: Config, a: &RunArgs) -> Config {
         .map(|l| l.to_string())
         .or(r.full_layers.clone());
     r.think = a.recipe.think.unwrap_or(r.think);
+    r.sliding_rope = a.recipe.sliding_rope.unwrap_or(r.sliding_rope);
     c
 }
 
@@ -327,6 +332,7 @@ fn build_recipe(c: &config::RecipeConfig, model: &ModelConfig) -> Result<Recipe>
         r.full_layers = l.parse().map_err(anyhow::Error::msg)?;
     }
     r.think = c.think;
+    r.sliding_rope = c.sliding_rope;
     Ok(r)
 }
 
@@ -340,11 +346,12 @@ pub(crate) fn fetch_options() -> FetchOptions {
 pub(crate) fn open_session(cfg: &Config, fetch: &FetchOptions) -> Result<(Session, String)> {
     let device = model::parse_device(&cfg.device)?;
     let Loaded {
-        model,
+        mut model,
         tokenizer,
         name,
-        ..
+        preset,
     } = loader::load(&cfg.model, &device, cfg.weights, fetch)?;
+    model.use_context(cfg.ctx, preset.and_then(|p| p.long_context));
     let recipe = build_recipe(&cfg.recipe, model.config())?;
     let opts = SessionOptions {
         chunk: config::prefill_chunk(cfg.chunk, &device),
@@ -370,6 +377,8 @@ pub(crate) struct Opened {
     pub fixed_attention: Option<String>,
     /// The model's tokenizer (None: a byte-level SWAT model).
     pub tokenizer: Option<tokenizers::Tokenizer>,
+    /// A one-line warning when the context passes what the model was trained for.
+    pub context_note: Option<String>,
 }
 
 /// Opens `cfg.model`: a SWAT checkpoint folder, or anything [`loader::load`] takes.
@@ -396,6 +405,7 @@ pub(crate) fn open(cfg: &Config, fetch: &FetchOptions) -> Result<Opened> {
                 c.summary()
             )),
             tokenizer: None,
+            context_note: None,
             backend: Box::new(s),
         });
     }
@@ -409,6 +419,7 @@ pub(crate) fn open(cfg: &Config, fetch: &FetchOptions) -> Result<Opened> {
         recipe: session.recipe().clone(),
         fixed_attention: None,
         tokenizer: Some(session.tokenizer().inner().clone()),
+        context_note: session.model().config().context_note(session.ctx()),
         backend: Box::new(session),
     })
 }
@@ -457,8 +468,12 @@ fn ask(cfg: &Config, file: &Path, question: &str, json: bool) -> Result<()> {
     let Opened {
         backend: mut session,
         name,
+        context_note,
         ..
     } = open(cfg, &fetch_options())?;
+    if let Some(note) = context_note {
+        eprintln!("{note}");
+    }
     session.load_document(&doc.title, &doc.text);
     let pb = progress_bar(json);
     let never = AtomicBool::new(false);
@@ -499,8 +514,12 @@ fn chat(cfg: &Config, file: Option<&Path>) -> Result<()> {
         backend: mut session,
         name,
         recipe,
+        context_note,
         ..
     } = open(cfg, &fetch_options())?;
+    if let Some(note) = context_note {
+        eprintln!("{note}");
+    }
     let never = AtomicBool::new(false);
     let pb = progress_bar(false);
     if let Some(doc) = &doc {

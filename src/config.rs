@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::ContextPolicy;
 use crate::model::WeightsMode;
+use crate::recipe::RopeChoice;
 use crate::sampling::SamplingParams;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,6 +67,8 @@ pub struct RecipeConfig {
     pub fa_decode: Option<bool>,
     pub full_layers: Option<String>,
     pub think: bool,
+    /// The RoPE of sliding layers when the model's is scaled.
+    pub sliding_rope: RopeChoice,
 }
 
 impl Default for RecipeConfig {
@@ -77,6 +80,7 @@ impl Default for RecipeConfig {
             fa_decode: None,
             full_layers: None,
             think: false,
+            sliding_rope: RopeChoice::default(),
         }
     }
 }

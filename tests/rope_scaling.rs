@@ -579,3 +579,32 @@ fn context_setting_turns_on_the_preset_scaling_past_the_trained_context() {
     let note = q.context_note(200_000).expect("past the scaled context");
     assert!(note.contains("131072") && note.contains("yarn"), "{note}");
 }
+
+#[test]
+fn ctx_past_the_trained_context_warns_in_one_line_in_the_line_chat() {
+    // The tiny model is trained for 4096 tokens and has no scaling.
+    let model = common::tiny_smollm2_gguf().to_str().unwrap();
+    let out = common::swaa(&["--model", model, "--ctx", "65536"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let notes: Vec<&str> = err.lines().filter(|l| l.starts_with("note: ")).collect();
+    assert_eq!(notes.len(), 1, "{err}");
+    assert!(
+        notes[0].contains("65536") && notes[0].contains("4096"),
+        "{err}"
+    );
+    let out = common::swaa(&[
+        "--model",
+        model,
+        "--ctx",
+        "4096",
+        "--sliding-rope",
+        "scaled",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("note: "), "{err}");
+    assert!(
+        err.contains("sliding-rope=scaled"),
+        "the recipe line shows the knob: {err}"
+    );
+}
