@@ -465,6 +465,9 @@ impl Model {
     /// scaling. A scaling set before counts as the model's own.
     pub fn use_context(&mut self, ctx: usize, long: Option<RopeScaling>) {
         let scaling = self.cfg.scaling_for_context(ctx, long);
+        if let Some(s) = scaling {
+            tracing::info!("RoPE scaling: {s}");
+        }
         if scaling != self.cfg.rope_scaling {
             self.set_rope_scaling(scaling);
         }
