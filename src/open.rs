@@ -98,11 +98,13 @@ pub fn fetch_options() -> FetchOptions {
 pub fn open_session(cfg: &Config, fetch: &FetchOptions) -> anyhow::Result<(Session, String)> {
     let device = model::parse_device(&cfg.device)?;
     let Loaded {
-        model,
+        mut model,
         tokenizer,
         name,
-        ..
+        preset,
     } = load(&cfg.model, &device, cfg.weights, fetch)?;
+    // A context past the trained one turns on the preset's documented RoPE scaling.
+    model.use_context(cfg.ctx, preset.and_then(|p| p.long_context));
     let recipe = Recipe::resolve(&cfg.recipe, RecipeDefaults::for_context(model.config().ctx))
         .map_err(anyhow::Error::msg)?;
     let ctx = if cfg.ctx > 0 {
@@ -141,6 +143,8 @@ pub struct Opened {
     pub recipe: Recipe,
     /// Why the attention recipe cannot change (a SWAT model's is fixed by training).
     pub fixed_attention: Option<String>,
+    /// A one-line warning when the context passes what the model was trained for.
+    pub context_note: Option<String>,
 }
 
 /// Opens `cfg.model`: a SWAT checkpoint folder, or anything [`load`] takes.
@@ -166,6 +170,7 @@ pub fn open(cfg: &Config, fetch: &FetchOptions) -> anyhow::Result<Opened> {
                 "a SWAT model's attention is fixed by its training ({}): recipes do not apply",
                 c.summary()
             )),
+            context_note: None,
             backend: Box::new(s),
         });
     }
@@ -178,6 +183,7 @@ pub fn open(cfg: &Config, fetch: &FetchOptions) -> anyhow::Result<Opened> {
         defaults: session.recipe_defaults(),
         recipe: session.recipe().clone(),
         fixed_attention: None,
+        context_note: session.model().config().context_note(session.ctx()),
         backend: Box::new(session),
     })
 }

@@ -38,7 +38,7 @@ fn chunked_prefill_equals_unchunked_logits() {
                 sink: 0,
                 fa_decode: true,
                 full_layers: LayerSet::Every(2),
-                think: false,
+                ..Recipe::full()
             },
         ] {
             let whole = run_engine(&model, &recipe, &p, p.len(), 5, true).unwrap();

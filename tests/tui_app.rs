@@ -207,6 +207,19 @@ fn history_recalls_questions_and_returns_to_the_draft() {
 }
 
 #[test]
+fn a_context_past_the_trained_one_is_said_when_the_model_opens() {
+    let mut app = App::new("m", false, Theme::default());
+    let note = "--ctx 65536 is past the 8192 tokens smollm2 was trained for".to_string();
+    let info = ModelInfo {
+        context_note: Some(note.clone()),
+        ..model_info()
+    };
+    let recipe = app.recipe().clone();
+    app.update(Msg::ModelReady(info, recipe));
+    assert_eq!(app.status(), Some(&(StatusKind::Error, note)));
+}
+
+#[test]
 fn a_model_with_fixed_attention_refuses_recipe_keys_with_its_reason() {
     let mut app = App::new("swat-small", false, Theme::default());
     let info = ModelInfo {
@@ -842,6 +855,7 @@ fn tiny_engine(recipe: &Recipe) -> (Engine, ModelInfo) {
             sink: 4,
         },
         fixed_attention: None,
+        context_note: None,
     };
     (
         Engine::spawn(Box::new(Session::new(model, tok, recipe.clone(), opts))),

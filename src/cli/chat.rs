@@ -111,8 +111,12 @@ pub(super) fn ask(
     let Opened {
         backend: mut session,
         name,
+        context_note,
         ..
     } = open(cfg, &fetch_options())?;
+    if let Some(note) = context_note {
+        eprintln!("{note}");
+    }
     session.load_document(&doc.title, &doc.text);
     if let Some(p) = &part
         && !json
@@ -166,8 +170,12 @@ pub(super) fn chat(cfg: &Config, file: Option<&Path>, pages: Option<&str>) -> Re
         backend: mut session,
         name,
         recipe,
+        context_note,
         ..
     } = open(cfg, &fetch_options())?;
+    if let Some(note) = context_note {
+        eprintln!("{note}");
+    }
     let never = AtomicBool::new(false);
     let pb = progress_bar(false);
     if let Some((file, (doc, _))) = &doc {

@@ -91,7 +91,8 @@ enum Cmd {
 struct RunArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Context limit (default: the model's).
+    /// Context limit (default: the model's). Past it, a preset with documented RoPE scaling
+    /// turns it on (qwen2.5: YaRN ×4 over 32k); a model file with its own keeps that.
     #[arg(long)]
     ctx: Option<usize>,
     #[arg(long, value_enum)]

@@ -24,7 +24,7 @@ use crate::config::{Config, ModelArgs};
 use crate::document::DocumentError;
 use crate::engine::{EngineError, Event, Session};
 use crate::model;
-use crate::recipe::{Preset, Recipe, RecipeDefaults};
+use crate::recipe::{Preset, Recipe, RecipeDefaults, RopeChoice};
 use crate::sampling::SamplingParams;
 use crate::tokenizer::ChatTokenizer;
 use crate::units::parse_length;
@@ -130,6 +130,8 @@ pub struct EvalOptions {
     pub seed: u64,
     pub window: Option<usize>,
     pub sink: Option<usize>,
+    /// The RoPE of sliding layers when the model's is scaled (a long `--ctx`).
+    pub sliding_rope: RopeChoice,
     /// Prose to hide facts in; default: the Rust book installed with the toolchain docs.
     pub haystack: Option<PathBuf>,
     pub out: PathBuf,
@@ -208,6 +210,9 @@ struct RunInfo {
     depths: Vec<f64>,
     haystack: Option<PathBuf>,
     max_new_tokens: usize,
+    /// The context the model ran with (its RoPE scaling follows from it); 0 in older runs.
+    #[serde(default)]
+    ctx: usize,
 }
 
 fn check_run_info(out: &Path, info: &RunInfo) -> Result<()> {
@@ -300,6 +305,7 @@ pub fn run(session: &mut Session, opts: &EvalOptions) -> Result<EvalOutput> {
             depths: opts.depths.clone(),
             haystack: opts.haystack.clone(),
             max_new_tokens: max_new,
+            ctx,
         },
     )?;
 
@@ -311,7 +317,10 @@ pub fn run(session: &mut Session, opts: &EvalOptions) -> Result<EvalOutput> {
     for (di, d) in docs.iter().enumerate() {
         for &preset in &opts.recipes {
             let name = preset.name().to_string();
-            let recipe = recipe_for(preset, d.length, ctx, opts.window, opts.sink);
+            let recipe = Recipe {
+                sliding_rope: opts.sliding_rope,
+                ..recipe_for(preset, d.length, ctx, opts.window, opts.sink)
+            };
             let detail = recipe.describe();
             let pending: Vec<usize> = (0..d.questions.len())
                 .filter(|&q| !done.contains(&(name.clone(), detail.clone(), d.id.clone(), q)))
@@ -506,6 +515,12 @@ pub struct EvalArgs {
     /// Most tokens per answer.
     #[arg(long, default_value_t = 24)]
     max_tokens: usize,
+    /// Context (default: the model's); past it a preset's documented RoPE scaling turns on.
+    #[arg(long)]
+    ctx: Option<usize>,
+    /// RoPE of sliding layers when the model's is scaled: scaled or original (default).
+    #[arg(long, default_value = "original")]
+    sliding_rope: RopeChoice,
 }
 
 /// Runs `swaa-chat eval`: loads the model, evaluates, prints the table and where files are.
@@ -533,8 +548,8 @@ pub fn command(a: EvalArgs, cfg: &Config) -> anyhow::Result<()> {
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(anyhow::Error::msg)?;
     let cfg = Config {
-        // The model's own context, and greedy: the eval is deterministic for a seed.
-        ctx: 0,
+        // Greedy: the eval is deterministic for a seed.
+        ctx: a.ctx.unwrap_or(0),
         sampling: SamplingParams {
             max_new_tokens: a.max_tokens,
             ..Default::default()
@@ -553,6 +568,7 @@ pub fn command(a: EvalArgs, cfg: &Config) -> anyhow::Result<()> {
             seed: a.seed,
             window: a.window,
             sink: a.sink,
+            sliding_rope: a.sliding_rope,
             haystack: a.haystack,
             out: a.out,
             model_name,

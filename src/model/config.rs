@@ -7,6 +7,7 @@ use candle_core::quantized::gguf_file::Value;
 use serde::Deserialize;
 
 use super::ModelError;
+use super::rope::RopeScaling;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -71,9 +72,12 @@ pub struct ModelConfig {
     pub rope_theta: f64,
     pub rms_eps: f64,
     pub tied_embeddings: bool,
-    /// The context length the model was trained for.
+    /// The context length the model was trained for (with its RoPE scaling, if it has one).
     pub ctx: usize,
     pub rope_style: RopeStyle,
+    /// RoPE scaling: the model file's own, or one chosen for a longer context
+    /// ([`ModelConfig::scaling_for_context`]).
+    pub rope_scaling: Option<RopeScaling>,
 }
 
 impl ModelConfig {
@@ -111,6 +115,7 @@ impl ModelConfig {
             Some(t) => t.len(),
             None => num("vocab_size")?,
         };
+        let ctx = num("context_length")?;
         Ok(ModelConfig {
             arch,
             vocab,
@@ -123,13 +128,14 @@ impl ModelConfig {
             rope_theta: float("rope.freq_base", 10_000.0),
             rms_eps: float("attention.layer_norm_rms_epsilon", 1e-6),
             tied_embeddings: !has_output,
-            ctx: num("context_length")?,
+            ctx,
             // llama.cpp's converter permutes llama's Q/K rows for interleaved RoPE; qwen is neox.
             rope_style: if arch == Arch::Llama {
                 RopeStyle::Interleaved
             } else {
                 RopeStyle::Halves
             },
+            rope_scaling: RopeScaling::from_gguf(md, p, ctx)?,
         })
     }
 
@@ -149,12 +155,28 @@ impl ModelConfig {
             rms_norm_eps: Option<f64>,
             tie_word_embeddings: Option<bool>,
             max_position_embeddings: Option<usize>,
+            rope_scaling: Option<serde_json::Value>,
+            /// transformers v5's name for `rope_scaling`.
+            rope_parameters: Option<serde_json::Value>,
         }
         let h: Hf = serde_json::from_str(json).map_err(|e| ModelError::BadConfig(e.to_string()))?;
         let name = h
             .model_type
             .or_else(|| h.architectures.and_then(|a| a.into_iter().next()))
             .unwrap_or_else(|| "unknown".into());
+        let ctx = h.max_position_embeddings.unwrap_or(4096);
+        let rope_scaling = match (&h.rope_scaling, &h.rope_parameters) {
+            (Some(v), _) if !v.is_null() => RopeScaling::from_hf("rope_scaling", v, ctx)?,
+            (_, Some(v)) => RopeScaling::from_hf("rope_parameters", v, ctx)?,
+            _ => None,
+        };
+        // v5 moves rope_theta into rope_parameters.
+        let theta = h.rope_theta.or_else(|| {
+            h.rope_parameters
+                .as_ref()
+                .and_then(|p| p.get("rope_theta"))
+                .and_then(|t| t.as_f64())
+        });
         Ok(ModelConfig {
             arch: Arch::parse(&name)?,
             vocab: h.vocab_size,
@@ -164,11 +186,64 @@ impl ModelConfig {
             heads: h.num_attention_heads,
             kv_heads: h.num_key_value_heads.unwrap_or(h.num_attention_heads),
             head_dim: h.head_dim.unwrap_or(h.hidden_size / h.num_attention_heads),
-            rope_theta: h.rope_theta.unwrap_or(10_000.0),
+            rope_theta: theta.unwrap_or(10_000.0),
             rms_eps: h.rms_norm_eps.unwrap_or(1e-6),
             tied_embeddings: h.tie_word_embeddings.unwrap_or(false),
-            ctx: h.max_position_embeddings.unwrap_or(4096),
+            ctx,
             rope_style: RopeStyle::Halves,
+            rope_scaling,
+        })
+    }
+
+    /// A GGUF's `rope_freqs.weight` (per-pair frequency divisors) on top of its metadata.
+    pub fn with_freq_factors(mut self, values: &[f32]) -> Result<Self, ModelError> {
+        if let Some(s) = self.rope_scaling {
+            return Err(ModelError::BadRopeScaling {
+                key: "rope_freqs.weight".into(),
+                detail: format!(
+                    "comes with {s} scaling in the metadata; swaa-chat runs one or the other"
+                ),
+            });
+        }
+        self.rope_scaling = Some(RopeScaling::from_freq_factors(values, self.head_dim)?);
+        Ok(self)
+    }
+
+    /// The longest context the model is trained for, as far as its scaling says: `ctx`, or the
+    /// scaling's original context times its factor where that is more.
+    pub fn trained_ctx(&self) -> usize {
+        let stretched = self
+            .rope_scaling
+            .and_then(|s| Some(s.original_ctx()? as f64 * s.factor()?))
+            .map_or(0, |n| n as usize);
+        self.ctx.max(stretched)
+    }
+
+    /// The RoPE scaling to run at `ctx` tokens: the model's own if it has one; else `long` (a
+    /// preset's documented long-context setup) where `ctx` passes the trained context; else
+    /// none.
+    pub fn scaling_for_context(
+        &self,
+        ctx: usize,
+        long: Option<RopeScaling>,
+    ) -> Option<RopeScaling> {
+        self.rope_scaling.or(long.filter(|_| ctx > self.ctx))
+    }
+
+    /// One line for the user when a `ctx`-token context passes what the model (with its
+    /// scaling) was trained for: positions beyond are out of distribution. None within it.
+    pub fn context_note(&self, ctx: usize) -> Option<String> {
+        let trained = self.trained_ctx();
+        if ctx <= trained {
+            return None;
+        }
+        Some(match self.rope_scaling {
+            None => format!(
+                "note: a context of {ctx} tokens is past the {trained} this model was trained for, and it has no RoPE scaling: positions beyond {trained} are out of distribution, so answers there may degrade"
+            ),
+            Some(s) => format!(
+                "note: a context of {ctx} tokens is past the {trained} this model reaches with its RoPE scaling ({s}): positions beyond {trained} are out of distribution, so answers there may degrade"
+            ),
         })
     }
 

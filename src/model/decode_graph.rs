@@ -7,7 +7,8 @@
 //! The captured kernels read those values from device memory (the `step` arguments of the
 //! fused RoPE and attention kernels); everything else in a step is the same every token. A
 //! graph holds while the cache buffers it writes stay put: when an append would compact or
-//! grow a layer, or the RoPE table is rebuilt, that step runs as a plain forward pass and
+//! grow a layer, or a RoPE table a layer reads is rebuilt or swapped (the model's scaled table
+//! or the original one, per layer by the recipe), that step runs as a plain forward pass and
 //! the next one captures again.
 
 use std::cell::RefCell;
@@ -186,9 +187,9 @@ mod cuda {
         seen: Vec<Seen>,
         steps: CudaSlice<LayerStep>,
         host: Vec<LayerStep>,
-        /// The cache buffers and the RoPE table the graph reads and writes.
+        /// The cache buffers the graph reads and writes, and per layer the RoPE table it reads.
         buffers: Vec<(TensorId, TensorId)>,
-        rope: (TensorId, usize),
+        rope: Vec<(TensorId, usize)>,
     }
 
     /// The step through a graph, or None where it must be a plain forward pass.
@@ -205,21 +206,22 @@ mod cuda {
             graphs.graph = None;
             return Ok(None);
         }
-        let rope = model.rope_table();
+        let rope = model.rope_tables(recipe);
+        let covers = |r: &[(TensorId, usize)]| r.iter().all(|&(_, rows)| q0 < rows);
         if let Some(g) = graphs.graph.as_mut() {
             let same_buffers = (0..layers).all(|i| cache.buffer_ids(i) == Some(g.buffers[i]));
-            if same_buffers && rope.is_some_and(|r| r == g.rope && q0 < r.1) {
+            if same_buffers && rope.as_ref().is_some_and(|r| *r == g.rope && covers(r)) {
                 let logits = g.replay(token, cache, recipe)?;
                 graphs.stats.replays += 1;
                 return Ok(Some(logits));
             }
         }
         graphs.graph = None;
-        // A plain pass grows a short RoPE table; the next step captures.
+        // A plain pass builds or grows a short RoPE table; the next step captures.
         let Device::Cuda(dev) = model.device() else {
             return Ok(None);
         };
-        if rope.is_none_or(|r| q0 >= r.1) {
+        if !rope.as_deref().is_some_and(covers) {
             return Ok(None);
         }
         // Some of candle's kernels take their arguments' shapes through a host-to-device copy
@@ -313,7 +315,9 @@ mod cuda {
             let buffers = (0..cfg.layers)
                 .map(|i| cache.buffer_ids(i).expect("written by the captured step"))
                 .collect();
-            let rope = model.rope_table().expect("built by the captured step");
+            let rope = model
+                .rope_tables(recipe)
+                .expect("built by the captured step");
             drop(_sync);
             let mut g = Graph {
                 graph,

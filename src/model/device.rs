@@ -118,6 +118,7 @@ mod tests {
             tied_embeddings: true,
             ctx: 256,
             rope_style: crate::model::RopeStyle::Halves,
+            rope_scaling: None,
         };
         let cpu = Kernels::choose(&cfg, &Device::Cpu, DType::F32, true);
         assert_eq!(cpu.attention, AttentionKernel::CpuDecode);

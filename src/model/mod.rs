@@ -6,6 +6,7 @@ pub mod decode_graph;
 mod device;
 mod kernels;
 pub mod kv_cache;
+pub mod rope;
 pub mod transformer;
 mod weights;
 
@@ -14,6 +15,7 @@ pub use decode_graph::{DecodeGraphs, GraphStats};
 pub use device::{AttentionKernel, Kernels, device_name, parse_device};
 pub use kernels::ops::argmax;
 pub use kv_cache::{CacheStats, KvCache};
+pub use rope::{RopeScaling, Yarn};
 pub use transformer::{Logits, Model};
 pub use weights::{Linear, WeightsMode, load_gguf, load_safetensors_dir, random_model};
 
@@ -46,6 +48,8 @@ pub enum ModelError {
     MissingMetadata(String),
     #[error("bad config.json: {0}")]
     BadConfig(String),
+    #[error("bad RoPE scaling in the model file: {key} {detail}")]
+    BadRopeScaling { key: String, detail: String },
     #[error(
         "this build has no CUDA support: rebuild with `cargo build --release --features cuda`, or use --device cpu"
     )]

@@ -11,9 +11,10 @@ use super::decode_graph::Capture;
 use super::device::Kernels;
 use super::kernels;
 use super::kv_cache::KvCache;
+use super::rope::{self, RopeScaling};
 use super::weights::{Linear, WeightSource};
 use super::{ModelError, Result};
-use crate::recipe::{Phase, Recipe};
+use crate::recipe::{Phase, Recipe, RopeChoice};
 
 /// Which logits a forward pass returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,10 +114,20 @@ pub struct Model {
     /// Chosen once for the device, dtype and shape ([`Model::set_fused_attention`]).
     kernels: Kernels,
     /// RoPE tables from position 0, grown on demand: a decode step then uploads nothing.
-    rope: Arc<Mutex<Option<Rope>>>,
+    /// Indexed by [`Table`]; the original one is built only when a recipe asks for it.
+    rope: Arc<Mutex<[Option<Rope>; 2]>>,
 }
 
-/// RoPE tables for a run of positions, shared by every layer of one forward pass.
+/// The RoPE table a layer reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Table {
+    /// The model's RoPE, with its scaling if it has one.
+    Model = 0,
+    /// Unscaled, for sliding layers under [`RopeChoice::Original`] when the model scales.
+    Original = 1,
+}
+
+/// RoPE tables for a run of positions, shared by the layers of one forward pass that use them.
 #[derive(Debug)]
 struct Rope {
     cos: Tensor,
@@ -127,29 +138,19 @@ struct Rope {
 }
 
 impl Rope {
-    /// Same arithmetic as candle-transformers' `precomput_freqs_cis` (f32), for bit-level parity.
+    /// Unscaled, the same arithmetic as candle-transformers' `precomput_freqs_cis` (f32), for
+    /// bit-level parity; `scaling` as `rope::frequencies` defines it.
     fn new(
         cfg: &ModelConfig,
+        scaling: Option<&RopeScaling>,
         positions: std::ops::Range<usize>,
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
         let half = cfg.head_dim / 2;
-        let base = cfg.rope_theta as f32;
-        let inv: Vec<f32> = (0..cfg.head_dim)
-            .step_by(2)
-            .map(|i| 1f32 / base.powf(i as f32 / cfg.head_dim as f32))
-            .collect();
         let n = positions.len();
-        let mut cos = Vec::with_capacity(n * half);
-        let mut sin = Vec::with_capacity(n * half);
-        for p in positions {
-            for f in &inv {
-                let a = p as f32 * f;
-                cos.push(a.cos());
-                sin.push(a.sin());
-            }
-        }
+        let (inv, attention) = rope::frequencies(cfg.head_dim, cfg.rope_theta, scaling);
+        let (cos, sin) = rope::cos_sin(&inv, attention, positions);
         let t = |v: Vec<f32>| -> Result<Tensor> {
             Ok(Tensor::from_vec(v, (n, half), device)?.to_dtype(dtype)?)
         };
@@ -420,25 +421,81 @@ impl Model {
         self.kernels.graph_capable()
     }
 
-    /// The fused kernels' RoPE table (its identity and rows), once built.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    pub(crate) fn rope_table(&self) -> Option<(candle_core::TensorId, usize)> {
-        let table = self.rope.lock().expect("rope table lock");
-        let t = table.as_ref()?;
-        Some((t.cs.as_ref()?.id(), t.rows()))
+    /// Runs with `scaling` from now on (None: unscaled RoPE); the tables are rebuilt.
+    pub fn set_rope_scaling(&mut self, scaling: Option<RopeScaling>) {
+        self.cfg.rope_scaling = scaling;
+        // A fresh lock, not a cleared one: clones of this model share the old tables.
+        self.rope = Arc::default();
     }
 
-    /// RoPE tables for `positions`, from the model's table (built for at least `ctx`).
-    fn rope(&self, positions: std::ops::Range<usize>) -> Result<Rope> {
-        let mut table = self.rope.lock().expect("rope table lock");
-        if table.as_ref().is_none_or(|t| t.rows() < positions.end) {
-            // Half again the need: a long read rebuilds the table a few times, not per step.
-            let rows = (positions.end + positions.end / 2)
-                .max(self.cfg.ctx)
-                .next_multiple_of(4096);
-            *table = Some(Rope::new(&self.cfg, 0..rows, self.dtype, &self.device)?);
+    /// Sets the RoPE scaling for a `ctx`-token context (0: the model's own) on a model as
+    /// loaded: [`ModelConfig::scaling_for_context`], with `long` a preset's long-context
+    /// scaling. A scaling set before counts as the model's own.
+    pub fn use_context(&mut self, ctx: usize, long: Option<RopeScaling>) {
+        let scaling = self.cfg.scaling_for_context(ctx, long);
+        if let Some(s) = scaling {
+            tracing::info!("RoPE scaling: {s}");
         }
-        Ok(table.as_ref().expect("just built").slice(positions)?)
+        if scaling != self.cfg.rope_scaling {
+            self.set_rope_scaling(scaling);
+        }
+    }
+
+    /// Which table layer `layer` reads under `recipe`.
+    fn table(&self, recipe: &Recipe, layer: usize) -> Table {
+        match recipe.layer_rope(layer) {
+            RopeChoice::Original if self.cfg.rope_scaling.is_some() => Table::Original,
+            _ => Table::Model,
+        }
+    }
+
+    /// Per layer, the fused kernels' RoPE table under `recipe` (its identity and rows); None
+    /// until all of them are built.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn rope_tables(
+        &self,
+        recipe: &Recipe,
+    ) -> Option<Vec<(candle_core::TensorId, usize)>> {
+        let tables = self.rope.lock().expect("rope table lock");
+        (0..self.cfg.layers)
+            .map(|i| {
+                let t = tables[self.table(recipe, i) as usize].as_ref()?;
+                Some((t.cs.as_ref()?.id(), t.rows()))
+            })
+            .collect()
+    }
+
+    /// The RoPE rows of `positions` for each table that `recipe`'s layers read, from the
+    /// model's tables (built for at least `ctx`).
+    fn ropes(
+        &self,
+        recipe: &Recipe,
+        positions: std::ops::Range<usize>,
+    ) -> Result<[Option<Rope>; 2]> {
+        let mut tables = self.rope.lock().expect("rope table lock");
+        let mut out = [None, None];
+        for table in (0..self.cfg.layers).map(|i| self.table(recipe, i)) {
+            if out[table as usize].is_some() {
+                continue;
+            }
+            let t = &mut tables[table as usize];
+            if t.as_ref().is_none_or(|t| t.rows() < positions.end) {
+                // Half again the need: a long read rebuilds the table a few times, not per step.
+                let rows = (positions.end + positions.end / 2)
+                    .max(self.cfg.ctx)
+                    .next_multiple_of(4096);
+                let scaling = self.cfg.rope_scaling.filter(|_| table == Table::Model);
+                *t = Some(Rope::new(
+                    &self.cfg,
+                    scaling.as_ref(),
+                    0..rows,
+                    self.dtype,
+                    &self.device,
+                )?);
+            }
+            out[table as usize] = Some(t.as_ref().expect("just built").slice(positions.clone())?);
+        }
+        Ok(out)
     }
 
     /// An empty cache shaped for this model.
@@ -531,7 +588,7 @@ impl Model {
     ) -> Result<Option<Tensor>> {
         let (q0, q1) = (cache.next_pos(), cache.next_pos() + tokens.len());
         // A graph's kernels read RoPE rows by the position they are given: the whole table.
-        let rope = self.rope(if capture.is_some() { 0..q1 } else { q0..q1 })?;
+        let ropes = self.ropes(recipe, if capture.is_some() { 0..q1 } else { q0..q1 })?;
         let x = match capture {
             Some(c) => self.embed_ids(&c.ids)?,
             None => self.embed(tokens)?,
@@ -541,8 +598,11 @@ impl Model {
         let mut spans = Spans::new(q0, q1, &k, &self.device);
         for (i, layer) in self.layers.iter().enumerate() {
             let rule = recipe.rule(i, phase);
+            let rope = ropes[self.table(recipe, i) as usize]
+                .as_ref()
+                .expect("built for this recipe");
             let h = x.norm(&layer.attn_norm)?;
-            let q = layer.queries_into_cache(&self.cfg, &k, &h, &rope, cache, i, capture)?;
+            let q = layer.queries_into_cache(&self.cfg, &k, &h, rope, cache, i, capture)?;
             let attn = attention::attend(&k, &q, cache, i, rule, &mut spans, capture)?;
             x.add(layer.wo.forward_on(&attn, k.elementwise)?);
             let h = x.norm(&layer.ffn_norm)?;
@@ -576,7 +636,15 @@ impl Model {
     ) -> Result<Tensor> {
         assert_eq!(tokens.len(), phases.len(), "one phase per token");
         let t = tokens.len();
-        let rope = Rope::new(&self.cfg, 0..t, self.dtype, &self.device)?;
+        // Built here, not taken from the model's tables: the reference shares no state.
+        let model_rope = Rope::new(
+            &self.cfg,
+            self.cfg.rope_scaling.as_ref(),
+            0..t,
+            self.dtype,
+            &self.device,
+        )?;
+        let original = Rope::new(&self.cfg, None, 0..t, self.dtype, &self.device)?;
         let mut x = Residual::new(self.embed(tokens)?, false, self.cfg.rms_eps);
         for (i, layer) in self.layers.iter().enumerate() {
             let mut m = vec![0f32; t * t];
@@ -590,7 +658,11 @@ impl Model {
             }
             let mask = Tensor::from_vec(m, (t, t), &self.device)?;
             let h = x.norm(&layer.attn_norm)?;
-            let (q, k, v) = layer.qkv(&self.cfg, &h, &rope)?;
+            let rope = match self.table(recipe, i) {
+                Table::Model => &model_rope,
+                Table::Original => &original,
+            };
+            let (q, k, v) = layer.qkv(&self.cfg, &h, rope)?;
             let attn = ops::token_major(&ops::attend(&q, &k, &v, Some(&mask))?)?;
             x.add(layer.wo.forward(&attn)?);
             let h = x.norm(&layer.ffn_norm)?;

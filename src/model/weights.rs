@@ -306,14 +306,20 @@ pub fn load_gguf(
 ) -> Result<(Model, HashMap<String, Value>)> {
     let content = read_gguf_content(path)?;
     let has_output = content.tensor_infos.contains_key("output.weight");
-    let cfg = ModelConfig::from_gguf(&content.metadata, has_output)?;
+    let mut cfg = ModelConfig::from_gguf(&content.metadata, has_output)?;
     let file = File::open(path).map_err(|source| ModelError::Io {
         path: path.into(),
         source,
     })?;
+    let mut reader = BufReader::new(file);
+    if content.tensor_infos.contains_key("rope_freqs.weight") {
+        // Read in f32 whatever the device: the divisors set every position's angle.
+        let f = content.tensor(&mut reader, "rope_freqs.weight", &Device::Cpu)?;
+        cfg = cfg.with_freq_factors(&f.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1()?)?;
+    }
     let mut src = GgufSource {
         content: &content,
-        reader: BufReader::new(file),
+        reader,
         path,
         device: device.clone(),
         dense: mode.dense_dtype(device),

@@ -35,6 +35,7 @@ pub fn tiny_config(arch: Arch) -> ModelConfig {
         } else {
             RopeStyle::Halves
         },
+        rope_scaling: None,
     }
 }
 
@@ -151,7 +152,7 @@ pub fn recipe_grid() -> Vec<Recipe> {
                         sink,
                         fa_decode,
                         full_layers,
-                        think: false,
+                        ..Recipe::full()
                     });
                 }
             }

@@ -129,7 +129,7 @@ impl SwatSession {
             sink: 0,
             fa_decode: false,
             full_layers: LayerSet::None,
-            think: false,
+            ..Recipe::full()
         }
     }
 

@@ -40,6 +40,8 @@ pub struct ModelInfo {
     pub defaults: RecipeDefaults,
     /// Why the recipe cannot change (a SWAT model's attention is fixed by training).
     pub fixed_attention: Option<String>,
+    /// A one-line warning when the context passes what the model was trained for.
+    pub context_note: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,6 +309,10 @@ impl App {
                         "ask anything"
                     }
                 ));
+                // Positions past the trained context are worth knowing before anything is read.
+                if let Some(note) = &info.context_note {
+                    self.error(note.clone());
+                }
                 self.model = Some(info);
                 self.recipe.recipe = recipe;
                 let fx = self.start_reading();

@@ -156,6 +156,7 @@ fn open_engine(
         ctx: o.ctx,
         defaults: o.defaults,
         fixed_attention: o.fixed_attention,
+        context_note: o.context_note,
     };
     Ok((Engine::spawn(o.backend), info, o.recipe))
 }

@@ -295,6 +295,7 @@ pub fn model_info() -> swaa_chat::tui::app::ModelInfo {
         ctx: 8192,
         defaults: DEFAULTS,
         fixed_attention: None,
+        context_note: None,
     }
 }
 
