@@ -178,7 +178,7 @@ pub fn rotate(cfg: &SwatConfig, x: &Tensor, p0: usize) -> Result<Tensor> {
 /// last W−1 (all that the next query can see besides itself) under a window.
 #[derive(Debug, Clone)]
 pub struct RollingCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<KvSlot>,
     pos: usize,
     keep: Option<usize>,
 }
@@ -212,6 +212,9 @@ impl RollingCache {
             .sum()
     }
 }
+
+/// One layer's cached keys and values; with the count it keeps (None: all), a layer's cache.
+type KvSlot = Option<(Tensor, Tensor)>;
 
 #[derive(Debug, Clone)]
 struct Layer {
@@ -249,8 +252,7 @@ impl Layer {
         x: &Tensor,
         p0: usize,
         blocks: &[Block],
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
-        keep: Option<usize>,
+        cache: Option<(&mut KvSlot, Option<usize>)>,
         probe: Option<&mut Vec<ProbeBlock>>,
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
@@ -268,7 +270,7 @@ impl Layer {
             k = rotate(cfg, &k, p0)?;
         }
         let (k, v) = match cache {
-            Some(slot) => {
+            Some((slot, keep)) => {
                 let (k, v) = match slot.take() {
                     Some((ck, cv)) => (Tensor::cat(&[&ck, &k], 2)?, Tensor::cat(&[&cv, &v], 2)?),
                     None => (k, v),
@@ -448,12 +450,12 @@ impl SwatModel {
         ))?;
         let keep = cache.as_ref().and_then(|c| c.keep);
         for (i, layer) in self.layers.iter().enumerate() {
-            let slot = cache.as_mut().map(|c| &mut c.layers[i]);
+            let slot = cache.as_mut().map(|c| (&mut c.layers[i], keep));
             let weights = probe.as_mut().map(|p| {
                 p.push(Vec::new());
                 p.last_mut().expect("just pushed")
             });
-            x = layer.forward(&self.cfg, &x, p0, &blocks, slot, keep, weights)?;
+            x = layer.forward(&self.cfg, &x, p0, &blocks, slot, weights)?;
         }
         if let Some(c) = cache {
             c.pos += t;
