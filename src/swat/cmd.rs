@@ -349,21 +349,22 @@ fn train_with_bar(
     Ok(summary)
 }
 
-fn report_summary(s: &TrainSummary, resume_hint: &str) {
+/// One line on a finished or stopped run (whole, so that parallel runs do not interleave).
+fn summary_line(s: &TrainSummary, resume_hint: &str) -> String {
     let first = s.val_history.first().map_or(f32::NAN, |v| v.1);
     let how = if s.finished() {
         "done".to_string()
     } else {
         format!("stopped: {resume_hint}")
     };
-    println!(
+    format!(
         "step {}/{} ({how}) · held-out loss {first:.3} → {:.3} nats/byte · {:.1} min · checkpoint in {}",
         s.step,
         s.steps,
         s.val_loss(),
         s.train_seconds / 60.0,
         s.out.display()
-    );
+    )
 }
 
 fn deadline(minutes: Option<f64>) -> Option<Instant> {
@@ -399,7 +400,10 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
         "train",
         None,
     )?;
-    report_summary(&summary, "run again with --resume to continue");
+    println!(
+        "{}",
+        summary_line(&summary, "run again with --resume to continue")
+    );
     Ok(())
 }
 
@@ -686,8 +690,7 @@ fn compare_cmd(a: CompareArgs) -> Result<()> {
             return Ok(None);
         }
         let s = train_with_bar(start, &dir, dev, deadline, stop, v.name, Some(&multi))?;
-        print!("{}: ", v.name);
-        report_summary(&s, hint);
+        println!("{}: {}", v.name, summary_line(&s, hint));
         Ok(Some(s))
     })?;
     let finished = trained.iter().flatten().filter(|s| s.finished()).count();
