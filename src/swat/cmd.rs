@@ -159,6 +159,10 @@ pub struct CompareArgs {
     /// Models trained (and evaluated) at a time, each on its own thread and CUDA stream.
     #[arg(long, default_value_t = 1)]
     jobs: usize,
+    /// Report on the checkpoints as they are when the time budget ends, trained or not (the
+    /// table shows each model's steps).
+    #[arg(long)]
+    report_unfinished: bool,
 }
 
 #[derive(Args, Debug)]
@@ -699,8 +703,18 @@ fn compare_cmd(a: CompareArgs) -> Result<()> {
             "{finished} of {} models are trained: {hint}",
             variants.len()
         );
-        return Ok(());
+        if !a.report_unfinished {
+            return Ok(());
+        }
     }
+    let trained = variants
+        .iter()
+        .zip(trained)
+        .map(|(v, s)| match s {
+            Some(s) => Ok(s),
+            None => Ok(train::read_summary(&a.out.join(v.name))?),
+        })
+        .collect::<Result<Vec<_>>>()?;
     let corpus = Corpus::from_files(&a.run.text, 0.1)?;
     let seq_len = a.run.seq_len;
     let lengths = if a.eval.lengths.is_empty() {
@@ -726,7 +740,7 @@ fn compare_cmd(a: CompareArgs) -> Result<()> {
         models.push(ModelResult {
             name: v.name.into(),
             architecture,
-            summary: s.expect("finished"),
+            summary: s,
             heads: stats,
         });
     }

@@ -74,8 +74,8 @@ impl Report {
             };
             s += &format!(" ppl@{}{times} |", ppl::length_label(l));
         }
-        s += " mean ppl | rank | minutes | tok/s |\n|---|---|---:|";
-        s += &"---:|".repeat(lengths.len() + 4);
+        s += " mean ppl | rank | steps | minutes | tok/s |\n|---|---|---:|";
+        s += &"---:|".repeat(lengths.len() + 5);
         s += "\n";
         let ranking = self.ranking();
         for m in &self.models {
@@ -93,8 +93,13 @@ impl Report {
             }
             let rank = ranking.iter().position(|n| *n == m.name).unwrap_or(0) + 1;
             let secs = m.summary.train_seconds;
+            let steps = if m.summary.finished() {
+                m.summary.step.to_string()
+            } else {
+                format!("{}/{}", m.summary.step, m.summary.steps)
+            };
             s += &format!(
-                " {:.3} | {rank} | {:.1} | {:.0} |\n",
+                " {:.3} | {rank} | {steps} | {:.1} | {:.0} |\n",
                 self.mean_ppl(&m.name),
                 secs / 60.0,
                 m.summary.tokens_seen as f64 / secs.max(1e-9)
