@@ -1,6 +1,8 @@
-//! SWAT: the attention rule against a dense reference written from the formula, autograd
-//! against finite differences, the rolling cache against recomputation, and a CI-sized
-//! training run that learns, resumes to the identical next loss and generates.
+//! SWAT: the attention rule against a dense reference written from the formula (every slope
+//! layout, the paper's Eq. 4 included), autograd against finite differences, the rolling cache
+//! against recomputation, per-head statistics against their closed form, a CI-sized training
+//! run that learns, resumes to the identical next loss and generates, and a CI-sized ablation
+//! comparison that writes its report.
 
 mod common;
 
@@ -10,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use candle_core::{DType, Device, Tensor};
 use swaa_chat::sampling::SamplingParams;
 use swaa_chat::swat::chat::generate;
+use swaa_chat::swat::heads::head_stats;
 use swaa_chat::swat::model::{AttnRule, attention, rotate};
 use swaa_chat::swat::train::{self, Start, TrainSettings};
 use swaa_chat::swat::{Activation, Positions, RollingCache, Slopes, SwatConfig, SwatModel};
@@ -28,23 +31,63 @@ fn config(
     c
 }
 
+const LAYOUTS: [Slopes; 4] = [
+    Slopes::Unidirectional,
+    Slopes::Balanced,
+    Slopes::Paper,
+    Slopes::PaperAnchored,
+];
+
 fn grid() -> Vec<SwatConfig> {
     let mut v = Vec::new();
     for act in [Activation::Sigmoid, Activation::Softmax] {
         for pos in [Positions::Rope, Positions::Alibi, Positions::Alirope] {
-            for sl in [Slopes::Unidirectional, Slopes::Balanced] {
+            for sl in LAYOUTS {
                 for w in [None, Some(1), Some(5)] {
                     v.push(config(act, pos, sl, w));
                 }
             }
         }
     }
+    // The paper layouts with an uneven head split.
+    for sl in [Slopes::Paper, Slopes::PaperAnchored] {
+        let mut c = config(Activation::Sigmoid, Positions::Alirope, sl, Some(5));
+        c.slope_split = Some([3, 1]);
+        v.push(c);
+    }
     v
 }
 
+/// Slope and constant offset of head `hh` of `h`, written from the formulas (DESIGN.md "SWAT
+/// details" and the paper's Eq. 4) rather than taken from the config: ALiBi's magnitudes
+/// 2^(−8(h+1)/H), all negative (unidirectional) or odd heads positive (balanced); Eq. 4's
+/// −2^(−k) on the first N heads and +2^(−k) on the other P (paper), with each positive head
+/// shifted by −b·(S−1) so its bias peaks at 0 at the window's far end (paper-anchored).
+fn slope_and_offset(cfg: &SwatConfig, hh: usize, h: usize) -> (f64, f64) {
+    if !cfg.uses_alibi() {
+        return (0.0, 0.0);
+    }
+    let alibi = 2f64.powf(-8.0 * (hh as f64 + 1.0) / h as f64);
+    let [neg, _] = cfg.slope_split.unwrap_or([h / 2, h - h / 2]);
+    let eq4 = if hh < neg {
+        -(0.5f64.powi(hh as i32 + 1))
+    } else {
+        0.5f64.powi((hh - neg) as i32 + 1)
+    };
+    let span = cfg.window.unwrap_or(cfg.seq_len) as f64;
+    match cfg.slopes {
+        Slopes::Unidirectional => (-alibi, 0.0),
+        Slopes::Balanced if hh % 2 == 1 => (alibi, 0.0),
+        Slopes::Balanced => (-alibi, 0.0),
+        Slopes::Paper => (eq4, 0.0),
+        Slopes::PaperAnchored if eq4 > 0.0 => (eq4, -eq4 * (span - 1.0)),
+        Slopes::PaperAnchored => (eq4, 0.0),
+    }
+}
+
 /// The formula of DESIGN.md "SWAT details", element by element in f64: RoPE ("halves" pairs
-/// (x_m, x_{m+d/2}) at angle p·θ^(−2m/d)), ALiBi slope ∓2^(−8(h+1)/H) with odd heads positive
-/// when balanced, β, sigmoid or softmax over the keys `i−W < j ≤ i`.
+/// (x_m, x_{m+d/2}) at angle p·θ^(−2m/d)), the head's slope and offset, β, sigmoid or softmax
+/// over the keys `i−W < j ≤ i`.
 fn dense_reference(
     cfg: &SwatConfig,
     q: &[f32],
@@ -72,12 +115,7 @@ fn dense_reference(
     };
     let mut out = vec![0f64; h * t * d];
     for hh in 0..h {
-        let mag = 2f64.powf(-8.0 * (hh as f64 + 1.0) / h as f64);
-        let slope = match (cfg.uses_alibi(), cfg.slopes) {
-            (false, _) => 0.0,
-            (true, Slopes::Balanced) if hh % 2 == 1 => mag,
-            _ => -mag,
-        };
+        let (slope, offset) = slope_and_offset(cfg, hh, h);
         for i in 0..t {
             let qi = at(q, hh, i);
             let keys: Vec<usize> = (0..=i)
@@ -88,7 +126,7 @@ fn dense_reference(
                 .map(|&j| {
                     let kj = at(k, hh, j);
                     let dot: f64 = qi.iter().zip(&kj).map(|(a, b)| a * b).sum();
-                    dot / (d as f64).sqrt() + slope * (i - j) as f64 + cfg.beta()
+                    dot / (d as f64).sqrt() + slope * (i - j) as f64 + offset + cfg.beta()
                 })
                 .collect();
             let weights: Vec<f64> = match cfg.activation {
@@ -140,6 +178,112 @@ fn swat_attention_with_window_alibi_and_rope_matches_dense_reference_chunked_and
             );
         }
     }
+}
+
+#[test]
+fn paper_slopes_for_8_and_12_heads_are_eq4_with_a_configurable_split() {
+    for heads in [8, 12] {
+        let mut c = config(
+            Activation::Sigmoid,
+            Positions::Alirope,
+            Slopes::Paper,
+            Some(128),
+        );
+        (c.heads, c.hidden) = (heads, 16 * heads);
+        c.validate().unwrap();
+        let half = heads / 2;
+        let pow = |k: usize| 2f64.powi(-(k as i32));
+        let want: Vec<f64> = (1..=half)
+            .map(|k| -pow(k))
+            .chain((1..=half).map(pow))
+            .collect();
+        assert_eq!(c.slopes(), want, "{heads} heads, default split");
+        assert!(c.offsets().iter().all(|&o| o == 0.0));
+        c.slope_split = Some([half, half]);
+        assert_eq!(c.slopes(), want, "{heads} heads, {half}:{half}");
+        c.slope_split = Some([heads, 0]);
+        assert_eq!(
+            c.slopes(),
+            (1..=heads).map(|k| -pow(k)).collect::<Vec<_>>(),
+            "{heads}:0"
+        );
+        c.slope_split = Some([2, heads - 2]);
+        let s = c.slopes();
+        assert_eq!(
+            (s[0], s[1], s[2], s[heads - 1]),
+            (-0.5, -0.25, 0.5, pow(heads - 2))
+        );
+        c.slope_split = Some([half, half + 1]);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("--slope-split") && e.contains(&format!("{heads} heads")),
+            "{e}"
+        );
+
+        // Anchored: each positive head's bias b·d + offset rises to exactly 0 at d = W−1.
+        c.slope_split = None;
+        c.slopes = Slopes::PaperAnchored;
+        assert_eq!(c.slopes(), want);
+        for (b, o) in c.slopes().into_iter().zip(c.offsets()) {
+            let far_end = b * 127.0 + o;
+            assert!(if b > 0.0 { far_end == 0.0 } else { o == 0.0 }, "{b} {o}");
+        }
+    }
+    let mut c = config(
+        Activation::Sigmoid,
+        Positions::Alirope,
+        Slopes::Paper,
+        Some(128),
+    );
+    (c.heads, c.hidden) = (12, 192);
+    assert!(c.summary().contains("(paper 6:6)"), "{}", c.summary());
+}
+
+/// With q = 0 every score is the head's bias, so the statistics have a closed form: the mass
+/// is Σ_d σ(b·d + offset + β) over the W distances. Eq. 4's positive slopes saturate σ for
+/// most far keys; anchored ones saturate none.
+#[test]
+fn head_stats_match_their_closed_form_and_count_saturated_keys() {
+    let dev = Device::Cpu;
+    let w = 32;
+    let mut saturated = Vec::new();
+    for sl in [Slopes::Paper, Slopes::PaperAnchored] {
+        let mut cfg = config(Activation::Sigmoid, Positions::Alirope, sl, Some(w));
+        (cfg.layers, cfg.seq_len) = (1, 64);
+        let model = SwatModel::new(&cfg, 2, DType::F32, &dev).unwrap();
+        for (name, var) in model.named_vars() {
+            if name.ends_with("wq.weight") {
+                var.set(&var.zeros_like().unwrap()).unwrap();
+            }
+        }
+        let (_, x) = tokens(64, &dev);
+        let stats = head_stats(&model, &[x]).unwrap();
+        assert_eq!(stats.len(), cfg.heads);
+        for (h, s) in stats.iter().enumerate() {
+            let (b, o) = slope_and_offset(&cfg, h, cfg.heads);
+            let a: Vec<f64> = (0..w)
+                .map(|d| 1.0 / (1.0 + (-(b * d as f64 + o + cfg.beta())).exp()))
+                .collect();
+            let mass: f64 = a.iter().sum();
+            let dist = a.iter().enumerate().map(|(d, x)| d as f64 * x).sum::<f64>() / mass;
+            let far = a[w / 2..].iter().sum::<f64>() / mass;
+            let sat = a.iter().filter(|&&x| x > 0.99).count() as f64;
+            let close = |x: f64, y: f64| (x - y).abs() <= 1e-4 * y.abs().max(1.0);
+            assert!(
+                close(s.mass, mass) && close(s.distance, dist) && close(s.far_share, far),
+                "{sl:?} head {h}: {s:?} vs mass {mass} distance {dist} far {far}"
+            );
+            assert_eq!(
+                (s.saturated, s.queries),
+                (sat, 64 - w + 1),
+                "{sl:?} head {h}"
+            );
+        }
+        saturated.push(stats.iter().map(|s| s.saturated).sum::<f64>());
+    }
+    // +½ with β = −ln 32 saturates every key at distance 17…31.
+    assert_eq!(saturated[0], 15.0, "Eq. 4's +½ saturates: {saturated:?}");
+    assert_eq!(saturated[1], 0.0, "anchored slopes saturate nothing");
 }
 
 /// Central differences of the loss in f64 against autograd, for a few entries of every tensor.
@@ -541,4 +685,192 @@ fn cli_on_the_trained_model(model: &Path, root: &Path) {
         m,
     ]);
     common::fails_clearly(&r, 1, &["--resume"]);
+}
+
+/// The ablation comparison at CI size: two models first, then the rest (the first two are
+/// reused, not retrained), two at a time; the report has every model at 1×, 4× and 16× the
+/// training length, the loss curves and the per-head statistics.
+#[test]
+fn ci_sized_comparison_trains_the_ablation_set_resumes_and_writes_the_report() {
+    let root = common::temp_dir("swat-compare");
+    let out = root.join("cmp");
+    let texts = ["assets/sample.md", "README.md", "NOTES.md"]
+        .map(|p| repo(p).display().to_string())
+        .join(",");
+    let out_s = out.to_str().unwrap().to_string();
+    let compare = |extra: &[&str]| {
+        let mut args = vec![
+            "swat",
+            "compare",
+            "--text",
+            &texts,
+            "--preset",
+            "tiny",
+            "--window",
+            "16",
+            "--seq-len",
+            "64",
+            "--steps",
+            "6",
+            "--batch",
+            "2",
+            "--val-every",
+            "3",
+            "--val-windows",
+            "2",
+            "--max-seqs",
+            "1",
+            "--jobs",
+            "2",
+            "--out",
+            &out_s,
+        ];
+        args.extend_from_slice(extra);
+        let r = common::swaa(&args);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        String::from_utf8_lossy(&r.stdout).into_owned()
+    };
+    let first = compare(&["--variants", "softmax-swa,sigmoid-alirope-paper"]);
+    assert!(first.contains("| softmax-swa |"), "{first}");
+    let trained_at = |name: &str| {
+        std::fs::metadata(out.join(name).join("model.safetensors"))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
+    let before = trained_at("sigmoid-alirope-paper");
+
+    let stdout = compare(&[]);
+    assert_eq!(
+        trained_at("sigmoid-alirope-paper"),
+        before,
+        "finished models are reused"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let models = report["models"].as_array().unwrap();
+    let names: Vec<&str> = models.iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        swaa_chat::swat::cmd::VARIANTS.map(|v| v.name).to_vec(),
+        "every ablation model, in order"
+    );
+    for m in models {
+        let name = m["name"].as_str().unwrap();
+        assert_eq!(m["summary"]["step"], 6, "{name}");
+        assert_eq!(m["summary"]["loss_history"].as_array().unwrap().len(), 6);
+        assert!(m["summary"]["train_seconds"].as_f64().unwrap() > 0.0);
+        assert_eq!(
+            m["heads"].as_array().unwrap().len(),
+            2 * 4,
+            "layers × heads"
+        );
+        assert!(stdout.contains(&format!("| {name} |")), "{stdout}");
+    }
+    let arch = |i: usize| models[i]["architecture"].as_str().unwrap();
+    assert!(arch(3).contains("alibi(paper 4:0) w=16"), "{}", arch(3));
+    assert!(arch(6).contains("alirope(paper 2:2) w=16"), "{}", arch(6));
+    assert!(arch(7).contains("(balanced)") && arch(8).contains("(paper-anchored 2:2)"));
+    assert!(arch(0).starts_with("softmax+rope full"), "{}", arch(0));
+    assert!(arch(1).starts_with("sigmoid+rope full"), "{}", arch(1));
+    let ppl = report["ppl"].as_array().unwrap();
+    assert_eq!(ppl.len(), 9 * 3);
+    for r in ppl {
+        let p = r["ppl"].as_f64().unwrap();
+        assert!(p.is_finite() && p > 1.0, "{r}");
+        assert!([64, 256, 1024].contains(&r["length"].as_u64().unwrap()));
+    }
+    // The anchored model's positive heads carry their offsets; the paper model's do not.
+    let offsets = |i: usize| -> Vec<f64> {
+        models[i]["heads"].as_array().unwrap()[..4]
+            .iter()
+            .map(|h| h["offset"].as_f64().unwrap())
+            .collect()
+    };
+    assert_eq!(offsets(6), vec![0.0; 4]);
+    assert_eq!(offsets(8), vec![0.0, 0.0, -7.5, -3.75]);
+
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for needle in [
+        "ppl@64 (1×)",
+        "ppl@256 (4×)",
+        "ppl@1k (16×)",
+        "held-out loss",
+        "Ranking by mean perplexity",
+        "saturated keys/query",
+        "loss.svg",
+    ] {
+        assert!(md.contains(needle), "{needle} in {md}");
+    }
+    let svg = std::fs::read_to_string(out.join("loss.svg")).unwrap();
+    assert!(
+        svg.matches("<polyline").count() >= 9,
+        "a loss curve per model"
+    );
+    for name in &names {
+        assert!(svg.contains(name), "{name} in the loss legend");
+    }
+    for f in ["heads.md", "ppl.md", "ppl.svg", "ppl.json"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+
+    // Bad input: one clear line each.
+    let r = common::swaa(&[
+        "swat",
+        "compare",
+        "--text",
+        &texts,
+        "--out",
+        &out_s,
+        "--variants",
+        "nope",
+    ]);
+    common::fails_clearly(&r, 1, &["--variants", "sigmoid-alirope-paper"]);
+    let r = common::swaa(&[
+        "swat",
+        "train",
+        "--text",
+        &texts,
+        "--slopes",
+        "paper",
+        "--slope-split",
+        "3:3",
+        "--out",
+        root.join("x").to_str().unwrap(),
+    ]);
+    common::fails_clearly(&r, 1, &["--slope-split 3:3", "4 heads"]);
+    let notes = repo("NOTES.md");
+    let heads_out = root.join("heads");
+    let paper = out.join("sigmoid-alirope-paper");
+    let r = common::swaa(&[
+        "swat",
+        "heads",
+        "--model",
+        paper.to_str().unwrap(),
+        "--text",
+        notes.to_str().unwrap(),
+        "--out",
+        heads_out.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let printed = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        printed.contains("| sigmoid-alirope-paper | negative | 2 |"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("| sigmoid-alirope-paper | positive | 2 |"),
+        "{printed}"
+    );
+    assert!(heads_out.join("heads.json").is_file() && heads_out.join("heads.md").is_file());
+    let r = common::swaa(&[
+        "swat",
+        "heads",
+        "--model",
+        &out_s,
+        "--text",
+        notes.to_str().unwrap(),
+    ]);
+    common::fails_clearly(&r, 1, &["not a SWAT checkpoint"]);
+    std::fs::remove_dir_all(root).ok();
 }

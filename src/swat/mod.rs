@@ -4,13 +4,16 @@
 //! slopes, and inference with a rolling KV cache whose size does not grow with the text.
 //!
 //! `model` is the architecture and cache, `data` the tokenizer and corpus, `train` the loop
-//! and checkpoints, `ppl` perplexity against length, `cmd` the `swaa-chat swat …` commands.
+//! and checkpoints, `ppl` perplexity against length, `heads` per-head attention statistics,
+//! `report` the comparison's report, `cmd` the `swaa-chat swat …` commands.
 
 pub mod chat;
 pub mod cmd;
 pub mod data;
+pub mod heads;
 pub mod model;
 pub mod ppl;
+pub mod report;
 pub mod train;
 
 use std::path::{Path, PathBuf};
@@ -72,12 +75,19 @@ pub enum Positions {
     Alirope,
 }
 
-/// ALiBi slope signs: every head penalises distance, or half of them favour older keys.
+/// ALiBi slope layouts (see [`SwatConfig::slopes`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Slopes {
+    /// ALiBi's geometric magnitudes, every head penalising distance.
     Unidirectional,
+    /// ALiBi's magnitudes with signs alternating by head.
     Balanced,
+    /// The SWAT paper's Eq. 4: `−2^(−k)` on N heads, `+2^(−k)` on P heads (`--slope-split N:P`).
+    Paper,
+    /// Eq. 4 with each positive head shifted so that its bias peaks at 0 at the window's far
+    /// end: sigmoid is not shift-invariant, and unshifted positive slopes saturate it.
+    PaperAnchored,
 }
 
 /// A SWAT model's shape and attention rule, stored as its checkpoint's config.json.
@@ -94,6 +104,8 @@ pub struct SwatConfig {
     pub activation: Activation,
     pub positions: Positions,
     pub slopes: Slopes,
+    /// Heads with negative : positive slopes under the paper layouts; None splits evenly.
+    pub slope_split: Option<[usize; 2]>,
     /// Fixed sigmoid bias β; None means −ln W (see [`SwatConfig::beta`]).
     pub beta: Option<f64>,
     pub rope_theta: f64,
@@ -126,6 +138,7 @@ impl SwatConfig {
             activation: Activation::Sigmoid,
             positions: Positions::Alirope,
             slopes: Slopes::Balanced,
+            slope_split: None,
             beta: None,
             rope_theta: 10_000.0,
             rms_eps: 1e-5,
@@ -161,6 +174,16 @@ impl SwatConfig {
         if self.slopes == Slopes::Balanced && self.uses_alibi() && self.heads < 2 {
             return Err(invalid("balanced slopes need at least 2 heads"));
         }
+        if let Some([n, p]) = self.slope_split
+            && n + p != self.heads
+        {
+            return Err(invalid(format!(
+                "--slope-split {n}:{p} must add up to the model's {} heads (e.g. {}:{})",
+                self.heads,
+                self.heads / 2,
+                self.heads - self.heads / 2
+            )));
+        }
         Ok(())
     }
 
@@ -186,22 +209,56 @@ impl SwatConfig {
         }
     }
 
-    /// Per-head ALiBi slope `b_h` in the score term `b_h·(i−j)`: negative penalises distance.
-    /// Magnitudes follow ALiBi's geometric sequence `2^(−8(h+1)/H)`. Balanced slopes alternate
-    /// signs by head (even heads negative, odd positive) rather than splitting the heads into
-    /// two blocks, so that both directions get steep and gentle slopes alike; a block split
-    /// would give all the steep (local) slopes to one direction. Zero without ALiBi.
+    /// Heads with negative and with positive slopes under the paper layouts.
+    pub fn split(&self) -> [usize; 2] {
+        self.slope_split
+            .unwrap_or([self.heads / 2, self.heads - self.heads / 2])
+    }
+
+    /// Per-head ALiBi slope `b_h` in the score term `b_h·(i−j)`: negative penalises distance,
+    /// positive favours older keys. Zero without ALiBi.
+    /// - unidirectional: `−2^(−8(h+1)/H)`, ALiBi's geometric sequence (Press et al. 2022);
+    /// - balanced: the same magnitudes, signs alternating by head (even negative, odd positive);
+    /// - paper, paper-anchored: the SWAT paper's Eq. 4 (Fu et al. 2025, §3.3): the first N heads
+    ///   `−2^(−k)` and the other P heads `+2^(−k)`, `k = 1 …` in each block, so that each
+    ///   direction gets the same magnitudes from steep to gentle (N:P = 6:6 for 12 heads).
     pub fn slopes(&self) -> Vec<f64> {
         let h = self.heads as f64;
+        let [neg, _] = self.split();
         (0..self.heads)
             .map(|i| {
                 if !self.uses_alibi() {
                     return 0.0;
                 }
-                let m = 2f64.powf(-8.0 * (i as f64 + 1.0) / h);
+                let alibi = 2f64.powf(-8.0 * (i as f64 + 1.0) / h);
                 match self.slopes {
-                    Slopes::Balanced if i % 2 == 1 => m,
-                    _ => -m,
+                    Slopes::Unidirectional => -alibi,
+                    Slopes::Balanced if i % 2 == 1 => alibi,
+                    Slopes::Balanced => -alibi,
+                    Slopes::Paper | Slopes::PaperAnchored if i < neg => {
+                        -(2f64.powi(-(i as i32 + 1)))
+                    }
+                    Slopes::Paper | Slopes::PaperAnchored => 2f64.powi(-((i - neg) as i32 + 1)),
+                }
+            })
+            .collect()
+    }
+
+    /// Per-head constant added to the scores besides β: under `paper-anchored`, `−b_h·(S−1)`
+    /// for a positive slope b_h, where S is the window (or the training length without one),
+    /// so that the head's bias rises to 0 at the oldest key it sees instead of to `+b_h·(S−1)`
+    /// (+63.5 for b = ½, W = 128: σ ≈ 1 for most keys, and no gradient through them). It is
+    /// the mirror image of a negative head, whose bias is 0 at the newest key. Softmax ignores
+    /// it; zero for every other layout.
+    pub fn offsets(&self) -> Vec<f64> {
+        let span = self.window.unwrap_or(self.seq_len).max(1) as f64;
+        self.slopes()
+            .into_iter()
+            .map(|b| {
+                if self.slopes == Slopes::PaperAnchored && b > 0.0 {
+                    -b * (span - 1.0)
+                } else {
+                    0.0
                 }
             })
             .collect()
@@ -220,7 +277,7 @@ impl SwatConfig {
             self.activation,
             self.positions,
             if self.uses_alibi() {
-                format!("({:?})", self.slopes)
+                self.slopes_label()
             } else {
                 String::new()
             },
@@ -230,6 +287,23 @@ impl SwatConfig {
             self.parameters() as f64 / 1e6
         )
         .to_lowercase()
+    }
+
+    /// `(balanced)`, `(paper 4:4)`, …: the slope layout as summaries and reports show it.
+    fn slopes_label(&self) -> String {
+        let name = match self.slopes {
+            Slopes::Unidirectional => "unidirectional",
+            Slopes::Balanced => "balanced",
+            Slopes::Paper => "paper",
+            Slopes::PaperAnchored => "paper-anchored",
+        };
+        match self.slopes {
+            Slopes::Paper | Slopes::PaperAnchored => {
+                let [n, p] = self.split();
+                format!("({name} {n}:{p})")
+            }
+            _ => format!("({name})"),
+        }
     }
 
     pub fn load(dir: &Path) -> Result<Self> {

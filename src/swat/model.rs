@@ -8,12 +8,14 @@ use candle_nn::{Init, Module, VarBuilder, VarMap};
 
 use super::{Activation, Result, Rng, SwatConfig};
 
-/// The attention rule shared by every layer of a model: activation, window, slopes and β.
+/// The attention rule shared by every layer of a model: activation, window, slopes, per-head
+/// offsets and β.
 #[derive(Debug, Clone)]
 pub struct AttnRule {
     pub activation: Activation,
     pub window: Option<usize>,
     pub slopes: Vec<f64>,
+    pub offsets: Vec<f64>,
     pub beta: f64,
 }
 
@@ -23,6 +25,7 @@ impl AttnRule {
             activation: cfg.activation,
             window: cfg.window,
             slopes: cfg.slopes(),
+            offsets: cfg.offsets(),
             beta: cfg.beta(),
         }
     }
@@ -30,7 +33,7 @@ impl AttnRule {
     /// The score term for query position `i`, key `j`, head `h`: None where masked.
     pub fn bias(&self, h: usize, i: usize, j: usize) -> Option<f64> {
         let visible = j <= i && self.window.is_none_or(|w| i - j < w);
-        visible.then(|| self.slopes[h] * (i - j) as f64 + self.beta)
+        visible.then(|| self.slopes[h] * (i - j) as f64 + self.offsets[h] + self.beta)
     }
 }
 
@@ -83,7 +86,23 @@ fn plan(
     Ok(blocks)
 }
 
-fn attend(q: &Tensor, k: &Tensor, v: &Tensor, blocks: &[Block], act: Activation) -> Result<Tensor> {
+/// Attention weights `[B, H, len, keys]` of one query block, for the per-head analysis: its
+/// first query is at `q_start`, its first key at `k_start` (positions from 0).
+pub struct ProbeBlock {
+    pub q_start: usize,
+    pub k_start: usize,
+    pub weights: Tensor,
+}
+
+/// With `probe`, each block's weights are kept as well (a forward from position 0).
+fn attend(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    blocks: &[Block],
+    act: Activation,
+    mut probe: Option<&mut Vec<ProbeBlock>>,
+) -> Result<Tensor> {
     let scale = 1.0 / (q.dim(D::Minus1)? as f64).sqrt();
     let outs = blocks
         .iter()
@@ -96,6 +115,13 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, blocks: &[Block], act: Activation)
                 Activation::Softmax => candle_nn::ops::softmax(&s, D::Minus1)?,
                 Activation::Sigmoid => candle_nn::ops::sigmoid(&s)?,
             };
+            if let Some(p) = probe.as_mut() {
+                p.push(ProbeBlock {
+                    q_start: b.q_start,
+                    k_start: b.k_start,
+                    weights: a.detach(),
+                });
+            }
             a.matmul(&v)
         })
         .collect::<candle_core::Result<Vec<_>>>()?;
@@ -116,7 +142,7 @@ pub fn attention(
     let (t, n) = (q.dim(2)?, k.dim(2)?);
     let k0 = q0 + t - n;
     let blocks = plan(rule, q0, t, k0, block, q.dtype(), q.device())?;
-    attend(q, k, v, &blocks, rule.activation)
+    attend(q, k, v, &blocks, rule.activation, None)
 }
 
 /// RoPE cos/sin tables `[T, d/2]` for positions `p0..p0+T`, "halves" pairing (x_i, x_{i+d/2}).
@@ -152,7 +178,7 @@ pub fn rotate(cfg: &SwatConfig, x: &Tensor, p0: usize) -> Result<Tensor> {
 /// last W−1 (all that the next query can see besides itself) under a window.
 #[derive(Debug, Clone)]
 pub struct RollingCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<KvSlot>,
     pos: usize,
     keep: Option<usize>,
 }
@@ -186,6 +212,9 @@ impl RollingCache {
             .sum()
     }
 }
+
+/// One layer's cached keys and values; with the count it keeps (None: all), a layer's cache.
+type KvSlot = Option<(Tensor, Tensor)>;
 
 #[derive(Debug, Clone)]
 struct Layer {
@@ -223,8 +252,8 @@ impl Layer {
         x: &Tensor,
         p0: usize,
         blocks: &[Block],
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
-        keep: Option<usize>,
+        cache: Option<(&mut KvSlot, Option<usize>)>,
+        probe: Option<&mut Vec<ProbeBlock>>,
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let eps = cfg.rms_eps as f32;
@@ -241,7 +270,7 @@ impl Layer {
             k = rotate(cfg, &k, p0)?;
         }
         let (k, v) = match cache {
-            Some(slot) => {
+            Some((slot, keep)) => {
                 let (k, v) = match slot.take() {
                     Some((ck, cv)) => (Tensor::cat(&[&ck, &k], 2)?, Tensor::cat(&[&cv, &v], 2)?),
                     None => (k, v),
@@ -257,7 +286,7 @@ impl Layer {
             }
             None => (k, v),
         };
-        let o = attend(&q, &k, &v, blocks, cfg.activation)?
+        let o = attend(&q, &k, &v, blocks, cfg.activation, probe)?
             .transpose(1, 2)?
             .reshape((b, t, cfg.hidden))?;
         let x = (x + self.wo.forward(&o)?)?;
@@ -385,7 +414,24 @@ impl SwatModel {
 
     /// Logits `[B, T, vocab]` for token ids `[B, T]`. With a cache the tokens continue what it
     /// has seen (and are added to it); without one they start at position 0.
-    pub fn forward(&self, tokens: &Tensor, mut cache: Option<&mut RollingCache>) -> Result<Tensor> {
+    pub fn forward(&self, tokens: &Tensor, cache: Option<&mut RollingCache>) -> Result<Tensor> {
+        self.forward_probed(tokens, cache, None)
+    }
+
+    /// Logits for `tokens: [B, T]` from position 0, and every layer's attention weights by
+    /// query block: what the per-head analysis reads.
+    pub fn attention_weights(&self, tokens: &Tensor) -> Result<Vec<Vec<ProbeBlock>>> {
+        let mut layers = Vec::new();
+        self.forward_probed(tokens, None, Some(&mut layers))?;
+        Ok(layers)
+    }
+
+    fn forward_probed(
+        &self,
+        tokens: &Tensor,
+        mut cache: Option<&mut RollingCache>,
+        mut probe: Option<&mut Vec<Vec<ProbeBlock>>>,
+    ) -> Result<Tensor> {
         let (_, t) = tokens.dims2()?;
         let (p0, held) = cache.as_ref().map_or((0, 0), |c| (c.pos, c.tokens()));
         let blocks = plan(
@@ -404,8 +450,12 @@ impl SwatModel {
         ))?;
         let keep = cache.as_ref().and_then(|c| c.keep);
         for (i, layer) in self.layers.iter().enumerate() {
-            let slot = cache.as_mut().map(|c| &mut c.layers[i]);
-            x = layer.forward(&self.cfg, &x, p0, &blocks, slot, keep)?;
+            let slot = cache.as_mut().map(|c| (&mut c.layers[i], keep));
+            let weights = probe.as_mut().map(|p| {
+                p.push(Vec::new());
+                p.last_mut().expect("just pushed")
+            });
+            x = layer.forward(&self.cfg, &x, p0, &blocks, slot, weights)?;
         }
         if let Some(c) = cache {
             c.pos += t;

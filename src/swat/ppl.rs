@@ -99,7 +99,7 @@ pub fn markdown_table(rows: &[PplRow]) -> String {
     s
 }
 
-fn length_label(l: usize) -> String {
+pub fn length_label(l: usize) -> String {
     if l >= 1024 && l.is_multiple_of(1024) {
         format!("{}k", l / 1024)
     } else {
@@ -107,71 +107,116 @@ fn length_label(l: usize) -> String {
     }
 }
 
-/// Perplexity against evaluation length (log-scaled x), one line per model, as SVG. The SVG
+/// One line per named series over shared axes, as SVG (a log-scaled x with `log_x`). The SVG
 /// backend writes text as `<text>` elements, so no font files are needed.
-pub fn plot_svg(rows: &[PplRow], path: &Path, title: &str) -> Result<()> {
-    use plotters::prelude::*;
-    let plot_err = |e: String| SwatError::Io {
-        path: path.into(),
-        source: std::io::Error::other(e),
-    };
-    if rows.is_empty() {
-        return Err(invalid("no perplexity results to plot"));
-    }
-    let (min_l, max_l) = rows.iter().fold((usize::MAX, 0), |(a, b), r| {
-        (a.min(r.length), b.max(r.length))
-    });
-    let max_p = rows.iter().map(|r| r.ppl).fold(1.0f64, f64::max);
-    let min_p = rows.iter().map(|r| r.ppl).fold(max_p, f64::min);
-    let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| plot_err(e.to_string()))?;
-    let x_range = (min_l as f64 / 1.2)..(max_l as f64 * 1.2);
-    let y_range = (min_p * 0.9)..(max_p * 1.1);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(x_range.log_scale(), y_range)
-        .map_err(|e| plot_err(e.to_string()))?;
-    chart
-        .configure_mesh()
-        .x_desc("evaluation length (tokens)")
-        .y_desc("perplexity")
-        .x_label_formatter(&|x| length_label(x.round() as usize))
-        .draw()
-        .map_err(|e| plot_err(e.to_string()))?;
-    let mut models: Vec<&str> = Vec::new();
-    for r in rows {
-        if !models.contains(&r.model.as_str()) {
-            models.push(&r.model);
+pub struct Plot<'a> {
+    pub title: &'a str,
+    pub x_desc: &'a str,
+    pub y_desc: &'a str,
+    pub log_x: bool,
+    /// Draw a dot on every point (for a few points per line, not for curves).
+    pub dots: bool,
+}
+
+impl Plot<'_> {
+    pub fn write(&self, series: &[(String, Vec<(f64, f64)>)], path: &Path) -> Result<()> {
+        use plotters::prelude::*;
+        let plot_err = |e: String| SwatError::Io {
+            path: path.into(),
+            source: std::io::Error::other(e),
+        };
+        let pts = || series.iter().flat_map(|s| s.1.iter());
+        if pts().next().is_none() {
+            return Err(invalid(format!("nothing to plot in {}", path.display())));
         }
+        let (min_x, max_x) = pts().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+            (a.min(p.0), b.max(p.0))
+        });
+        let (min_y, max_y) = pts().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+            (a.min(p.1), b.max(p.1))
+        });
+        let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_err(e.to_string()))?;
+        let pad = (max_y - min_y).max(1e-3) * 0.05;
+        let y_range = (min_y - pad)..(max_y + pad);
+        let err = |e: &dyn std::fmt::Display| e.to_string();
+        // The two x axes are different types, so the drawing is spelled once as a macro.
+        macro_rules! draw {
+            ($x:expr, $x_fmt:expr) => {
+                (|| -> std::result::Result<(), String> {
+                    let mut chart = ChartBuilder::on(&root)
+                        .caption(self.title, ("sans-serif", 20))
+                        .margin(15)
+                        .x_label_area_size(40)
+                        .y_label_area_size(60)
+                        .build_cartesian_2d($x, y_range.clone())
+                        .map_err(|e| err(&e))?;
+                    chart
+                        .configure_mesh()
+                        .x_desc(self.x_desc)
+                        .y_desc(self.y_desc)
+                        .x_label_formatter($x_fmt)
+                        .draw()
+                        .map_err(|e| err(&e))?;
+                    for (i, (name, pts)) in series.iter().enumerate() {
+                        let color = Palette99::pick(i).to_rgba();
+                        chart
+                            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                            .map_err(|e| err(&e))?
+                            .label(name)
+                            .legend(move |(x, y)| {
+                                PathElement::new(vec![(x, y), (x + 20, y)], color)
+                            });
+                        if self.dots {
+                            chart
+                                .draw_series(pts.iter().map(|p| Circle::new(*p, 3, color.filled())))
+                                .map_err(|e| err(&e))?;
+                        }
+                    }
+                    chart
+                        .configure_series_labels()
+                        .background_style(WHITE.mix(0.8))
+                        .border_style(BLACK)
+                        .draw()
+                        .map_err(|e| err(&e))?;
+                    Ok(())
+                })()
+            };
+        }
+        let drawn = if self.log_x {
+            draw!(((min_x / 1.2)..(max_x * 1.2)).log_scale(), &|x: &f64| {
+                length_label(x.round() as usize)
+            })
+        } else {
+            draw!(min_x..max_x.max(min_x + 1.0), &|x: &f64| format!("{x}"))
+        };
+        drawn.map_err(plot_err)?;
+        root.present().map_err(|e| plot_err(e.to_string()))?;
+        Ok(())
     }
-    for (i, m) in models.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        let mut pts: Vec<(f64, f64)> = rows
-            .iter()
-            .filter(|r| r.model == *m)
-            .map(|r| (r.length as f64, r.ppl))
-            .collect();
-        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-        chart
-            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-            .map_err(|e| plot_err(e.to_string()))?
-            .label(*m)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-        chart
-            .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
-            .map_err(|e| plot_err(e.to_string()))?;
+}
+
+/// Perplexity against evaluation length (log-scaled x), one line per model.
+pub fn plot_svg(rows: &[PplRow], path: &Path, title: &str) -> Result<()> {
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for r in rows {
+        if !series.iter().any(|s| s.0 == r.model) {
+            series.push((r.model.clone(), Vec::new()));
+        }
+        let s = series.iter_mut().find(|s| s.0 == r.model).expect("added");
+        s.1.push((r.length as f64, r.ppl));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| plot_err(e.to_string()))?;
-    root.present().map_err(|e| plot_err(e.to_string()))?;
-    Ok(())
+    for s in &mut series {
+        s.1.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    Plot {
+        title,
+        x_desc: "evaluation length (tokens)",
+        y_desc: "perplexity",
+        log_x: true,
+        dots: true,
+    }
+    .write(&series, path)
 }
 
 /// Writes `ppl.md`, `ppl.json` and `ppl.svg` into `dir`.

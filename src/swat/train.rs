@@ -89,6 +89,12 @@ struct TrainState {
     tokens_seen: u64,
     /// (step, held-out loss), the first at step 0 (before training).
     val_history: Vec<(usize, f32)>,
+    /// Training loss of every step so far (the comparison's loss curves).
+    #[serde(default)]
+    loss_history: Vec<f32>,
+    /// Seconds spent training, over all runs of this checkpoint.
+    #[serde(default)]
+    train_seconds: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -96,6 +102,9 @@ pub struct TrainSummary {
     pub step: usize,
     pub steps: usize,
     pub val_history: Vec<(usize, f32)>,
+    pub loss_history: Vec<f32>,
+    pub train_seconds: f64,
+    pub tokens_seen: u64,
     /// Stopped by the flag (Ctrl-C) or the time budget before `steps`.
     pub interrupted: bool,
     pub out: PathBuf,
@@ -104,6 +113,24 @@ pub struct TrainSummary {
 impl TrainSummary {
     pub fn finished(&self) -> bool {
         self.step >= self.steps
+    }
+
+    /// The last held-out loss.
+    pub fn val_loss(&self) -> f32 {
+        self.val_history.last().map_or(f32::NAN, |v| v.1)
+    }
+
+    fn new(state: TrainState, interrupted: bool, out: &Path) -> Self {
+        TrainSummary {
+            step: state.step,
+            steps: state.settings.steps,
+            val_history: state.val_history,
+            loss_history: state.loss_history,
+            train_seconds: state.train_seconds,
+            tokens_seen: state.tokens_seen,
+            interrupted,
+            out: out.into(),
+        }
     }
 }
 
@@ -228,6 +255,21 @@ pub fn validation_loss(model: &SwatModel, batches: &[(Tensor, Tensor)]) -> Resul
     Ok((sum / n.max(1) as f64) as f32)
 }
 
+fn read_state(out: &Path) -> Result<TrainState> {
+    let path = out.join(STATE_FILE);
+    let not_ckpt = |e: String| SwatError::NotCheckpoint {
+        path: out.into(),
+        detail: format!("{STATE_FILE}: {e}"),
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| not_ckpt(e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| not_ckpt(e.to_string()))
+}
+
+/// The state of the checkpoint in `out`, without loading its weights or data.
+pub fn read_summary(out: &Path) -> Result<TrainSummary> {
+    Ok(TrainSummary::new(read_state(out)?, false, out))
+}
+
 /// Where a run starts: fresh settings, or the checkpoint in `out` (`--resume`).
 // Built once per run: boxing the settings would buy nothing.
 #[allow(clippy::large_enum_variant)]
@@ -258,23 +300,13 @@ pub fn train(
                 rng: Rng(settings.seed ^ 0x5EED_DA7A),
                 tokens_seen: 0,
                 val_history: Vec::new(),
+                loss_history: Vec::new(),
+                train_seconds: 0.0,
                 settings,
             };
             (state, false)
         }
-        Start::Resume => {
-            let path = out.join(STATE_FILE);
-            let text = std::fs::read_to_string(&path).map_err(|e| SwatError::NotCheckpoint {
-                path: out.into(),
-                detail: format!("{STATE_FILE}: {e}"),
-            })?;
-            let state: TrainState =
-                serde_json::from_str(&text).map_err(|e| SwatError::NotCheckpoint {
-                    path: out.into(),
-                    detail: format!("{STATE_FILE}: {e}"),
-                })?;
-            (state, true)
-        }
+        Start::Resume => (read_state(out)?, true),
     };
     let mut state = state;
     let s = state.settings.clone();
@@ -337,6 +369,7 @@ pub fn train(
         state.step = step;
         state.tokens_seen += tokens_per_step as u64;
         let loss = loss.to_scalar::<f32>()?;
+        state.loss_history.push(loss);
         if !loss.is_finite() {
             return Err(invalid(format!(
                 "the training loss became {loss} at step {step}: lower --lr or raise --warmup"
@@ -349,6 +382,7 @@ pub fn train(
         } else {
             None
         };
+        state.train_seconds += t0.elapsed().as_secs_f64();
         on_step(&StepReport {
             step,
             steps: s.steps,
@@ -363,13 +397,7 @@ pub fn train(
         }
     }
     save_checkpoint(out, &model, &opt, &state)?;
-    Ok(TrainSummary {
-        step: state.step,
-        steps: s.steps,
-        val_history: state.val_history,
-        interrupted,
-        out: out.into(),
-    })
+    Ok(TrainSummary::new(state, interrupted, out))
 }
 
 #[cfg(test)]
