@@ -637,7 +637,7 @@ fn parallel<T: Sync, R: Send>(
 
 /// The GPU's name from nvidia-smi, or the device kind: the machine the report names.
 fn machine_name(device: &Device) -> String {
-    let kind = crate::engine::device_name(device);
+    let kind = crate::model::device_name(device);
     if !device.is_cuda() {
         return format!("{kind} ({} threads)", candle_core::utils::get_num_threads());
     }
