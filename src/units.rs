@@ -10,6 +10,21 @@ pub fn mib_number(bytes: usize) -> String {
     format!("{:.1}", bytes as f64 / 1048576.0)
 }
 
+/// `s` with every control character but the line break shown as a space: text from a document,
+/// a file name or a model cannot move the cursor, recolour or retitle the terminal (ESC, CSI,
+/// OSC and BEL are control characters). Widths stay: a space is as wide as nothing a control
+/// would have drawn.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.chars().any(|c| c.is_control() && c != '\n') {
+        s.chars()
+            .map(|c| if c.is_control() && c != '\n' { ' ' } else { c })
+            .collect::<String>()
+            .into()
+    } else {
+        s.into()
+    }
+}
+
 /// Parses a token count as the command line writes it: `1500`, `2k` (k = 1024).
 pub fn parse_length(s: &str) -> std::result::Result<usize, String> {
     let t = s.trim().to_lowercase();
@@ -35,6 +50,16 @@ mod tests {
         assert_eq!(mib(0), "0.0 MiB");
         assert_eq!(mib(1048576 * 3 / 2), "1.5 MiB");
         assert_eq!(mib_number(10 * 1048576), "10.0");
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        let hostile = "red\x1b[31m bell\x07 osc\x1b]0;title\x07 csi\u{9b}2J cr\rline\nnext\tend";
+        let p = printable(hostile);
+        assert!(!p.chars().any(|c| c.is_control() && c != '\n'), "{p:?}");
+        assert_eq!(p.lines().count(), 2, "line breaks stay");
+        assert!(p.contains("red [31m") && p.ends_with("next end"), "{p:?}");
+        assert!(matches!(printable("plain"), std::borrow::Cow::Borrowed(_)));
     }
 
     #[test]

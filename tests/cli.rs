@@ -374,3 +374,43 @@ fn out_of_range_settings_name_the_allowed_range() {
         fails_clearly(&swaa(&args), 1, &needles);
     }
 }
+
+/// Escape sequences in a document, an HTML entity, a title or a file name never reach the
+/// terminal raw: `extract` and error messages show them as spaces (`--json` escapes them).
+#[test]
+fn escape_sequences_from_files_never_reach_the_terminal() {
+    let dir = common::temp_dir("cli-escapes");
+    let txt = dir.join("evil.txt");
+    // A few escapes in a page of prose (a text that is mostly controls is binary data).
+    let prose = "The harbour was quiet and the gulls slept on the pier. ".repeat(20);
+    let evil = format!("Before\x1b[2J\x1b]0;pwned\x07 after\u{9b}31m.\r\n{prose}\n");
+    std::fs::write(&txt, evil).unwrap();
+    let html = dir.join("evil.html");
+    std::fs::write(
+        &html,
+        "<html><head><title>T&#27;[31mitle</title></head><body><p>x&#27;[5m y</p></body></html>",
+    )
+    .unwrap();
+    for f in [&txt, &html] {
+        let out = swaa(&["extract", f.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{f:?}: {text:?}"
+        );
+    }
+    let json = swaa(&["extract", txt.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(v["text"].as_str().unwrap().contains("Before"));
+    // A file name with an escape in it, in the one-line error.
+    let name = dir.join("gone\x1b[31m.md");
+    let out = swaa(&["ask", name.to_str().unwrap(), "q"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains('\x1b'), "{err:?}");
+    fails_clearly(&out, 2, &["gone"]);
+}

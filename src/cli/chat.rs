@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::document::{self, Document, SectionRange};
 use crate::engine::{EngineError, Event, kv_summary};
 use crate::open::{Opened, fetch_options, open};
+use crate::units::printable;
 
 fn progress_bar(hidden: bool) -> ProgressBar {
     let pb = ProgressBar::new(0);
@@ -44,7 +45,7 @@ fn printer(pb: &ProgressBar, stream: bool) -> impl FnMut(Event) + '_ {
             }
         }
         Event::Token { text } if stream => {
-            print!("{text}");
+            print!("{}", printable(&text));
             let _ = std::io::stdout().flush();
         }
         _ => {}
@@ -180,7 +181,7 @@ pub(super) fn chat(cfg: &Config, file: Option<&Path>, pages: Option<&str>) -> Re
     let pb = progress_bar(false);
     if let Some((file, (doc, _))) = &doc {
         session.load_document(&doc.title, &doc.text);
-        eprintln!("{name} · {recipe} · reading “{}”…", doc.title);
+        eprintln!("{name} · {recipe} · reading “{}”…", printable(&doc.title));
         session
             .read(&mut printer(&pb, true), &never)
             .map_err(|e| explain_overflow(e, file, doc))?;
@@ -217,7 +218,7 @@ pub(super) fn chat(cfg: &Config, file: Option<&Path>, pages: Option<&str>) -> Re
                     kv_summary(&s.cache)
                 );
             }
-            Err(e) => eprintln!("error: {e}"),
+            Err(e) => eprintln!("error: {}", printable(&e.to_string())),
         }
     }
     Ok(())

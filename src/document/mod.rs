@@ -280,7 +280,9 @@ fn assemble(parsed: Parsed, format: Format, fallback_title: String) -> Document 
     let mut starts = Vec::with_capacity(parsed.parts.len());
     let mut heads = Vec::with_capacity(parsed.parts.len());
     for p in parsed.parts {
-        let body = p.text.trim();
+        // What the model reads, `extract` prints and the reader shows: no terminal controls.
+        let clean = crate::units::printable(&p.text);
+        let body = clean.trim();
         if body.is_empty() {
             starts.push(None);
         } else {
@@ -290,7 +292,11 @@ fn assemble(parsed: Parsed, format: Format, fallback_title: String) -> Document 
             starts.push(Some(text.len()));
             text.push_str(body);
         }
-        heads.push((p.number, p.title));
+        heads.push((
+            p.number,
+            p.title
+                .map(|t| crate::units::printable(&t).replace('\n', " ")),
+        ));
     }
     if !text.is_empty() {
         text.push('\n');
@@ -308,11 +314,13 @@ fn assemble(parsed: Parsed, format: Format, fallback_title: String) -> Document 
         next = start;
     }
     sections.reverse();
+    // The file name stands in for a missing title: it too may hold controls.
     let title = parsed
         .title
         .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
         .filter(|t| !t.is_empty())
         .unwrap_or(fallback_title);
+    let title = crate::units::printable(&title).replace('\n', " ");
     Document {
         title,
         format,

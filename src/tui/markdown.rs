@@ -53,11 +53,10 @@ pub fn wrap_ranges(s: &str, width: usize) -> Vec<Range<usize>> {
     out
 }
 
-/// Draws control characters (tabs, stray escapes) as spaces so they cannot move the cursor.
+/// Text for one screen line: control characters (tabs, stray escapes) and line breaks drawn
+/// as spaces ([`crate::units::printable`]).
 pub fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    crate::units::printable(s).replace('\n', " ")
 }
 
 /// Wraps styled text behind a first-line prefix and a continuation prefix of the same width.
