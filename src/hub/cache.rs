@@ -107,7 +107,8 @@ pub(super) fn cache_state(p: &Preset, model: &Path) -> CacheState {
 }
 
 /// The cached, verified file of preset `p`, if any. No network and no hashing: a file without
-/// a valid marker (e.g. copied in by hand) counts as not cached until [`fetch`](super::fetch) verifies it.
+/// a valid marker (e.g. copied in by hand) counts as not cached until
+/// [`fetch`](super::fetch) verifies it.
 pub fn cached_path(p: &Preset) -> Option<PathBuf> {
     let path = model_path(p).ok()?;
     (cache_state(p, &path) == CacheState::Verified).then_some(path)

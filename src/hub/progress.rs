@@ -10,7 +10,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{FetchOptions, Preset};
 
-/// What a fetch is doing, for a caller's progress display (see [`FetchOptions::progress`](super::FetchOptions::progress)).
+/// What a fetch is doing, for a caller's progress display
+/// (see [`FetchOptions::progress`](super::FetchOptions::progress)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FetchStage {
     /// Checking a cached or downloaded file against its pinned SHA-256.
