@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 /// Top-level modules by layer, lowest first. A module may import from lower layers only.
 const LAYERS: &[&[&str]] = &[
-    &["units", "rng", "recipe", "document"],
+    &["units", "rng"],
+    &["recipe", "document"],
     &["tokenizer", "model"],
     &["sampling", "hub"],
     &["engine"],
