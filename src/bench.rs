@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::model::{DecodeGraphs, GraphStats, Logits, Model};
 use crate::recipe::{Phase, Recipe};
+use crate::units::mib_number;
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -206,10 +207,6 @@ fn graph_cell(g: &GraphStats) -> String {
     }
 }
 
-fn mib(b: usize) -> String {
-    format!("{:.1}", b as f64 / (1024.0 * 1024.0))
-}
-
 pub const TABLE_HEADER: &str = "| recipe | tokens | prefill s | prefill tok/s | TFLOP/s | decode tok/s | decode GB/s | decode host ms/tok | decode graph | peak KV MiB | KV held MiB | device mem MiB |\n\
                                 |---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|";
 
@@ -226,8 +223,9 @@ pub fn table_row(r: &BenchRow) -> String {
         r.decode_gbs,
         r.decode_host_ms,
         graph_cell(&r.decode_steps),
-        mib(r.peak_kv_bytes),
-        mib(r.kv_bytes_held),
-        r.peak_device_bytes.map_or("-".into(), |b| mib(b as usize)),
+        mib_number(r.peak_kv_bytes),
+        mib_number(r.kv_bytes_held),
+        r.peak_device_bytes
+            .map_or("-".into(), |b| mib_number(b as usize)),
     )
 }

@@ -1,5 +1,10 @@
 //! Sizes and lengths as people read and type them, in one place for every output.
 
+/// Bytes in MiB, the unit of every memory figure (screen, tables, reports).
+pub fn in_mib(bytes: usize) -> f64 {
+    bytes as f64 / 1048576.0
+}
+
 /// `bytes` in MiB with one decimal: "12.3 MiB".
 pub fn mib(bytes: usize) -> String {
     format!("{} MiB", mib_number(bytes))
@@ -7,7 +12,7 @@ pub fn mib(bytes: usize) -> String {
 
 /// `bytes` in MiB with one decimal, without the unit (table columns).
 pub fn mib_number(bytes: usize) -> String {
-    format!("{:.1}", bytes as f64 / 1048576.0)
+    format!("{:.1}", in_mib(bytes))
 }
 
 /// `s` with every control character but the line break shown as a space: text from a document,

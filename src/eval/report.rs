@@ -155,7 +155,7 @@ pub fn markdown(title: &str, rows: &[Row]) -> String {
             100.0 * r.ci_high,
             r.mean_prefill_s,
             r.mean_decode_s,
-            r.peak_kv_bytes as f64 / 1048576.0
+            crate::units::in_mib(r.peak_kv_bytes)
         );
     }
     s

@@ -16,15 +16,8 @@ pub fn int(n: usize) -> String {
     out
 }
 
-/// Bytes in MiB, the unit of every memory figure on the screen.
-pub fn in_mib(bytes: u64) -> f64 {
-    bytes as f64 / 1048576.0
-}
-
-/// "12.3 MiB"
-pub fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", in_mib(bytes))
-}
+/// Memory figures: MiB, as everywhere else.
+pub use crate::units::{in_mib, mib};
 
 /// Download sizes in MB (10⁶ bytes, as the hub reports them): "96.0".
 pub fn mb(bytes: usize) -> String {

@@ -112,7 +112,7 @@ impl ChatPane {
                     st.generated_tokens,
                     st.decode_tokens_per_s,
                     st.time_to_first_token_s,
-                    fmt::mib(st.cache.bytes_held as u64)
+                    fmt::mib(st.cache.bytes_held)
                 );
             }
             match &t.state {

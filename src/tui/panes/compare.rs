@@ -117,7 +117,7 @@ pub fn draw(f: &mut Frame, app: &App, c: &Comparison) {
                         "{:>10.2}{:>10.1}{:>10.1}",
                         a.read_seconds + s.prefill_seconds,
                         s.decode_tokens_per_s,
-                        fmt::in_mib(s.cache.bytes_held as u64)
+                        fmt::in_mib(s.cache.bytes_held)
                     ),
                     answer_text(&a.answer.text),
                     Style::default(),
@@ -137,7 +137,7 @@ pub fn draw(f: &mut Frame, app: &App, c: &Comparison) {
                         "{:>10}{:>10.1}{:>10.1}",
                         "…",
                         s.decode_tokens_per_s,
-                        fmt::in_mib(s.cache.bytes_held as u64)
+                        fmt::in_mib(s.cache.bytes_held)
                     ),
                     None => format!("{:>10}{:>10}{:>10}", "–", "–", "–"),
                 };

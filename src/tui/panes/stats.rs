@@ -44,8 +44,8 @@ fn kv_lines(app: &App) -> Vec<Line<'static>> {
         "KV cache",
         format!(
             "{} · alloc {}",
-            fmt::mib(c.bytes_held as u64),
-            fmt::mib(c.bytes_allocated as u64)
+            fmt::mib(c.bytes_held),
+            fmt::mib(c.bytes_allocated)
         ),
         app,
     )];
@@ -68,7 +68,7 @@ fn kv_lines(app: &App) -> Vec<Line<'static>> {
                 "{}L×{} tok {}",
                 layers.len(),
                 fmt::int(most),
-                fmt::mib((tokens as f64 * per_token) as u64)
+                fmt::mib((tokens as f64 * per_token) as usize)
             ),
             app,
         ));
@@ -133,7 +133,9 @@ pub fn lines(app: &App) -> Vec<Line<'static>> {
     rows.push(kv("TTFT", fmt::rate(s.time_to_first_token_s, "s"), app));
     rows.push(kv(
         "memory",
-        app.stats.rss_bytes.map_or("–".into(), fmt::mib),
+        app.stats
+            .rss_bytes
+            .map_or("–".into(), |b| fmt::mib(b as usize)),
         app,
     ));
     rows
@@ -144,7 +146,7 @@ pub fn compact(app: &App) -> Line<'static> {
     let s = &app.stats.engine;
     Line::from(format!(
         " KV {} · window {} · decode {} · F2–F7 recipe",
-        fmt::mib(s.cache.bytes_held as u64),
+        fmt::mib(s.cache.bytes_held),
         window_text(app).0,
         fmt::rate(s.decode_tokens_per_s, "tok/s"),
     ))
