@@ -124,12 +124,7 @@ pub fn run(
             progress(&format!("{name} @ {n} tokens: prefill"));
             let mut cache = model.new_cache();
             for l in 0..cfg.layers {
-                let bound = if recipe.layer_evicts(l) {
-                    recipe.sink + recipe.window.unwrap_or(0) + opts.chunk
-                } else {
-                    n + opts.decode + 1
-                };
-                cache.reserve(l, bound.min(n + opts.decode + 1))?;
+                cache.reserve(l, recipe.cache_tokens(l, n + opts.decode + 1, opts.chunk))?;
             }
             device.synchronize()?;
             let t0 = Instant::now();

@@ -121,14 +121,60 @@ pub fn open_session(cfg: &Config, fetch: &FetchOptions) -> anyhow::Result<(Sessi
             cfg.sampling.max_new_tokens
         );
     }
+    let chunk = config::prefill_chunk(cfg.chunk, &device);
+    check_memory(&model, &recipe, ctx, chunk)?;
     let opts = SessionOptions {
-        chunk: config::prefill_chunk(cfg.chunk, &device),
+        chunk,
         ctx: (cfg.ctx > 0).then_some(cfg.ctx),
         context_policy: cfg.context_policy,
         sampling: cfg.sampling.clone(),
         system_prompt: None,
     };
     Ok((Session::new(model, tokenizer, recipe, opts), name))
+}
+
+/// Refuses a context whose KV cache under `recipe` cannot fit in the memory left after the
+/// weights, naming the largest context that does. A tenth of what is free is left for
+/// activations and the allocator.
+fn check_memory(model: &Model, recipe: &Recipe, ctx: usize, chunk: usize) -> anyhow::Result<()> {
+    let Some(free) = model::free_memory(model.device()) else {
+        return Ok(());
+    };
+    let cfg = model.config();
+    let per_token = cfg.kv_bytes_per_token_layer(model.dtype().size_in_bytes()) as u64;
+    let need = |n: usize| {
+        (0..cfg.layers)
+            .map(|l| recipe.cache_tokens(l, n, chunk) as u64)
+            .sum::<u64>()
+            .saturating_mul(per_token)
+    };
+    let budget = free - free / 10;
+    if need(ctx) <= budget {
+        return Ok(());
+    }
+    // need() grows with n: the largest n that fits, by bisection.
+    let (mut lo, mut hi) = (0, ctx);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if need(mid) <= budget {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    let largest = lo / 1024 * 1024;
+    let device = model::device_name(model.device());
+    if largest == 0 {
+        anyhow::bail!(
+            "the KV cache does not fit: {} are free on the {device}, too little for even 1024 tokens under this recipe",
+            crate::units::mib(free as usize)
+        );
+    }
+    anyhow::bail!(
+        "a context of {ctx} tokens needs {} of KV cache under this recipe, more than the {} free on the {device}: use --ctx {largest} or less (or a sliding recipe without --fa-decode, whose sliding layers keep only sink + W tokens)",
+        crate::units::mib(need(ctx) as usize),
+        crate::units::mib(free as usize),
+    );
 }
 
 /// A model ready to chat, and what a UI shows about it.

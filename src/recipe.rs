@@ -404,6 +404,16 @@ impl Recipe {
         !self.fa_decode && !self.is_full_layer(layer)
     }
 
+    /// Tokens a layer's cache holds to run `tokens` positions in chunks of `chunk`: all of
+    /// them, or sink + W + one chunk in a layer that evicts.
+    pub fn cache_tokens(&self, layer: usize, tokens: usize, chunk: usize) -> usize {
+        if self.layer_evicts(layer) {
+            (self.sink + self.window.unwrap_or(0) + chunk).min(tokens)
+        } else {
+            tokens
+        }
+    }
+
     /// Changing window, sink, interleave or the sliding layers' RoPE changes what prefill
     /// computed; so does turning FA decode on after a cache that evicted.
     pub fn needs_reread(&self, built_with: &Recipe) -> bool {

@@ -314,8 +314,9 @@ fn ask_reads_a_page_range_and_says_which() {
         tokens(&whole)
     );
 
+    // --sections is the same flag (chapters of an EPUB read more naturally so).
     fails_clearly(
-        &swaa(&["ask", p, "q", "--pages", "5-9", "--model", m]),
+        &swaa(&["ask", p, "q", "--sections", "5-9", "--model", m]),
         1,
         &["book.pdf", "pages 5-9", "pages 1–3"],
     );
@@ -368,11 +369,38 @@ fn out_of_range_settings_name_the_allowed_range() {
             ["max_new_tokens", "1 to 8192"],
         ),
         (["--window", "0"], ["window", "at least 1"]),
+        // A KV cache of ~44 TB: refused before reading, with the largest context that fits.
+        (["--ctx", "1000000000"], ["free on the cpu", "use --ctx"]),
     ] {
         let mut args = vec!["ask", doc.as_str(), "q", "--model", m];
         args.extend(flags);
         fails_clearly(&swaa(&args), 1, &needles);
     }
+    // The context named opens (half of it: tests running beside this one change what is free).
+    let out = swaa(&["ask", &doc, "q", "--model", m, "--ctx", "1000000000"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let largest: usize = err
+        .split("use --ctx ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{err}"));
+    let half = (largest / 2).to_string();
+    let out = swaa(&[
+        "ask",
+        &doc,
+        "q",
+        "--model",
+        m,
+        "--ctx",
+        &half,
+        "--max-tokens",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Escape sequences in a document, an HTML entity, a title or a file name never reach the

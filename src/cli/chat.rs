@@ -55,17 +55,13 @@ fn printer(pb: &ProgressBar, stream: bool) -> impl FnMut(Event) + '_ {
 /// The document at `file`, or the part of it `pages` names; the part's title says which part
 /// it is ("pages 40–120 of 311") and so does the returned label.
 fn load_part(file: &Path, pages: Option<&str>) -> Result<(Document, Option<String>)> {
-    let doc = document::load(file)?;
-    let Some(pages) = pages else {
-        return Ok((doc, None));
-    };
-    let range: SectionRange = pages.parse().map_err(|e: String| anyhow!("--pages: {e}"))?;
-    let noun = doc.section_noun();
-    let part = doc
-        .select(range, noun)
-        .map_err(|e| anyhow!("{}: {e}", file.display()))?;
-    let label = document::part_label(noun, &part.sections, doc.sections.len());
-    Ok((part, Some(label)))
+    let range = pages
+        .map(str::parse::<SectionRange>)
+        .transpose()
+        .map_err(|e| anyhow!("--pages: {e}"))?;
+    document::load(file)?
+        .part(range)
+        .map_err(|e| anyhow!("{}: {e}", file.display()))
 }
 
 /// A document that does not fit the context gets, instead of the engine's general advice, its

@@ -32,7 +32,7 @@ pub struct Cli {
     #[command(flatten)]
     run: RunArgs,
     /// Read only these pages (PDF) or chapters (EPUB) of the document, e.g. 40-120.
-    #[arg(long, value_name = "RANGE")]
+    #[arg(long, value_name = "RANGE", visible_alias = "sections")]
     pages: Option<String>,
     /// Print the merged configuration (file + flags) and where the file is, then exit.
     #[arg(long)]
@@ -49,7 +49,7 @@ enum Cmd {
         #[arg(long)]
         json: bool,
         /// Read only these pages (PDF) or chapters (EPUB), e.g. 40-120, 7 or 200-.
-        #[arg(long, value_name = "RANGE")]
+        #[arg(long, value_name = "RANGE", visible_alias = "sections")]
         pages: Option<String>,
         #[command(flatten)]
         run: RunArgs,

@@ -59,6 +59,18 @@ pub fn part_label(noun: &str, sections: &[Section], total: usize) -> String {
 }
 
 impl Document {
+    /// This document, or the part of it `range` names, with the label that says which part
+    /// it is ("pages 40–120 of 311"); no label when it is whole.
+    pub fn part(self, range: Option<SectionRange>) -> Result<(Document, Option<String>), String> {
+        let Some(range) = range else {
+            return Ok((self, None));
+        };
+        let noun = self.section_noun();
+        let part = self.select(range, noun)?;
+        let label = part_label(noun, &part.sections, self.sections.len());
+        Ok((part, Some(label)))
+    }
+
     /// The part of the document in `range`: its sections' text (they tile the text, so the
     /// part is one slice) with offsets from the part's start, and the title saying which
     /// part it is. `noun` names a section in messages ("page").

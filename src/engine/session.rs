@@ -279,12 +279,8 @@ impl Session {
         // Reserve once: growing per chunk would copy the cache over and over.
         let want = self.cache.next_pos() + tokens.len() + self.opts.sampling.max_new_tokens;
         for l in 0..cfg.layers {
-            let bound = if self.recipe.layer_evicts(l) {
-                self.recipe.sink + self.recipe.window.unwrap_or(0) + chunk
-            } else {
-                want
-            };
-            self.cache.reserve(l, bound.min(want))?;
+            self.cache
+                .reserve(l, self.recipe.cache_tokens(l, want, chunk))?;
         }
         // Set first: a cancelled read leaves a partial cache built with this recipe.
         self.built_with = Some(self.recipe.clone());

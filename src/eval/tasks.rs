@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::EvalError;
-use crate::document;
+use crate::document::{self, SectionRange};
 
 pub use crate::rng::Rng;
 
@@ -397,6 +397,9 @@ struct UserLine {
     document: String,
     question: String,
     answer: OneOrMany,
+    /// Part of a document file to read ("40-120"): pages of a PDF, chapters of an EPUB.
+    #[serde(default)]
+    pages: Option<String>,
 }
 
 /// `{document, question, answer}` per line; `document` is a file path (relative to the JSONL's
@@ -417,15 +420,30 @@ pub fn jsonl_docs(path: &Path, count: &dyn Fn(&str) -> usize) -> Result<Vec<Eval
         }
         let u: UserLine = serde_json::from_str(line).map_err(|e| bad(i + 1, e.to_string()))?;
         let as_path = base.join(&u.document);
-        let (title, body) =
-            if !u.document.contains('\n') && u.document.len() < 4096 && as_path.is_file() {
-                let d = document::load(&as_path)?;
-                (d.title, d.text)
-            } else if u.document.trim().is_empty() {
-                return Err(bad(i + 1, "the document is empty".into()));
-            } else {
-                ("Document".to_string(), u.document)
-            };
+        let is_file = !u.document.contains('\n') && u.document.len() < 4096 && as_path.is_file();
+        let range = u
+            .pages
+            .as_deref()
+            .map(|p| match is_file {
+                true => p
+                    .parse::<SectionRange>()
+                    .map_err(|e| bad(i + 1, format!("pages: {e}"))),
+                false => Err(bad(
+                    i + 1,
+                    "pages apply to a document file, not to inline text".into(),
+                )),
+            })
+            .transpose()?;
+        let (title, body) = if is_file {
+            let (d, _) = document::load(&as_path)?
+                .part(range)
+                .map_err(|e| bad(i + 1, format!("{}: {e}", as_path.display())))?;
+            (d.title, d.text)
+        } else if u.document.trim().is_empty() {
+            return Err(bad(i + 1, "the document is empty".into()));
+        } else {
+            ("Document".to_string(), u.document)
+        };
         let answers = match u.answer {
             OneOrMany::One(a) => vec![a],
             OneOrMany::Many(a) => a,
@@ -515,6 +533,40 @@ mod tests {
         }
         assert_eq!(d.text.matches("former code name").count(), 3);
         assert_eq!(d, qa_doc(&prose(), 800, 0, 11, &words));
+    }
+
+    #[test]
+    fn jsonl_pages_read_part_of_a_document_file_and_out_of_range_names_the_book() {
+        let dir = std::env::temp_dir().join(format!("swaa-eval-pages-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let book = "# One\n\nThe ferry leaves at nine.\n\n# Two\n\nThe bus leaves at ten.\n";
+        std::fs::write(dir.join("book.md"), book).unwrap();
+        let run = |line: &str| {
+            let path = dir.join("set.jsonl");
+            std::fs::write(&path, line).unwrap();
+            jsonl_docs(&path, &words)
+        };
+        let docs =
+            run(r#"{"document": "book.md", "pages": "2", "question": "When?", "answer": "ten"}"#)
+                .unwrap();
+        assert!(docs[0].text.contains("bus leaves") && !docs[0].text.contains("ferry"));
+        assert!(
+            docs[0].title.contains("section 2 of 2"),
+            "{}",
+            docs[0].title
+        );
+        let err = run(r#"{"document": "book.md", "pages": "5-9", "question": "q", "answer": "a"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("book.md") && err.contains("sections 1–2"),
+            "{err}"
+        );
+        let err = run(r#"{"document": "Inline.", "pages": "1", "question": "q", "answer": "a"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("document file"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -43,6 +43,27 @@ pub fn parse_device(name: &str) -> Result<Device> {
     Ok(device)
 }
 
+/// Bytes a new allocation can still get on `device`: the GPU's free memory, or the kernel's
+/// `MemAvailable` on Linux. None where it cannot be told.
+pub fn free_memory(device: &Device) -> Option<u64> {
+    match device {
+        #[cfg(feature = "cuda")]
+        Device::Cuda(d) => d
+            .cuda_stream()
+            .context()
+            .mem_get_info()
+            .ok()
+            .map(|(free, _)| free as u64),
+        Device::Cpu => {
+            let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+            let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb * 1024)
+        }
+        _ => None,
+    }
+}
+
 /// How one layer's attention runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttentionKernel {

@@ -12,7 +12,7 @@ mod weights;
 
 pub use config::{Arch, ModelConfig, RopeStyle};
 pub use decode_graph::{DecodeGraphs, GraphStats};
-pub use device::{AttentionKernel, Kernels, device_name, parse_device};
+pub use device::{AttentionKernel, Kernels, device_name, free_memory, parse_device};
 pub use kernels::ops::argmax;
 pub use kv_cache::{CacheStats, KvCache};
 pub use rope::{RopeScaling, Yarn};
