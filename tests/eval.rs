@@ -316,3 +316,27 @@ fn ci_sized_needle_eval_writes_table_json_and_plot_and_full_beats_swa() {
     assert_eq!(json(&out.join("report.json"))["rows"], report["rows"]);
     assert!(t.elapsed().as_secs() < 30, "resumed without re-reading");
 }
+
+/// `--fa-question` runs every sliding recipe with full attention over the question and
+/// reports it under its own name, so it sits beside the plain rows.
+#[test]
+fn fa_question_rows_are_named_and_described_apart() {
+    let model = common::smollm2().display().to_string();
+    let out = common::temp_dir("eval-faq");
+    let out_s = out.display().to_string();
+    #[rustfmt::skip]
+    let args = [
+        "eval", "--model", &model, "--task", "needle", "--lengths", "512", "--samples", "1",
+        "--haystack", "assets/sample.md", "--out", &out_s, "--recipes", "full,swa",
+        "--fa-question", "--max-tokens", "8",
+    ];
+    let o = swaa(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.lines().any(|l| l.starts_with("| full |")), "{md}");
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| swa+fa-q |"))
+        .unwrap_or_else(|| panic!("{md}"));
+    assert!(row.contains(" fa-q |"), "the W/K column says so: {row}");
+}

@@ -6,7 +6,7 @@ mod common;
 use candle_core::{DType, Device};
 use swaa_chat::model::{Arch, random_model};
 use swaa_chat::recipe::{LayerSet, Recipe};
-use swaa_chat::selftest::{self, run_engine, tiny_config};
+use swaa_chat::selftest::{self, run_engine, run_engine_asked, tiny_config};
 
 fn prompt(n: usize, vocab: usize) -> Vec<u32> {
     (0..n).map(|i| ((i * 31 + 7) % vocab) as u32).collect()
@@ -15,8 +15,8 @@ fn prompt(n: usize, vocab: usize) -> Vec<u32> {
 #[test]
 fn every_recipe_matches_the_dense_reference_for_prefill_and_20_decode_steps() {
     let report = selftest::run(&Device::Cpu, DType::F32, 1e-4, 3).unwrap();
-    // 3 architectures × (1 + 36) recipes × 4 chunk sizes.
-    assert_eq!(report.cases.len(), 3 * 37 * 4);
+    // 3 architectures × (1 + 36 + 12 with FA over the question) recipes × 4 chunk sizes.
+    assert_eq!(report.cases.len(), 3 * 49 * 4);
     assert!(report.failures.is_empty(), "{:#?}", report.failures);
 }
 
@@ -98,6 +98,49 @@ fn eviction_changes_nothing_and_bounds_sliding_layers() {
             }
         }
     }
+}
+
+/// FA over the question changes the question's logits (and what follows), never the
+/// document's; and its sliding layers keep every token, since the question reads them all.
+#[test]
+fn fa_over_the_question_changes_the_question_not_the_document() {
+    let cfg = tiny_config(Arch::Qwen2);
+    let model = random_model(&cfg, 8, &Device::Cpu, DType::F32).unwrap();
+    let (p, question) = (prompt(48, cfg.vocab), 10);
+    let plain = Recipe {
+        window: Some(4),
+        sink: 2,
+        ..Recipe::full()
+    };
+    let fa_q = Recipe {
+        fa_question: true,
+        ..plain.clone()
+    };
+    for chunk in [1, 5, 48] {
+        let a = run_engine_asked(&model, &plain, &p, question, chunk, 3, true).unwrap();
+        let b = run_engine_asked(&model, &fa_q, &p, question, chunk, 3, true).unwrap();
+        let doc = p.len() - question;
+        let rows = |r: &selftest::Run, from, n| r.logits.narrow(0, from, n).unwrap();
+        let d = common::max_abs_diff(&rows(&a, 0, doc), &rows(&b, 0, doc));
+        assert!(
+            d <= 1e-5,
+            "chunk {chunk}: the document's logits moved by {d}"
+        );
+        let q = common::max_abs_diff(&rows(&a, doc, question), &rows(&b, doc, question));
+        assert!(
+            q > 1e-3,
+            "chunk {chunk}: the question's logits did not change ({q})"
+        );
+        for l in 0..cfg.layers {
+            assert!(!fa_q.layer_evicts(l));
+            assert_eq!(b.peak_tokens[l], p.len() + 3, "layer {l} keeps every token");
+        }
+    }
+    assert!(
+        fa_q.needs_reread(&plain),
+        "the plain read evicted what the question needs"
+    );
+    assert!(!plain.needs_reread(&fa_q), "turning it off applies at once");
 }
 
 #[test]

@@ -266,10 +266,13 @@ impl Session {
         }
     }
 
-    /// Prefills `tokens` after what the cache holds, chunk by chunk; returns the last logits.
+    /// Prefills `tokens` after what the cache holds, chunk by chunk, in `phase` (the
+    /// document and a re-read transcript are `Prefill`, a question is `Question`); returns
+    /// the last logits.
     fn prefill(
         &mut self,
         tokens: &[u32],
+        phase: Phase,
         total: usize,
         emit: &mut dyn FnMut(Event),
         cancel: &AtomicBool,
@@ -292,9 +295,9 @@ impl Session {
             }
             let last = (i + 1) * chunk >= n;
             let want = if last { Logits::Last } else { Logits::Skip };
-            logits =
-                self.model
-                    .forward(part, &mut self.cache, &self.recipe, Phase::Prefill, want)?;
+            logits = self
+                .model
+                .forward(part, &mut self.cache, &self.recipe, phase, want)?;
             self.held.tokens.extend_from_slice(part);
             // The cache grows (or stays flat) while reading: a UI shows it live. Before the
             // progress, so the last progress event finds the stats up to date.
@@ -347,7 +350,7 @@ impl Session {
         let done = self.held.tokens.len();
         let rest = tokens[done.min(tokens.len())..].to_vec();
         let total = tokens.len();
-        self.prefill(&rest, total, emit, cancel)?;
+        self.prefill(&rest, Phase::Prefill, total, emit, cancel)?;
         self.held.text = prefix;
         let secs = start.elapsed().as_secs_f64();
         tracing::info!(
@@ -379,7 +382,7 @@ impl Session {
         }
         emit(Event::DocumentTokens { offsets });
         let start = Instant::now();
-        if let Err(e) = self.prefill(&tokens, tokens.len(), emit, cancel) {
+        if let Err(e) = self.prefill(&tokens, Phase::Prefill, tokens.len(), emit, cancel) {
             // Unlike a document, a partial conversation is not resumed: the next question
             // reads it all again.
             self.clear_cache();
@@ -430,7 +433,7 @@ impl Session {
         }
         let p0 = Instant::now();
         let total = self.held.tokens.len() + new_tokens.len();
-        let logits = self.prefill(&new_tokens, total, emit, cancel)?;
+        let logits = self.prefill(&new_tokens, Phase::Question, total, emit, cancel)?;
         self.held.text = full;
         let prefill_secs = p0.elapsed().as_secs_f64();
         let mut logits = logits.ok_or_else(|| EngineError::Tokenizer("empty prompt".into()))?;

@@ -132,6 +132,8 @@ pub struct EvalOptions {
     pub sink: Option<usize>,
     /// The RoPE of sliding layers when the model's is scaled (a long `--ctx`).
     pub sliding_rope: RopeChoice,
+    /// Full attention over the question in every sliding recipe (named `PRESET+fa-q`).
+    pub fa_question: bool,
     /// Prose to hide facts in; default: the Rust book installed with the toolchain docs.
     pub haystack: Option<PathBuf>,
     pub out: PathBuf,
@@ -155,6 +157,15 @@ pub fn recipe_for(
     let w = window.unwrap_or_else(|| d.window.min((length / 4).max(16)));
     let k = sink.unwrap_or_else(|| d.sink.min((w / 32).max(4)));
     Recipe::preset(preset, RecipeDefaults { window: w, sink: k })
+}
+
+/// A recipe's name in results and tables: `PRESET+fa-q` when the question gets full
+/// attention (`full` has nothing to add it to).
+fn row_name(preset: Preset, fa_question: bool) -> String {
+    match fa_question && preset != Preset::Full {
+        true => format!("{preset}+fa-q"),
+        false => preset.name().to_string(),
+    }
 }
 
 fn count_tokens(tok: &ChatTokenizer) -> impl Fn(&str) -> usize + '_ {
@@ -316,9 +327,10 @@ pub fn run(session: &mut Session, opts: &EvalOptions) -> Result<EvalOutput> {
     let mut plan = Vec::new();
     for (di, d) in docs.iter().enumerate() {
         for &preset in &opts.recipes {
-            let name = preset.name().to_string();
+            let name = row_name(preset, opts.fa_question);
             let recipe = Recipe {
                 sliding_rope: opts.sliding_rope,
+                fa_question: opts.fa_question && preset != Preset::Full,
                 ..recipe_for(preset, d.length, ctx, opts.window, opts.sink)
             };
             let detail = recipe.describe();
@@ -414,7 +426,11 @@ pub fn run(session: &mut Session, opts: &EvalOptions) -> Result<EvalOutput> {
         .into_iter()
         .filter(|r| ids.contains(r.doc.as_str()))
         .collect();
-    let names: Vec<String> = opts.recipes.iter().map(|p| p.name().to_string()).collect();
+    let names: Vec<String> = opts
+        .recipes
+        .iter()
+        .map(|&p| row_name(p, opts.fa_question))
+        .collect();
     let rows = report::summarize(&results, &names);
     let title = format!("{} · {} · seed {}", opts.model_name, opts.task, opts.seed);
     let out = EvalOutput {
@@ -521,6 +537,9 @@ pub struct EvalArgs {
     /// RoPE of sliding layers when the model's is scaled: scaled or original (default).
     #[arg(long, default_value = "original")]
     sliding_rope: RopeChoice,
+    /// Full attention over the question in every sliding recipe (reported as PRESET+fa-q).
+    #[arg(long)]
+    fa_question: bool,
 }
 
 /// Runs `swaa-chat eval`: loads the model, evaluates, prints the table and where files are.
@@ -569,6 +588,7 @@ pub fn command(a: EvalArgs, cfg: &Config) -> anyhow::Result<()> {
             window: a.window,
             sink: a.sink,
             sliding_rope: a.sliding_rope,
+            fa_question: a.fa_question,
             haystack: a.haystack,
             out: a.out,
             model_name,

@@ -72,18 +72,38 @@ pub fn run_engine(
     steps: usize,
     evict: bool,
 ) -> crate::model::Result<Run> {
+    run_engine_asked(model, recipe, prompt, 0, chunk, steps, evict)
+}
+
+/// [`run_engine`] with the last `question` prompt tokens in the question phase, prefilled
+/// after the rest as the session does (each part in chunks of `chunk`).
+pub fn run_engine_asked(
+    model: &Model,
+    recipe: &Recipe,
+    prompt: &[u32],
+    question: usize,
+    chunk: usize,
+    steps: usize,
+    evict: bool,
+) -> crate::model::Result<Run> {
     let mut cache = model.new_cache();
     cache.set_eviction(evict);
     let mut rows = Vec::new();
-    for part in prompt.chunks(chunk) {
+    let (document, asked) = prompt.split_at(prompt.len() - question.min(prompt.len()));
+    for (part, phase) in document
+        .chunks(chunk)
+        .map(|p| (p, Phase::Prefill))
+        .chain(asked.chunks(chunk).map(|p| (p, Phase::Question)))
+    {
         rows.push(
             model
-                .forward(part, &mut cache, recipe, Phase::Prefill, Logits::All)?
+                .forward(part, &mut cache, recipe, phase, Logits::All)?
                 .expect("all logits"),
         );
     }
     let mut tokens = prompt.to_vec();
-    let mut phases = vec![Phase::Prefill; prompt.len()];
+    let mut phases = vec![Phase::Prefill; document.len()];
+    phases.extend(vec![Phase::Question; asked.len()]);
     for _ in 0..steps {
         let last = rows.last().expect("a row");
         let last = if last.rank() == 2 {
@@ -140,7 +160,8 @@ pub struct Report {
 }
 
 /// The grid of the Engine issue: window 1, 5, 16; sink 0, 3; FA decode on/off; interleave
-/// none/odd/every:4; chunk 1, 7, 64, whole prompt — plus the full recipe — per architecture.
+/// none/odd/every:4; chunk 1, 7, 64, whole prompt — plus the full recipe — per architecture;
+/// and FA over the question with each window, sink and FA decode (no interleave).
 pub fn recipe_grid() -> Vec<Recipe> {
     let mut out = vec![Recipe::full()];
     for window in [1, 5, 16] {
@@ -155,11 +176,21 @@ pub fn recipe_grid() -> Vec<Recipe> {
                         ..Recipe::full()
                     });
                 }
+                out.push(Recipe {
+                    window: Some(window),
+                    sink,
+                    fa_decode,
+                    fa_question: true,
+                    ..Recipe::full()
+                });
             }
         }
     }
     out
 }
+
+/// Prompt tokens of the selftest that are its question: they run in [`Phase::Question`].
+const QUESTION_TOKENS: usize = 9;
 
 /// Runs every recipe × chunk on a tiny model of each architecture on `device`, comparing with
 /// the f32 CPU dense reference. `tolerance` is the allowed max abs logit difference.
@@ -181,7 +212,15 @@ pub fn run(
             .collect();
         for recipe in recipe_grid() {
             for chunk in [1, 7, 64, prompt_len] {
-                let run = run_engine(&model, &recipe, &prompt, chunk, steps, true)?;
+                let run = run_engine_asked(
+                    &model,
+                    &recipe,
+                    &prompt,
+                    QUESTION_TOKENS,
+                    chunk,
+                    steps,
+                    true,
+                )?;
                 let expected = reference.forward_reference(&run.tokens, &run.phases, &recipe)?;
                 // The last fed token has no row in `run` beyond the steps: compare what both have.
                 let n = run.logits.dim(0)?;
