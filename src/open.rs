@@ -121,6 +121,8 @@ pub fn open_session(cfg: &Config, fetch: &FetchOptions) -> anyhow::Result<(Sessi
             cfg.sampling.max_new_tokens
         );
     }
+    let id = model_id(&cfg.model);
+    let recipe = crate::engine::calibrate::resolve(&model, &tokenizer, Some(&id), recipe)?;
     let chunk = config::prefill_chunk(cfg.chunk, &device);
     check_memory(&model, &recipe, ctx, chunk)?;
     let opts = SessionOptions {
@@ -130,7 +132,26 @@ pub fn open_session(cfg: &Config, fetch: &FetchOptions) -> anyhow::Result<(Sessi
         sampling: cfg.sampling.clone(),
         system_prompt: None,
     };
-    Ok((Session::new(model, tokenizer, recipe, opts), name))
+    let mut session = Session::new(model, tokenizer, recipe, opts);
+    session.set_model_id(id);
+    Ok((session, name))
+}
+
+/// Names the weights `--model` points at for what is kept per model under the cache dir: a
+/// file by its path, size and modification time (a changed file is another model), a preset
+/// by its name (its file is pinned by SHA-256).
+pub fn model_id(spec: &str) -> String {
+    let path = Path::new(spec);
+    let Ok(meta) = std::fs::metadata(path) else {
+        return spec.to_string();
+    };
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let path = path.canonicalize().unwrap_or_else(|_| path.into());
+    format!("{}:{}:{modified}", path.display(), meta.len())
 }
 
 /// Refuses a context whose KV cache under `recipe` cannot fit in the memory left after the

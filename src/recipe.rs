@@ -20,14 +20,39 @@ pub enum LayerSet {
     None,
     /// Layers `l` with `l % n == 1 % n`: every 2nd is `1,3,5,…`, every 4th is `1,5,9,…`.
     Every(usize),
+    /// Layers `0,2,4,…` (the SWAA paper found even layers best for some models).
+    Even,
     List(Vec<usize>),
+    /// The layers a calibration read scores highest (`engine::calibrate`); the session turns
+    /// it into a `List` before anything runs, so it never reaches a forward pass.
+    Auto(Share),
+}
+
+/// How many layers `auto` keeps: a fraction of them, or a count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Share {
+    /// One layer in n (2: half, 4: a quarter).
+    OneIn(usize),
+    Count(usize),
+}
+
+impl Share {
+    /// Layers kept out of `layers`, at least one.
+    pub fn of(self, layers: usize) -> usize {
+        match self {
+            Share::OneIn(n) => layers.div_ceil(n.max(1)),
+            Share::Count(c) => c,
+        }
+        .clamp(1, layers.max(1))
+    }
 }
 
 impl LayerSet {
     pub fn contains(&self, layer: usize) -> bool {
         match self {
-            LayerSet::None => false,
+            LayerSet::None | LayerSet::Auto(_) => false,
             LayerSet::Every(n) => layer % n == 1 % n,
+            LayerSet::Even => layer.is_multiple_of(2),
             LayerSet::List(l) => l.contains(&layer),
         }
     }
@@ -37,10 +62,24 @@ impl FromStr for LayerSet {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let bad = || format!("bad layer set '{s}': use none, odd, every:N or a list like 1,5,9");
+        let bad = || {
+            format!(
+                "bad layer set '{s}': use none, odd, even, every:N, auto (half), auto:1/4, auto:N or a list like 1,5,9"
+            )
+        };
         match s {
             "" | "none" => Ok(LayerSet::None),
             "odd" => Ok(LayerSet::Every(2)),
+            "even" => Ok(LayerSet::Even),
+            "auto" => Ok(LayerSet::Auto(Share::OneIn(2))),
+            _ if s.starts_with("auto:") => {
+                let n = &s["auto:".len()..];
+                let share = match n.strip_prefix("1/") {
+                    Some(d) => d.parse().ok().filter(|&d| d >= 1).map(Share::OneIn),
+                    None => n.parse().ok().filter(|&c| c >= 1).map(Share::Count),
+                };
+                share.map(LayerSet::Auto).ok_or_else(bad)
+            }
             _ if s.starts_with("every:") => match s["every:".len()..].parse::<usize>() {
                 Ok(n) if n >= 1 => Ok(LayerSet::Every(n)),
                 _ => Err(bad()),
@@ -60,6 +99,10 @@ impl fmt::Display for LayerSet {
             LayerSet::None => write!(f, "none"),
             LayerSet::Every(2) => write!(f, "odd"),
             LayerSet::Every(n) => write!(f, "every:{n}"),
+            LayerSet::Even => write!(f, "even"),
+            LayerSet::Auto(Share::OneIn(2)) => write!(f, "auto"),
+            LayerSet::Auto(Share::OneIn(n)) => write!(f, "auto:1/{n}"),
+            LayerSet::Auto(Share::Count(c)) => write!(f, "auto:{c}"),
             LayerSet::List(l) => {
                 let s: Vec<String> = l.iter().map(|x| x.to_string()).collect();
                 write!(f, "{}", s.join(","))
@@ -372,6 +415,13 @@ impl Recipe {
             return Err(format!(
                 "full-attention layer {bad} does not exist: the model has {layers} layers, 0 to {}",
                 layers.saturating_sub(1)
+            ));
+        }
+        if let LayerSet::Auto(Share::Count(c)) = self.full_layers
+            && c > layers
+        {
+            return Err(format!(
+                "full-layers auto:{c} keeps more layers than the model has: use auto:1 to auto:{layers}"
             ));
         }
         Ok(())

@@ -3,6 +3,7 @@
 //! `models` their commands. Models are opened by [`crate::open`].
 
 mod bench;
+mod calibrate;
 mod chat;
 mod models;
 mod selftest;
@@ -74,6 +75,9 @@ enum Cmd {
     },
     /// Answer quality vs cost per recipe and length: needle, multi-fact QA or your JSONL.
     Eval(crate::eval::EvalArgs),
+    /// Score each layer for --full-layers auto: the attention mass a full-attention read of
+    /// prose puts outside sink + window, per layer (kept in the cache dir).
+    Calibrate(calibrate::CalibrateArgs),
     /// List, fetch or locate model presets.
     Models {
         #[command(subcommand)]
@@ -203,6 +207,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Some(Cmd::Bench(b)) => bench::run(b),
+        Some(Cmd::Calibrate(a)) => calibrate::run(a, file_cfg),
         Some(Cmd::Selftest { device, json }) => selftest::run(&device, json),
         Some(Cmd::Models { cmd }) => models::run(cmd),
         Some(Cmd::Swat { cmd }) => crate::swat::cmd::run(cmd),
@@ -217,6 +222,7 @@ impl Cmd {
             Cmd::Bench(_) => "bench",
             Cmd::Selftest { .. } => "selftest",
             Cmd::Eval(_) => "eval",
+            Cmd::Calibrate(_) => "calibrate",
             Cmd::Models { .. } => "models",
             Cmd::Swat { .. } => "swat",
         }

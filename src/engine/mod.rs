@@ -6,6 +6,7 @@
 //! question under several recipes, `stats` defines the numbers a UI shows. The engine imports
 //! nothing above it: other backends (a SWAT model) bring their errors boxed.
 
+pub mod calibrate;
 mod compare;
 mod prompt;
 mod session;
@@ -180,6 +181,7 @@ impl Backend for Session {
         Session::ask(self, question, emit, cancel)
     }
     fn set_recipe(&mut self, recipe: Recipe) -> Result<bool> {
+        let recipe = self.resolve_recipe(recipe)?;
         Ok(Session::set_recipe(self, recipe))
     }
     fn reread(&mut self, emit: &mut dyn FnMut(Event), cancel: &AtomicBool) -> Result<()> {

@@ -68,6 +68,8 @@ pub struct Session {
     history: Vec<(String, String)>,
     held: Transcript,
     last_stats: Stats,
+    /// Names the model's weights for what is stored under the cache dir (calibration).
+    model_id: Option<String>,
 }
 
 impl Session {
@@ -84,7 +86,19 @@ impl Session {
             history: Vec::new(),
             held: Transcript::default(),
             last_stats: Stats::default(),
+            model_id: None,
         }
+    }
+
+    /// Names the weights (e.g. file, size and time) so that calibration scores can be kept.
+    pub fn set_model_id(&mut self, id: String) {
+        self.model_id = Some(id);
+    }
+
+    /// `recipe` ready to run: `auto` full layers become the calibrated list for its window
+    /// and sink (a calibration read the first time, then from the cache dir).
+    pub fn resolve_recipe(&self, recipe: Recipe) -> Result<Recipe> {
+        super::calibrate::resolve(&self.model, &self.tok, self.model_id.as_deref(), recipe)
     }
 
     pub fn model(&self) -> &Model {
@@ -136,7 +150,8 @@ impl Session {
 
     /// Switches recipe. Returns true when what was read must be read again (the next
     /// `read`/`ask` does it); FA decode and thinking apply at once. This is the one place
-    /// that decides: the engine tells a UI with [`Event::RecipeApplied`].
+    /// that decides: the engine tells a UI with [`Event::RecipeApplied`]. `auto` full layers
+    /// must be resolved first ([`Session::resolve_recipe`]; the engine's backend does).
     pub fn set_recipe(&mut self, recipe: Recipe) -> bool {
         let reread = self
             .built_with

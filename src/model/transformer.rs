@@ -14,7 +14,7 @@ use super::kv_cache::KvCache;
 use super::rope::{self, RopeScaling};
 use super::weights::{Linear, WeightSource};
 use super::{ModelError, Result};
-use crate::recipe::{Phase, Recipe, RopeChoice};
+use crate::recipe::{AttnRule, Phase, Recipe, RopeChoice};
 
 /// Which logits a forward pass returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -623,6 +623,73 @@ impl Model {
             }
             (_, logits) => Ok(logits),
         }
+    }
+
+    /// A calibration read: full attention over `tokens` (dense, as the reference computes
+    /// it), and for each layer the mean attention mass that its queries put on keys `rule`
+    /// would not let them see — what the layer loses if it alone turns sliding. Averaged over
+    /// heads and over the queries that have such keys (positions ≥ sink + W).
+    pub fn outside_mass(&self, tokens: &[u32], rule: AttnRule) -> Result<Vec<f64>> {
+        let t = tokens.len();
+        let first = rule.sink + rule.window.unwrap_or(t);
+        if first >= t {
+            return Err(ModelError::BadConfig(format!(
+                "a calibration read needs more than sink + window = {first} tokens; it has {t}"
+            )));
+        }
+        let rope = Rope::new(
+            &self.cfg,
+            self.cfg.rope_scaling.as_ref(),
+            0..t,
+            self.dtype,
+            &self.device,
+        )?;
+        let mask = |keep: &dyn Fn(usize, usize) -> bool, rows: std::ops::Range<usize>, on: f32| {
+            let (r0, n) = (rows.start, rows.len());
+            let mut m = vec![0f32; n * t];
+            for q in rows {
+                for k in 0..t {
+                    if keep(q, k) {
+                        m[(q - r0) * t + k] = on;
+                    }
+                }
+            }
+            Tensor::from_vec(m, (n, t), &self.device)
+        };
+        let causal = mask(&|q, k| k > q, 0..t, f32::NEG_INFINITY)?;
+        // 1 where a query under `rule` could not look: causal keys outside sink + window.
+        let hidden = mask(&|q, k| k <= q && !rule.allows(q, k), first..t, 1.0)?;
+        let (heads, kv) = (self.cfg.heads, self.cfg.kv_heads);
+        let (g, d) = (heads / kv, self.cfg.head_dim);
+        let mut x = Residual::new(self.embed(tokens)?, false, self.cfg.rms_eps);
+        let mut out = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let h = x.norm(&layer.attn_norm)?;
+            let (q, k, v) = layer.qkv(&self.cfg, &h, &rope)?;
+            // Scores of the rows that can lose something, query blocks bounding memory.
+            let mut mass = 0f64;
+            let block = ((1usize << 26) / (heads * t)).max(1);
+            for r in (first..t).step_by(block) {
+                let n = block.min(t - r);
+                let qb = q
+                    .narrow(2, r, n)?
+                    .contiguous()?
+                    .reshape((1, kv, g * n, d))?;
+                let scores = (qb.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?
+                    .to_dtype(DType::F32)?
+                    .reshape((1, kv, g, n, t))?
+                    .broadcast_add(&causal.narrow(0, r, n)?)?;
+                let p = candle_nn::ops::softmax_last_dim(&scores)?;
+                let lost = p.broadcast_mul(&hidden.narrow(0, r - first, n)?)?;
+                mass += lost.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            }
+            out.push(mass / ((t - first) * heads) as f64);
+            let attn = ops::token_major(&ops::attend(&q, &k, &v, Some(&causal))?)?;
+            x.add(layer.wo.forward(&attn)?);
+            let h = x.norm(&layer.ffn_norm)?;
+            x.add(layer.mlp(&h, false)?);
+        }
+        Ok(out)
     }
 
     /// The dense-mask reference: the whole sequence at once, every query against every key
