@@ -625,6 +625,18 @@ impl Model {
         }
     }
 
+    /// The model's RoPE (scaled as the file says) for positions `0..t`, built apart from the
+    /// tables a forward pass shares, for the dense paths.
+    fn dense_rope(&self, t: usize) -> Result<Rope> {
+        Ok(Rope::new(
+            &self.cfg,
+            self.cfg.rope_scaling.as_ref(),
+            0..t,
+            self.dtype,
+            &self.device,
+        )?)
+    }
+
     /// A calibration read: full attention over `tokens` (dense, as the reference computes
     /// it), and for each layer the mean attention mass that its queries put on keys `rule`
     /// would not let them see — what the layer loses if it alone turns sliding. Averaged over
@@ -637,13 +649,7 @@ impl Model {
                 "a calibration read needs more than sink + window = {first} tokens; it has {t}"
             )));
         }
-        let rope = Rope::new(
-            &self.cfg,
-            self.cfg.rope_scaling.as_ref(),
-            0..t,
-            self.dtype,
-            &self.device,
-        )?;
+        let rope = self.dense_rope(t)?;
         let mask = |keep: &dyn Fn(usize, usize) -> bool, rows: std::ops::Range<usize>, on: f32| {
             let (r0, n) = (rows.start, rows.len());
             let mut m = vec![0f32; n * t];
@@ -704,13 +710,7 @@ impl Model {
         assert_eq!(tokens.len(), phases.len(), "one phase per token");
         let t = tokens.len();
         // Built here, not taken from the model's tables: the reference shares no state.
-        let model_rope = Rope::new(
-            &self.cfg,
-            self.cfg.rope_scaling.as_ref(),
-            0..t,
-            self.dtype,
-            &self.device,
-        )?;
+        let model_rope = self.dense_rope(t)?;
         let original = Rope::new(&self.cfg, None, 0..t, self.dtype, &self.device)?;
         let mut x = Residual::new(self.embed(tokens)?, false, self.cfg.rms_eps);
         for (i, layer) in self.layers.iter().enumerate() {
