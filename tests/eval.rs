@@ -317,18 +317,19 @@ fn ci_sized_needle_eval_writes_table_json_and_plot_and_full_beats_swa() {
     assert!(t.elapsed().as_secs() < 30, "resumed without re-reading");
 }
 
-/// `--fa-question` runs every sliding recipe with full attention over the question and
-/// reports it under its own name, so it sits beside the plain rows.
+/// `--fa-question` runs every sliding recipe with full attention over the question, and
+/// `--full-layers` replaces the interleave; each is reported under its own name, so it sits
+/// beside the plain rows.
 #[test]
-fn fa_question_rows_are_named_and_described_apart() {
+fn fa_question_and_full_layers_rows_are_named_and_described_apart() {
     let model = common::smollm2().display().to_string();
     let out = common::temp_dir("eval-faq");
     let out_s = out.display().to_string();
     #[rustfmt::skip]
     let args = [
         "eval", "--model", &model, "--task", "needle", "--lengths", "512", "--samples", "1",
-        "--haystack", "assets/sample.md", "--out", &out_s, "--recipes", "full,swa",
-        "--fa-question", "--max-tokens", "8",
+        "--haystack", "assets/sample.md", "--out", &out_s, "--recipes", "full,swa,swaa",
+        "--fa-question", "--full-layers", "even", "--max-tokens", "8",
     ];
     let o = swaa(&args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -339,4 +340,9 @@ fn fa_question_rows_are_named_and_described_apart() {
         .find(|l| l.starts_with("| swa+fa-q |"))
         .unwrap_or_else(|| panic!("{md}"));
     assert!(row.contains(" fa-q |"), "the W/K column says so: {row}");
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| swaa+layers=even+fa-q |"))
+        .unwrap_or_else(|| panic!("{md}"));
+    assert!(row.contains("full=even"), "{row}");
 }

@@ -24,7 +24,7 @@ use crate::config::{Config, ModelArgs};
 use crate::document::DocumentError;
 use crate::engine::{EngineError, Event, Session};
 use crate::model;
-use crate::recipe::{Preset, Recipe, RecipeDefaults, RopeChoice};
+use crate::recipe::{LayerSet, Preset, Recipe, RecipeDefaults, RopeChoice};
 use crate::sampling::SamplingParams;
 use crate::tokenizer::ChatTokenizer;
 use crate::units::parse_length;
@@ -134,6 +134,8 @@ pub struct EvalOptions {
     pub sliding_rope: RopeChoice,
     /// Full attention over the question in every sliding recipe (named `PRESET+fa-q`).
     pub fa_question: bool,
+    /// Full-attention layers of the interleaved presets instead of odd (`auto`: calibrated).
+    pub full_layers: Option<LayerSet>,
     /// Prose to hide facts in; default: the Rust book installed with the toolchain docs.
     pub haystack: Option<PathBuf>,
     pub out: PathBuf,
@@ -159,13 +161,26 @@ pub fn recipe_for(
     Recipe::preset(preset, RecipeDefaults { window: w, sink: k })
 }
 
-/// A recipe's name in results and tables: `PRESET+fa-q` when the question gets full
-/// attention (`full` has nothing to add it to).
-fn row_name(preset: Preset, fa_question: bool) -> String {
-    match fa_question && preset != Preset::Full {
-        true => format!("{preset}+fa-q"),
-        false => preset.name().to_string(),
+/// A recipe's name in results and tables: `+layers=SET` when `--full-layers` replaced its
+/// interleave, `+fa-q` when the question gets full attention (`full` has neither).
+fn row_name(preset: Preset, opts: &EvalOptions) -> String {
+    let mut name = preset.name().to_string();
+    if let Some(l) = opts
+        .full_layers
+        .as_ref()
+        .filter(|_| has_full_layers(preset))
+    {
+        name += &format!("+layers={l}");
     }
+    if opts.fa_question && preset != Preset::Full {
+        name += "+fa-q";
+    }
+    name
+}
+
+/// Presets with interleaved full-attention layers, which `--full-layers` replaces.
+fn has_full_layers(preset: Preset) -> bool {
+    matches!(preset, Preset::SwaInterleave | Preset::Swaa)
 }
 
 fn count_tokens(tok: &ChatTokenizer) -> impl Fn(&str) -> usize + '_ {
@@ -327,12 +342,20 @@ pub fn run(session: &mut Session, opts: &EvalOptions) -> Result<EvalOutput> {
     let mut plan = Vec::new();
     for (di, d) in docs.iter().enumerate() {
         for &preset in &opts.recipes {
-            let name = row_name(preset, opts.fa_question);
-            let recipe = Recipe {
+            let name = row_name(preset, opts);
+            let mut recipe = Recipe {
                 sliding_rope: opts.sliding_rope,
                 fa_question: opts.fa_question && preset != Preset::Full,
                 ..recipe_for(preset, d.length, ctx, opts.window, opts.sink)
             };
+            if let Some(l) = opts
+                .full_layers
+                .as_ref()
+                .filter(|_| has_full_layers(preset))
+            {
+                recipe.full_layers = l.clone();
+            }
+            let recipe = session.resolve_recipe(recipe)?;
             let detail = recipe.describe();
             let pending: Vec<usize> = (0..d.questions.len())
                 .filter(|&q| !done.contains(&(name.clone(), detail.clone(), d.id.clone(), q)))
@@ -426,11 +449,7 @@ pub fn run(session: &mut Session, opts: &EvalOptions) -> Result<EvalOutput> {
         .into_iter()
         .filter(|r| ids.contains(r.doc.as_str()))
         .collect();
-    let names: Vec<String> = opts
-        .recipes
-        .iter()
-        .map(|&p| row_name(p, opts.fa_question))
-        .collect();
+    let names: Vec<String> = opts.recipes.iter().map(|&p| row_name(p, opts)).collect();
     let rows = report::summarize(&results, &names);
     let title = format!("{} · {} · seed {}", opts.model_name, opts.task, opts.seed);
     let out = EvalOutput {
@@ -540,6 +559,10 @@ pub struct EvalArgs {
     /// Full attention over the question in every sliding recipe (reported as PRESET+fa-q).
     #[arg(long)]
     fa_question: bool,
+    /// Full-attention layers of swa-interleave and swaa instead of odd: even, auto, auto:1/4,
+    /// every:N or a list (reported as PRESET+layers=SET).
+    #[arg(long)]
+    full_layers: Option<LayerSet>,
 }
 
 /// Runs `swaa-chat eval`: loads the model, evaluates, prints the table and where files are.
@@ -589,6 +612,7 @@ pub fn command(a: EvalArgs, cfg: &Config) -> anyhow::Result<()> {
             sink: a.sink,
             sliding_rope: a.sliding_rope,
             fa_question: a.fa_question,
+            full_layers: a.full_layers,
             haystack: a.haystack,
             out: a.out,
             model_name,
