@@ -628,13 +628,13 @@ impl Model {
     /// The model's RoPE (scaled as the file says) for positions `0..t`, built apart from the
     /// tables a forward pass shares, for the dense paths.
     fn dense_rope(&self, t: usize) -> Result<Rope> {
-        Ok(Rope::new(
+        Rope::new(
             &self.cfg,
             self.cfg.rope_scaling.as_ref(),
             0..t,
             self.dtype,
             &self.device,
-        )?)
+        )
     }
 
     /// A calibration read: full attention over `tokens` (dense, as the reference computes
