@@ -121,11 +121,16 @@ pub fn open_session(cfg: &Config, fetch: &FetchOptions) -> anyhow::Result<(Sessi
             cfg.sampling.max_new_tokens
         );
     }
+    let mut sampling = cfg.sampling.clone();
+    // Unset, the penalty is the model's: a preset's, else none.
+    sampling
+        .repeat_penalty
+        .get_or_insert(preset.map_or(1.0, |p| p.repeat_penalty));
     let opts = SessionOptions {
         chunk: config::prefill_chunk(cfg.chunk, &device),
         ctx: (cfg.ctx > 0).then_some(cfg.ctx),
         context_policy: cfg.context_policy,
-        sampling: cfg.sampling.clone(),
+        sampling,
         system_prompt: None,
     };
     Ok((Session::new(model, tokenizer, recipe, opts), name))

@@ -100,7 +100,8 @@ fn compare_recipes_answers_like_fresh_sessions_and_leaves_the_session_as_it_was(
         .into_iter()
         .map(|p| Recipe::preset(p, D))
         .collect();
-    let out = compare_recipes(&mut s, "Which word?", &recipes, &mut |_| {}, &never).unwrap();
+    let out =
+        compare_recipes(&mut s, "Which word?", &recipes, &mut |_| {}, &never, &never).unwrap();
     assert_eq!(out.len(), 3);
     for (r, a) in recipes.iter().zip(&out) {
         let mut fresh = tiny_session(r.clone(), session_opts(32, 8));
