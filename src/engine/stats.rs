@@ -107,7 +107,7 @@ pub fn kv_other_fa_decode(c: &CacheStats, recipe: &Recipe, layers: usize) -> Opt
             tokens += if recipe.fa_decode { keep } else { c.next_pos };
         }
     }
-    (sliding > 0).then(|| (tokens as f64 * per_token) as usize)
+    (sliding > 0).then_some((tokens as f64 * per_token) as usize)
 }
 
 /// One answer, with the recipe it was computed under and what it cost.

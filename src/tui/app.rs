@@ -555,6 +555,8 @@ impl App {
                 }
                 self.tokens.read_tokens = 0;
                 self.overflow = Some((tokens, room));
+                // Nothing was read: a question waits for a part to be chosen.
+                self.recipe.read_with = None;
                 if let (Some(d), Some((text, start))) = (self.doc(), self.read_text()) {
                     let tried = start..start + text.len();
                     self.picker = Some(Picker::new(d, tried, tokens, room));
@@ -957,16 +959,16 @@ impl App {
         if self.model.is_none() {
             return self.refuse("the model is still loading: send again when it is ready");
         }
-        if self.picker.is_some() || (self.document.is_some() && self.recipe.read_with.is_none()) {
-            return self.refuse(
-                "no part of the document is read yet: pick one, or type :pages A-B (:pages all for all of it)",
-            );
-        }
         if self.answering() {
             return self.refuse("an answer is still running: wait, or Esc cancels it");
         }
         if self.document.is_some() && self.doc().is_none() {
             return self.refuse("the document is still loading: send again when it is shown");
+        }
+        if self.document.is_some() && self.recipe.read_with.is_none() {
+            return self.refuse(
+                "no part of the document is read yet: pick one, or type :pages A-B (:pages all for all of it)",
+            );
         }
         self.ask.sent(&question);
         // A plain chat's cache is built by its first question.
