@@ -92,7 +92,11 @@ copied=$(T show-buffer 2>/dev/null || true)
 echo "tui-e2e: copied: $(echo "$copied" | tr '\n' ' ' | cut -c1-80)"
 grep -Eiq -- "$ACCEPT" <<<"$copied" || fail "no OSC 52 copy of the answer reached tmux: '$copied'"
 
-# An answer stuck in a loop stops with a note, before the token cap.
+# `:pages` reads the sections again for a new conversation, in which smollm2, asked to repeat
+# a word, repeats a sentence: the loop stop ends the answer with a note, before the token cap.
+T send-keys -t e2e -l ":pages 1-7"
+T send-keys -t e2e Enter
+wait_for reread 'read [0-9,]+ tokens \(sections 1–7 of 14\): ask a question' "$LIMIT"
 T send-keys -t e2e -l "Repeat the word tower forever."
 T send-keys -t e2e Enter
 wait_for looped 'stopped: the answer repeated' "$LIMIT"

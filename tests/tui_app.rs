@@ -1724,3 +1724,50 @@ fn hard_wrapped_paragraphs_reflow_and_keep_exact_ranges() {
     }
     assert_eq!(ranges.last().unwrap().end, text.len());
 }
+
+#[test]
+fn chapters_that_fit_are_offered_by_their_titles() {
+    let mut text = String::new();
+    let mut sections = Vec::new();
+    // Chapter 2 is three times as long as the others.
+    for (n, len) in [(1, 100), (2, 300), (3, 100), (4, 100)] {
+        let start = text.len();
+        text += &"word ".repeat(len);
+        sections.push(Section {
+            number: n,
+            title: Some(format!("Part {n}")),
+            start,
+            end: text.len(),
+        });
+    }
+    let mut app = App::new("m", true, Theme::default());
+    app.update(Msg::Resize(120, 40));
+    app.update(Msg::ModelReady(model_info(), swaa()));
+    app.update(Msg::DocumentReady(Document {
+        title: "Book".into(),
+        format: Format::Epub,
+        text,
+        sections,
+    }));
+    // 600 "tokens", 1 per word, with room for 250: chapter 2 does not fit.
+    app.update(Msg::Engine(Event::TooLong {
+        tokens: 600,
+        room: 250,
+    }));
+    let labels: Vec<String> = app
+        .picker()
+        .unwrap()
+        .choices
+        .iter()
+        .map(|c| c.label.clone())
+        .collect();
+    assert!(labels.iter().any(|l| l.starts_with("chapter 3: Part 3 · ≈ 100 tok")), "{labels:?}");
+    assert!(!labels.iter().any(|l| l.contains("Part 2")), "{labels:?}");
+    // :pages tail reads the end that fits, without the picker.
+    typed(&mut app, ":pages tail");
+    let fx = app.update(key(KeyCode::Enter));
+    assert!(
+        matches!(&fx[0], Effect::Engine(Command::LoadDocument { title, .. }) if title == "Book (chapters 3–4 of 4)"),
+        "{fx:?}"
+    );
+}

@@ -7,7 +7,8 @@
 /// each prompt token starts in the text once the engine said so.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DocTokens {
-    /// Tokens of the document's read prompt, from the read's progress.
+    /// Where the document ends in the read prompt's tokens: from the engine's offsets (tokens
+    /// after it are the chat and the question), else the read's progress total.
     pub doc_tokens: usize,
     /// How many of them the cache holds.
     pub read_tokens: usize,
