@@ -1761,7 +1761,12 @@ fn chapters_that_fit_are_offered_by_their_titles() {
         .iter()
         .map(|c| c.label.clone())
         .collect();
-    assert!(labels.iter().any(|l| l.starts_with("chapter 3: Part 3 · ≈ 100 tok")), "{labels:?}");
+    assert!(
+        labels
+            .iter()
+            .any(|l| l.starts_with("chapter 3: Part 3 · ≈ 100 tok")),
+        "{labels:?}"
+    );
     assert!(!labels.iter().any(|l| l.contains("Part 2")), "{labels:?}");
     // :pages tail reads the end that fits, without the picker.
     typed(&mut app, ":pages tail");

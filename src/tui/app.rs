@@ -1070,13 +1070,18 @@ impl App {
                         "the document fits or has not been read yet: :pages A-B reads a range",
                     );
                 };
-                match arg {
-                    PartArg::Head => Some(p.choices[0].range),
-                    PartArg::Tail => Some(p.choices[1].range),
+                // The picker lists the beginning first and the end second.
+                let at = match arg {
+                    PartArg::Head => 0,
+                    PartArg::Tail => 1,
                     _ => {
                         self.picker = Some(p);
                         return Vec::new();
                     }
+                };
+                match p.choices.get(at) {
+                    Some(c) => Some(c.range),
+                    None => return self.refuse("the document has no sections to choose from"),
                 }
             }
         };
