@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# End to end in a real terminal: the reader runs under tmux (fixed size), reads
-# assets/sample.md with smollm2-135m, answers a question whose answer is in the sample
-# (assets/sample-facts.json), toggles a recipe, saves the conversation and quits. Every step
-# polls the screen with a timeout; the captured screens are kept in $TUI_E2E_OUT
+# End to end in a real terminal: the reader runs under tmux (fixed size), reads a section
+# range of assets/sample.md (--pages) with smollm2-135m and labels it so, answers a question
+# whose answer is in the sample (assets/sample-facts.json), changes a recipe with a `:`
+# command, copies the answer (OSC 52, kept by tmux as a paste buffer), saves, stops an answer
+# with Ctrl-C and quits with a second one, which saves the conversation again (same file).
+# Every step polls the screen with a timeout; the captured screens are kept in $TUI_E2E_OUT
 # (default target/tui-e2e). Exits non-zero, printing the last screen, on any failure.
 #
 # Uses the debug binary that CI already built (SWAA_CHAT_BIN overrides), and the full recipe:
@@ -49,13 +51,21 @@ first() { grep -Eo -- "$2" "$1" | head -1 || true; }
 KV='[0-9]+L×[0-9,]+ tok'            # stats panel: layers × tokens held per layer
 DECODE='decode +([0-9.]+ tok/s|–)'  # stats panel: decode rate
 
+# Sections 1–7 of the sample's 14 hold the tower's height. Without a repetition penalty
+# smollm2 repeats a sentence when asked to repeat a word: the loop stop is seen too.
 T new-session -d -s e2e -x 160 -y 45 \
   "env SWAA_CHAT_DATA='$data' SWAA_CHAT_CONFIG='$data/none.toml' HF_HUB_OFFLINE=1 \
-   '$BIN' assets/sample.md --model smollm2-135m --recipe full --max-tokens 32; \
+   '$BIN' assets/sample.md --pages 1-7 --model smollm2-135m --recipe full --max-tokens 64 \
+   --repeat-penalty 1.0; \
    echo \"reader exited with status \$?\"; sleep 600"
+# tmux keeps what an application copies with OSC 52 as a paste buffer.
+T set -g set-clipboard on
 
-wait_for reading 'reading [0-9,]+ / [0-9,]+ tok|read [0-9,]+ tokens: ask' 120
-wait_for read 'read [0-9,]+ tokens: ask a question' "$LIMIT"
+wait_for reading 'reading [0-9,]+ / [0-9,]+ tok|read [0-9,]+ tokens' 120
+wait_for read 'read [0-9,]+ tokens \(sections 1–7 of 14\): ask a question' "$LIMIT"
+grep -q 'sections 1–7 of 14' "$OUT/read.txt" || fail "the stats do not say which sections were read"
+grep -q "Lighthouses of the Skerrow Isles (sections 1–7 of 14)" "$OUT/read.txt" \
+  || fail "the title does not say which part is read"
 kv_before=$(first "$OUT/read.txt" "$KV")
 decode_before=$(first "$OUT/read.txt" "$DECODE")
 [ -n "$kv_before" ] || fail "no KV cache row in the stats panel"
@@ -69,14 +79,34 @@ echo "tui-e2e: KV full layers $kv_before → $kv_after; decode $decode_before �
 [ "$kv_before" != "$kv_after" ] || fail "the KV cache did not grow with the question and answer"
 [[ "$decode_after" =~ [0-9.]+\ tok/s ]] || fail "no decode rate after the answer: '$decode_after'"
 
-T send-keys -t e2e F4
+# A `:` command instead of F4 (terminals and tmux often take the F-keys).
+T send-keys -t e2e -l ":fa-decode on"
+T send-keys -t e2e Enter
 wait_for recipe 'applies at once' 30
 grep -Eq 'F4 FA decode +on' "$OUT/recipe.txt" || fail "the recipe panel does not show FA decode on"
+
+# Ctrl-Y copies the last answer: the OSC 52 sequence reaches tmux, which keeps it.
+T send-keys -t e2e C-y
+wait_for copied 'copied the last answer' 30
+copied=$(T show-buffer 2>/dev/null || true)
+echo "tui-e2e: copied: $(echo "$copied" | tr '\n' ' ' | cut -c1-80)"
+grep -Eiq -- "$ACCEPT" <<<"$copied" || fail "no OSC 52 copy of the answer reached tmux: '$copied'"
+
+# `:pages` reads the sections again for a new conversation, in which smollm2, asked to repeat
+# a word, repeats a sentence: the loop stop ends the answer with a note, before the token cap.
+T send-keys -t e2e -l ":pages 1-7"
+T send-keys -t e2e Enter
+wait_for reread 'read [0-9,]+ tokens \(sections 1–7 of 14\): ask a question' "$LIMIT"
+T send-keys -t e2e -l "Repeat the word tower forever."
+T send-keys -t e2e Enter
+wait_for looped 'stopped: the answer repeated' "$LIMIT"
 
 T send-keys -t e2e C-s
 wait_for saved 'saved the conversation to' 30
 saved=$(ls "$data"/conversations/*.md 2>/dev/null | head -1)
 [ -n "$saved" ] || fail "no conversation file in $data/conversations"
+[[ "$(basename "$saved")" =~ ^sample-[0-9]{8}-[0-9]{4}\.md$ ]] || fail "the file is not named after the document and the time: $saved"
+grep -q '^Read: sections 1–7 of 14' "$saved" || fail "the saved conversation does not say which sections were read"
 cp "$saved" "$OUT/conversation.md"
 answer=$(awk -v q="## $QUESTION" '$0 == q {on=1; next} on && /^\*recipe/ {exit} on' "$saved")
 echo "tui-e2e: answer: $(echo "$answer" | tr '\n' ' ')"
@@ -86,8 +116,19 @@ first_words=$(echo "$answer" | grep -m1 -E '[[:alnum:]]' \
   | sed -E 's/^[[:space:]]*//; s/^([-*+>#]+|[0-9]+[.)]) +//; s/[*_`]//g' | cut -d' ' -f1-3)
 grep -qF -- "$first_words" "$OUT/answered.txt" || fail "the answer '$first_words' is not on the screen"
 
+# Ctrl-C as in shells: the first stops the answer running, the second quits, saving the
+# conversation (the one file saved above, now with the stopped answer too).
+T send-keys -t e2e -l "Describe every section of the text in detail."
+T send-keys -t e2e Enter
+wait_for answering2 'answering' 60
+T send-keys -t e2e C-c
+wait_for stopped '— cancelled|Ctrl-C again quits' 60
+grep -q 'reader exited' "$OUT/stopped.txt" && fail "the first Ctrl-C quit instead of stopping the answer"
 T send-keys -t e2e C-c
 wait_for quit 'reader exited with status' 60
 grep -q 'reader exited with status 0' "$OUT/quit.txt" || fail "the reader did not exit cleanly"
 if grep -q 'panicked' "$OUT/quit.txt"; then fail "the reader panicked"; fi
+grep -q "saved the conversation to $saved" "$OUT/quit.txt" || fail "quitting did not say where it saved"
+[ "$(ls "$data"/conversations/*.md | wc -l)" -eq 1 ] || fail "quitting wrote a second file instead of updating $saved"
+grep -q "## Describe every section of the text in detail." "$saved" || fail "the autosave on quit lacks the last question"
 echo "tui-e2e: passed (screens in $OUT)"

@@ -33,7 +33,8 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TuiConfig {
-    /// Capture the mouse for wheel scrolling (off: the terminal's own text selection works).
+    /// Capture the mouse for wheel scrolling (off, the default: the terminal's own text
+    /// selection works; `:mouse` toggles it in the reader).
     pub mouse: bool,
     pub accent_color: String,
     /// Background of the text inside the attention window.
@@ -47,7 +48,7 @@ pub struct TuiConfig {
 impl Default for TuiConfig {
     fn default() -> Self {
         TuiConfig {
-            mouse: true,
+            mouse: false,
             accent_color: "cyan".into(),
             window_color: "blue".into(),
             sink_color: "magenta".into(),

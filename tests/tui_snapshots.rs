@@ -67,6 +67,7 @@ fn stats(recipe: &Recipe, next_pos: usize) -> Stats {
         recipe: recipe.to_string(),
         prompt_tokens: next_pos,
         prefill_tokens_per_s: 412.0,
+        read_tokens_per_s: 412.0,
         cache: CacheStats {
             tokens_per_layer,
             bytes_held: bytes,
@@ -141,6 +142,7 @@ fn answering(w: u16, h: u16) -> App {
         recipe: recipe.clone(),
         stats: s.clone(),
         cancelled: false,
+        note: None,
     })));
     app.update(Msg::Paste("Where was the granite quarried?".into()));
     app.update(Msg::Key(crossterm::event::KeyEvent::from(
@@ -256,6 +258,7 @@ fn comparing_recipes() {
         recipe: recipe.clone(),
         stats: stats(&recipe, 1660),
         cancelled: false,
+        note: None,
     })));
     app.update(Msg::Key(crossterm::event::KeyEvent::from(
         crossterm::event::KeyCode::F(9),
@@ -290,6 +293,7 @@ fn comparing_recipes() {
                     recipe: r,
                     stats: s,
                     cancelled: false,
+                    note: None,
                 },
                 reread: i > 0,
                 read_seconds: if i > 0 { 3.5 } else { 0.0 },
@@ -302,4 +306,73 @@ fn comparing_recipes() {
     }));
     app.update(Msg::Engine(Event::Compared(results)));
     insta::assert_snapshot!(screen(&app, 120, 36).backend());
+}
+
+/// A 12-page manual: each page a heading and two of the sample's paragraphs.
+fn manual() -> Document {
+    let mut text = String::new();
+    let mut sections = Vec::new();
+    for n in 1..=12 {
+        let start = text.len();
+        text += &format!("Page {n} of the keepers' manual.\n\n");
+        text += PARAGRAPHS[1 + n % 8];
+        text += "\n\n";
+        text += PARAGRAPHS[1 + (n + 3) % 8];
+        text += "\n\n";
+        sections.push(Section {
+            number: n,
+            title: None,
+            start,
+            end: text.len(),
+        });
+    }
+    Document {
+        title: "Keepers' Manual".into(),
+        format: Format::Pdf,
+        text,
+        sections,
+    }
+}
+
+/// The manual opened on a model whose context holds about a third of it.
+fn too_long(w: u16, h: u16) -> App {
+    let mut app = App::new("smollm2-135m", true, Theme::default());
+    app.update(Msg::Resize(w, h));
+    app.update(Msg::ModelReady(
+        model_info(),
+        Recipe::preset(Preset::Swaa, DEFAULTS),
+    ));
+    app.update(Msg::DocumentReady(manual()));
+    app.update(Msg::Engine(Event::TooLong {
+        tokens: 24_000,
+        room: 7_424,
+    }));
+    app
+}
+
+#[test]
+fn a_book_longer_than_the_context_offers_parts() {
+    let app = too_long(100, 30);
+    insta::assert_snapshot!(screen(&app, 100, 30).backend());
+}
+
+#[test]
+fn labels_after_a_partial_read() {
+    let mut app = too_long(120, 32);
+    // The end of the manual is picked and read: only it is drawn as read, and every label
+    // says which pages that is.
+    app.update(Msg::Key(crossterm::event::KeyEvent::from(
+        crossterm::event::KeyCode::Down,
+    )));
+    app.update(Msg::Key(crossterm::event::KeyEvent::from(
+        crossterm::event::KeyCode::Enter,
+    )));
+    let recipe = app.recipe().clone();
+    app.update(Msg::Engine(Event::Stats(stats(&recipe, 6000))));
+    app.update(Msg::Engine(Event::Progress {
+        done: 6000,
+        total: 6000,
+        window: Some((5489, 6000)),
+    }));
+    insta::assert_snapshot!(screen(&app, 120, 32).backend());
 }

@@ -140,11 +140,12 @@ pub(super) fn ask(
         let s = &answer.stats;
         println!();
         eprintln!(
-            "[{name} · {} · {} · prompt {} tok at {:.0} tok/s · {} tok at {:.1} tok/s · TTFT {:.2}s · KV {}]",
+            "[{name} · {} · {} · prompt {} tok (read {} at {:.0} tok/s) · {} tok at {:.1} tok/s · TTFT {:.2}s · KV {}]",
             s.device,
             s.recipe,
             s.prompt_tokens,
-            s.prefill_tokens_per_s,
+            s.read_tokens,
+            s.read_tokens_per_s,
             s.generated_tokens,
             s.decode_tokens_per_s,
             s.time_to_first_token_s,
@@ -184,8 +185,8 @@ pub(super) fn chat(cfg: &Config, file: Option<&Path>, pages: Option<&str>) -> Re
         let s = session.stats();
         eprintln!(
             "read {} tokens at {:.0} tok/s · KV cache {}. Ask a question (Ctrl-D quits).",
-            s.prompt_tokens,
-            s.prefill_tokens_per_s,
+            s.read_tokens,
+            s.read_tokens_per_s,
             kv_summary(&s.cache)
         );
     } else {

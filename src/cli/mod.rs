@@ -169,12 +169,20 @@ fn dispatch(cli: Cli) -> Result<()> {
             // pipes and tests get the line-mode chat.
             let stdin_doc = cli.file.as_deref() == Some(Path::new("-"));
             if !stdin_doc && std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
-                if cli.pages.is_some() {
-                    bail!(
-                        "the reader does not take --pages yet: use `swaa-chat ask FILE QUESTION --pages RANGE`, or pipe the chat (`swaa-chat FILE --pages RANGE < questions.txt`)"
-                    );
+                // A range that does not parse is a one-line error before the screen opens; one
+                // outside the book is said in the reader, which knows the book's range.
+                let pages = cli
+                    .pages
+                    .as_deref()
+                    .map(|p| {
+                        p.parse()
+                            .map_err(|e: String| anyhow::anyhow!("--pages: {e}"))
+                    })
+                    .transpose()?;
+                if pages.is_some() && cli.file.is_none() {
+                    bail!("--pages needs a document: swaa-chat FILE --pages RANGE");
                 }
-                crate::tui::run(&cfg, cli.file.as_deref())
+                crate::tui::run(&cfg, cli.file.as_deref(), pages)
             } else {
                 chat::chat(&cfg, cli.file.as_deref(), cli.pages.as_deref())
             }
@@ -237,7 +245,7 @@ fn merge(c: Config, a: &RunArgs) -> Config {
     s.temperature = a.temperature.unwrap_or(s.temperature);
     s.top_k = a.top_k.unwrap_or(s.top_k);
     s.top_p = a.top_p.unwrap_or(s.top_p);
-    s.repeat_penalty = a.repeat_penalty.unwrap_or(s.repeat_penalty);
+    s.repeat_penalty = a.repeat_penalty.or(s.repeat_penalty);
     s.seed = a.seed.unwrap_or(s.seed);
     s.max_new_tokens = a.max_tokens.unwrap_or(s.max_new_tokens);
     c.recipe = a.recipe.clone().or(c.recipe);

@@ -22,7 +22,7 @@ use serde::Serialize;
 pub use compare::{RecipeAnswer, compare_recipes};
 pub use prompt::ContextPolicy;
 pub use session::{Session, SessionOptions, Snapshot};
-pub use stats::{Answer, Stats, kv_summary, rate};
+pub use stats::{Answer, Stats, kv_other_fa_decode, kv_summary, rate};
 
 use crate::model::ModelError;
 use crate::recipe::Recipe;
@@ -100,8 +100,19 @@ pub enum Event {
         index: usize,
         recipe: Recipe,
     },
+    /// One recipe of a comparison answered (or was skipped: its answer is cancelled).
+    CompareRow {
+        index: usize,
+        answer: RecipeAnswer,
+    },
     /// A recipe comparison finished: one answer per recipe, in the order asked.
     Compared(Vec<RecipeAnswer>),
+    /// The document does not fit: `tokens` of it against `room` left for it in the context
+    /// (sent instead of an error when a read overflows, so a UI can offer a part of it).
+    TooLong {
+        tokens: usize,
+        room: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -150,15 +161,16 @@ pub trait Backend: Send {
     fn reset(&mut self);
     fn stats(&self) -> Stats;
     /// Answers `question` under each recipe from the same read, leaving the session as it
-    /// was (the reader's `:eval`).
+    /// was (the reader's `:eval`). A cancel with `skip` set ends only the recipe running.
     fn compare(
         &mut self,
         question: &str,
         recipes: &[Recipe],
         emit: &mut dyn FnMut(Event),
         cancel: &AtomicBool,
+        skip: &AtomicBool,
     ) -> Result<Vec<RecipeAnswer>> {
-        let _ = (question, recipes, emit, cancel);
+        let _ = (question, recipes, emit, cancel, skip);
         Err(EngineError::Unsupported(
             "comparing recipes needs a transformer model: this model's attention is fixed".into(),
         ))
@@ -202,8 +214,9 @@ impl Backend for Session {
         recipes: &[Recipe],
         emit: &mut dyn FnMut(Event),
         cancel: &AtomicBool,
+        skip: &AtomicBool,
     ) -> Result<Vec<RecipeAnswer>> {
-        compare_recipes(self, question, recipes, emit, cancel)
+        compare_recipes(self, question, recipes, emit, cancel, skip)
     }
 }
 
@@ -213,6 +226,8 @@ pub struct Engine {
     tx: Sender<Command>,
     rx: Receiver<Event>,
     cancel: Arc<AtomicBool>,
+    /// Set with `cancel`: only the running recipe of a comparison stops.
+    skip: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -221,15 +236,17 @@ impl Engine {
         let (tx, cmd_rx) = channel::<Command>();
         let (ev_tx, rx) = channel::<Event>();
         let cancel = Arc::new(AtomicBool::new(false));
-        let flag = cancel.clone();
+        let skip = Arc::new(AtomicBool::new(false));
+        let flags = (cancel.clone(), skip.clone());
         let thread = std::thread::Builder::new()
             .name("swaa-engine".into())
-            .spawn(move || run(backend.as_mut(), cmd_rx, ev_tx, flag))
+            .spawn(move || run(backend.as_mut(), cmd_rx, ev_tx, flags))
             .expect("spawn engine thread");
         Engine {
             tx,
             rx,
             cancel,
+            skip,
             thread: Some(thread),
         }
     }
@@ -242,6 +259,13 @@ impl Engine {
 
     pub fn cancel(&self) {
         self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// Stops the recipe a comparison is answering with and goes on with the next; anything
+    /// else it cancels.
+    pub fn skip(&self) {
+        self.skip.store(true, Ordering::Relaxed);
+        self.cancel();
     }
 
     pub fn events(&self) -> &Receiver<Event> {
@@ -265,12 +289,19 @@ impl Drop for Engine {
     }
 }
 
-fn run(s: &mut dyn Backend, rx: Receiver<Command>, tx: Sender<Event>, cancel: Arc<AtomicBool>) {
+fn run(
+    s: &mut dyn Backend,
+    rx: Receiver<Command>,
+    tx: Sender<Event>,
+    (cancel, skip): (Arc<AtomicBool>, Arc<AtomicBool>),
+) {
     let mut emit = |e: Event| {
         let _ = tx.send(e);
     };
     while let Ok(cmd) = rx.recv() {
         cancel.store(false, Ordering::Relaxed);
+        skip.store(false, Ordering::Relaxed);
+        let reads = matches!(cmd, Command::Read);
         let result = match cmd {
             Command::Shutdown => break,
             Command::LoadDocument { title, text } => {
@@ -298,12 +329,18 @@ fn run(s: &mut dyn Backend, rx: Receiver<Command>, tx: Sender<Event>, cancel: Ar
                 Ok(())
             }
             Command::Compare { question, recipes } => s
-                .compare(&question, &recipes, &mut emit, &cancel)
+                .compare(&question, &recipes, &mut emit, &cancel, &skip)
                 .map(|answers| emit(Event::Compared(answers))),
         };
         match result {
             Ok(()) => {}
             Err(EngineError::Cancelled) => emit(Event::Cancelled),
+            Err(EngineError::ContextOverflow { doc, rest, ctx, .. }) if reads => {
+                emit(Event::TooLong {
+                    tokens: doc,
+                    room: ctx.saturating_sub(rest),
+                })
+            }
             Err(e) => emit(Event::Error {
                 message: e.to_string(),
             }),

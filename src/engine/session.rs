@@ -9,7 +9,7 @@ use super::stats::{Answer, Stats};
 use super::{EngineError, Event, Result};
 use crate::model::{DecodeGraphs, KvCache, Logits, Model};
 use crate::recipe::{Phase, Recipe, RecipeDefaults};
-use crate::sampling::{Sampler, SamplingParams};
+use crate::sampling::{Sampler, SamplingParams, repeated_tail};
 use crate::tokenizer::{ChatTokenizer, TokenStream};
 
 #[derive(Debug, Clone)]
@@ -373,7 +373,7 @@ impl Session {
             rest.len(),
             self.recipe
         );
-        self.last_stats.record_prefill(total, rest.len(), secs);
+        self.last_stats.record_read(total, rest.len(), secs);
         emit(Event::Stats(self.stats()));
         Ok(())
     }
@@ -406,7 +406,7 @@ impl Session {
         self.held.text = text;
         let secs = start.elapsed().as_secs_f64();
         self.last_stats
-            .record_prefill(tokens.len(), tokens.len(), secs);
+            .record_read(tokens.len(), tokens.len(), secs);
         Ok(())
     }
 
@@ -460,6 +460,7 @@ impl Session {
         let mut ttft = None;
         let d0 = Instant::now();
         let mut cancelled = false;
+        let mut note = None;
         let stops = self.tok.stop_token_ids().to_vec();
         // On CUDA the steps replay one captured graph (`Model::decode_step`).
         let mut graphs = DecodeGraphs::new(true);
@@ -492,6 +493,19 @@ impl Session {
                 cancelled = true;
                 break;
             }
+            if let Some((span, run)) = repeated_tail(&out_ids, self.opts.sampling.stop_repeats) {
+                note = Some(format!(
+                    "stopped: the answer repeated a {span}-token span {} times",
+                    run / span
+                ));
+                break;
+            }
+        }
+        if note.is_none() && !cancelled && out_ids.len() >= self.opts.sampling.max_new_tokens {
+            note = Some(format!(
+                "stopped at the {}-token cap (--max-tokens)",
+                out_ids.len()
+            ));
         }
         if let Some(rest) = stream
             .finish()
@@ -524,6 +538,7 @@ impl Session {
             recipe: self.recipe.clone(),
             stats,
             cancelled,
+            note,
         })
     }
 }

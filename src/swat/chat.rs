@@ -283,7 +283,7 @@ impl Backend for SwatSession {
         emit(Event::DocumentTokens { offsets });
         self.feed(doc.as_bytes(), emit, cancel)?;
         let secs = t0.elapsed().as_secs_f64();
-        self.last.record_prefill(doc.len(), doc.len(), secs);
+        self.last.record_read(doc.len(), doc.len(), secs);
         emit(Event::Stats(self.stats()));
         Ok(())
     }
@@ -326,6 +326,7 @@ impl Backend for SwatSession {
             recipe: self.recipe(),
             stats,
             cancelled: cancel.load(Ordering::Relaxed),
+            note: None,
         })
     }
 

@@ -839,7 +839,7 @@ fn generate_cmd(a: GenerateArgs) -> Result<()> {
     let params = SamplingParams {
         temperature: a.temperature,
         top_k: a.top_k,
-        repeat_penalty: a.repeat_penalty,
+        repeat_penalty: Some(a.repeat_penalty),
         seed: a.seed,
         max_new_tokens: a.max_tokens,
         ..Default::default()

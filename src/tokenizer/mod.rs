@@ -21,6 +21,7 @@ mod template;
 
 pub use gguf::{SUPPORTED_PRE_TOKENIZERS, SUPPORTED_TOKENIZER_MODELS};
 use template::build_env;
+pub use template::strftime;
 
 /// Used when neither the GGUF nor tokenizer_config.json has a chat template.
 pub const CHATML_TEMPLATE: &str = "{%- for message in messages %}\

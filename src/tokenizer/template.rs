@@ -97,8 +97,9 @@ impl serde_json::ser::Formatter for PyJsonFormatter {
     }
 }
 
-/// A small `strftime` for `strftime_now` (Llama 3 templates print today's date), in UTC.
-fn strftime(fmt: &str, now: SystemTime) -> String {
+/// A small `strftime` for `strftime_now` (Llama 3 templates print today's date), in UTC; the
+/// reader names saved conversations with it too.
+pub fn strftime(fmt: &str, now: SystemTime) -> String {
     const MONTHS: [&str; 12] = [
         "January",
         "February",

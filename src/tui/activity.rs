@@ -9,8 +9,9 @@ use super::panes::status::Download;
 #[derive(Debug, Clone, Default)]
 pub struct Loading {
     pub download: Option<Download>,
-    /// Fetching or loading the model failed (the status line says why).
-    pub model_failed: bool,
+    /// Fetching or loading the model failed, and why: it stays shown, and a question gets
+    /// it as the answer to why nothing runs.
+    pub failed: Option<String>,
 }
 
 /// What was asked for during a comparison; it runs once the comparison ends, in the order

@@ -13,22 +13,28 @@ use crossterm::event::{MouseEvent, MouseEventKind};
 use ratatui::layout::{Position, Rect};
 
 use super::activity::{Activity, Loading, Queued};
+use super::commands::{self, Cmd, PartArg};
 use super::fmt;
 use super::keys::{self, Action};
 use super::layout::{doc_text_width, inner_height, layout};
-use super::msg::{Effect, Msg};
+use super::msg::{Effect, Msg, Reopen};
 use super::panes::ask::AskPane;
 use super::panes::chat::{self, ChatPane};
 use super::panes::compare::{CompareState, Comparison};
 use super::panes::document::{DocView, DocumentPane, Parsing};
+use super::panes::part::{Part, Picker};
 use super::panes::recipe::{RecipeKnob, RecipePane};
 use super::panes::stats::StatsPane;
 use super::panes::status::{Download, Progress};
 use super::theme::Theme;
 use super::tokens::DocTokens;
+use crate::document::SectionRange;
 use crate::engine::{Command, Event};
 use crate::hub::FetchStage;
 use crate::recipe::{Preset, Recipe, RecipeDefaults};
+
+/// How long a status message stays before the line shows its hints again.
+const STATUS_SECS: u64 = 8;
 
 /// What the event loop learns about the loaded model.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,7 +86,31 @@ pub struct App {
     compared: Option<Comparison>,
     focus: Focus,
     show_help: bool,
+    /// Lines the help is scrolled down.
+    help_scroll: usize,
+    /// The status message and when it was set (an info message clears after a while).
     status: Option<(StatusKind, String)>,
+    status_at: Duration,
+    /// A Ctrl-C stopped something that has not ended yet: the next one quits.
+    interrupted: bool,
+    /// Errors shown so far: a command that refused keeps its text in the box.
+    errors: usize,
+    /// Comparisons that finished, after how many chat turns: saved with the conversation.
+    comparisons: Vec<(usize, Comparison)>,
+    /// Where the conversation was saved, and what was written, so a later save (on quit)
+    /// updates the same file and an unchanged one is not written again.
+    saved_to: Option<PathBuf>,
+    saved_markdown: Option<String>,
+    /// The part of the document the engine reads (None: all of it).
+    part: Option<Part>,
+    /// A part asked for before the document was shown (`--pages`).
+    wanted_part: Option<SectionRange>,
+    /// Choices for a document longer than the context.
+    picker: Option<Picker>,
+    /// The last read that did not fit: its tokens and the room the context left.
+    overflow: Option<(usize, usize)>,
+    /// Whether the mouse is captured (wheel scrolling) or left to the terminal.
+    pub mouse: bool,
 }
 
 impl App {
@@ -103,8 +133,44 @@ impl App {
             compared: None,
             focus: Focus::Input,
             show_help: false,
+            help_scroll: 0,
             status: None,
+            status_at: Duration::ZERO,
+            interrupted: false,
+            errors: 0,
+            comparisons: Vec::new(),
+            saved_to: None,
+            saved_markdown: None,
+            part: None,
+            wanted_part: None,
+            picker: None,
+            overflow: None,
+            mouse: false,
         }
+    }
+
+    /// Reads only `range` of the document once it is shown (`--pages`).
+    pub fn want_part(&mut self, range: SectionRange) {
+        self.wanted_part = Some(range);
+    }
+
+    /// The part of the document read, when not all of it.
+    pub fn part(&self) -> Option<&Part> {
+        self.part.as_ref()
+    }
+
+    /// The choices open for a document longer than the context.
+    pub fn picker(&self) -> Option<&Picker> {
+        self.picker.as_ref()
+    }
+
+    pub fn help_scroll(&self) -> usize {
+        self.help_scroll
+    }
+
+    /// Finished comparisons, with the number of chat turns before each.
+    pub fn comparisons(&self) -> &[(usize, Comparison)] {
+        &self.comparisons
     }
 
     pub fn activity(&self) -> &Activity {
@@ -148,14 +214,14 @@ impl App {
         &self.model_hint
     }
 
-    pub fn model_failed(&self) -> bool {
-        matches!(
-            self.activity,
+    /// Why the model failed to load, while no other model is open.
+    pub fn model_failed(&self) -> Option<&str> {
+        match &self.activity {
             Activity::Loading(Loading {
-                model_failed: true,
-                ..
-            })
-        )
+                failed: Some(e), ..
+            }) => Some(e),
+            _ => None,
+        }
     }
 
     pub fn download(&self) -> Option<&Download> {
@@ -209,16 +275,23 @@ impl App {
         self.show_help
     }
 
+    /// The status line's message: an error until something replaces it, an info message
+    /// for a few seconds.
     pub fn status(&self) -> Option<&(StatusKind, String)> {
-        self.status.as_ref()
+        let s = self.status.as_ref()?;
+        let old = self.now.saturating_sub(self.status_at) >= Duration::from_secs(STATUS_SECS);
+        (s.0 == StatusKind::Error || !old).then_some(s)
     }
 
     fn info(&mut self, s: impl Into<String>) {
         self.status = Some((StatusKind::Info, s.into()));
+        self.status_at = self.now;
     }
 
     fn error(&mut self, s: impl Into<String>) {
         self.status = Some((StatusKind::Error, s.into()));
+        self.status_at = self.now;
+        self.errors += 1;
     }
 
     /// A key or question that cannot run now: the status line says why, nothing is sent.
@@ -236,6 +309,13 @@ impl App {
     pub fn update(&mut self, msg: Msg) -> Vec<Effect> {
         match msg {
             Msg::Key(k) => match keys::action(k) {
+                // A letter in a pane does what its key-map row does (F-keys are often taken).
+                Some(Action::Char(c)) if self.focus != Focus::Input && !self.show_help => {
+                    match keys::pane_action(c) {
+                        Some(a) => self.act(a),
+                        None => self.act(Action::Char(c)),
+                    }
+                }
                 Some(a) => self.act(a),
                 None => Vec::new(),
             },
@@ -284,9 +364,11 @@ impl App {
             Msg::ModelFailed(m) => {
                 if let Activity::Loading(l) = &mut self.activity {
                     l.download = None;
-                    l.model_failed = true;
+                    l.failed = Some(m.clone());
                 }
-                self.error(m);
+                self.error(format!(
+                    "{m} (:model NAME or :device cpu opens another; Ctrl-C quits)"
+                ));
                 Vec::new()
             }
             Msg::Parsing { done, total, unit } => {
@@ -324,6 +406,17 @@ impl App {
                 if let Some(d) = &mut self.document {
                     d.show(doc, width);
                 }
+                if let (Some(range), Some(d)) = (self.wanted_part.take(), self.doc()) {
+                    match Part::of(d, range) {
+                        Ok(p) => self.part = Some(p),
+                        Err(e) => {
+                            // Nothing is read until a part that exists is chosen.
+                            self.settle();
+                            self.error(format!("--pages: {e} (:pages A-B reads another part)"));
+                            return Vec::new();
+                        }
+                    }
+                }
                 self.start_reading()
             }
             Msg::LoadFailed(m) => {
@@ -336,8 +429,15 @@ impl App {
             Msg::Engine(e) => self.engine_event(e),
             Msg::Saved(r) => {
                 match r {
-                    Ok(p) => self.info(format!("saved the conversation to {}", p.display())),
-                    Err(e) => self.error(e),
+                    Ok(p) => {
+                        self.info(format!("saved the conversation to {}", p.display()));
+                        self.saved_to = Some(p);
+                    }
+                    Err(e) => {
+                        // Not written: the next save tries again.
+                        self.saved_markdown = None;
+                        self.error(e);
+                    }
                 }
                 Vec::new()
             }
@@ -357,14 +457,34 @@ impl App {
         let (Some(_), Some(doc)) = (&self.model, self.doc()) else {
             return Vec::new();
         };
-        let load = Command::LoadDocument {
-            title: doc.title.clone(),
-            text: doc.text.clone(),
+        let load = match &self.part {
+            Some(p) => Command::LoadDocument {
+                title: p.title.clone(),
+                text: doc.text[p.bytes.clone()].to_string(),
+            },
+            None => Command::LoadDocument {
+                title: doc.title.clone(),
+                text: doc.text.clone(),
+            },
         };
         self.activity.read();
-        self.tokens.read_tokens = 0;
+        self.interrupted = false;
+        self.picker = None;
+        // A new read maps its own tokens: until they arrive, the old map would mislead.
+        self.tokens = DocTokens::default();
+        self.stats.window = None;
         self.recipe.read_with = Some(self.recipe.recipe.clone());
         vec![Effect::Engine(load), Effect::Engine(Command::Read)]
+    }
+
+    /// The text the engine reads (the part, or the whole document) and where it starts in
+    /// the document.
+    fn read_text(&self) -> Option<(&str, usize)> {
+        let d = self.doc()?;
+        Some(match &self.part {
+            Some(p) => (&d.text[p.bytes.clone()], p.bytes.start),
+            None => (d.text.as_str(), 0),
+        })
     }
 
     fn doc_width(&self) -> usize {
@@ -393,16 +513,21 @@ impl App {
             } => {
                 let reading = self.reading();
                 if reading {
-                    self.tokens.doc_tokens = total;
-                    self.tokens.read_tokens = done;
+                    if self.tokens.offsets.is_none() {
+                        self.tokens.doc_tokens = total;
+                    }
+                    self.tokens.read_tokens = done.min(self.tokens.doc_tokens);
                 }
                 self.progressed(done, total, window, reading);
                 if done >= total {
                     self.progress = None;
                     if reading {
                         self.activity.read_ended();
+                        let what = self
+                            .read_label()
+                            .map_or(String::new(), |l| format!(" ({l})"));
                         self.info(format!(
-                            "read {} tokens: ask a question (F1 for help)",
+                            "read {} tokens{what}: ask a question (F1 for help)",
                             fmt::int(total)
                         ));
                     }
@@ -412,7 +537,36 @@ impl App {
                 self.progress = None;
                 self.chat.token(&text);
             }
-            Event::Stats(s) => self.stats.update(s),
+            Event::Stats(s) => {
+                // "read X / Y" is what the cache holds of the document, never more.
+                if !self.reading() && self.tokens.doc_tokens > 0 {
+                    self.tokens.read_tokens = s.cache.next_pos.min(self.tokens.doc_tokens);
+                }
+                self.stats.update(s)
+            }
+            Event::TooLong { tokens, room } => {
+                self.progress = None;
+                self.activity.read_ended();
+                if self.answering() {
+                    self.activity.answer_ended();
+                    self.chat.stopped(Some(
+                        "the document is longer than the context: read a part of it first".into(),
+                    ));
+                }
+                self.tokens.read_tokens = 0;
+                self.overflow = Some((tokens, room));
+                // Nothing was read: a question waits for a part to be chosen.
+                self.recipe.read_with = None;
+                if let (Some(d), Some((text, start))) = (self.doc(), self.read_text()) {
+                    let tried = start..start + text.len();
+                    self.picker = Some(Picker::new(d, tried, tokens, room));
+                }
+                self.error(format!(
+                    "the document is {} tokens and the context leaves {}: pick a part to read, or type :pages A-B",
+                    fmt::int(tokens),
+                    fmt::int(room)
+                ));
+            }
             Event::RecipeApplied { recipe, reread } => {
                 self.recipe.pending = self.recipe.pending.saturating_sub(1);
                 if reread {
@@ -430,19 +584,25 @@ impl App {
                 self.activity.answer_ended();
                 self.progress = None;
                 self.chat.done(&a);
-                self.stats.engine = a.stats;
                 if a.cancelled {
                     self.info("answer cancelled; it stays in the conversation");
+                } else if let Some(n) = &a.note {
+                    self.info(n.clone());
                 }
+                self.stats.update(a.stats);
             }
             // Only sent while comparing (handled above); a late one changes nothing.
-            Event::Comparing { .. } | Event::Compared(_) => {}
-            Event::DocumentTokens { offsets } => self.tokens.offsets = Some(offsets),
+            Event::Comparing { .. } | Event::CompareRow { .. } | Event::Compared(_) => {}
+            Event::DocumentTokens { offsets } => self.mapped(offsets),
             Event::Cancelled => {
                 self.progress = None;
                 if self.reading() {
                     self.activity.read_ended();
-                    self.info("reading cancelled: the next question reads the rest");
+                    self.info(if self.interrupted {
+                        "reading stopped: the next question reads the rest · Ctrl-C again quits"
+                    } else {
+                        "reading cancelled: the next question reads the rest"
+                    });
                 } else {
                     if self.answering() {
                         self.activity.answer_ended();
@@ -463,6 +623,17 @@ impl App {
             }
         }
         Vec::new()
+    }
+
+    /// The engine's token map of the read that follows: where the document ends in tokens
+    /// (tokens after it are the question and the chat).
+    fn mapped(&mut self, offsets: Vec<usize>) {
+        let len = self.read_text().map_or(0, |(t, _)| t.len());
+        self.tokens.doc_tokens = offsets
+            .iter()
+            .position(|&o| o >= len)
+            .unwrap_or(offsets.len());
+        self.tokens.offsets = Some(offsets);
     }
 
     /// A progress report: the window moves, the bar's numbers change (its rate counts from
@@ -493,12 +664,15 @@ impl App {
                 run.starts(index);
                 self.progress = None;
             }
+            Event::CompareRow { index, answer } => run.finished(index, answer),
             Event::Token { text } => {
                 self.progress = None;
                 run.token(&text);
             }
             Event::Compared(answers) => {
-                run.results = answers;
+                for (i, a) in answers.into_iter().enumerate() {
+                    run.finished(i, a);
+                }
                 run.state = CompareState::Done;
                 self.progress = None;
                 self.end_comparison();
@@ -527,7 +701,7 @@ impl App {
             }
             // The comparison's reads are of the same document: the same token map.
             Event::DocumentTokens { offsets } => self.tokens.offsets = Some(offsets),
-            Event::RecipeApplied { .. } | Event::Done(_) => {}
+            Event::RecipeApplied { .. } | Event::Done(_) | Event::TooLong { .. } => {}
         }
         Vec::new()
     }
@@ -543,6 +717,9 @@ impl App {
             _ => return,
         };
         if let Activity::Comparing { run, .. } = std::mem::replace(&mut self.activity, next) {
+            if run.rows.iter().any(Option::is_some) {
+                self.comparisons.push((self.chat.turns.len(), run.clone()));
+            }
             self.compared = Some(run);
         }
     }
@@ -556,18 +733,58 @@ impl App {
                 return Vec::new();
             }
         }
-        if self.show_help && a != Action::Quit {
-            // Any key closes the help; only its own keys do nothing else.
-            self.show_help = false;
-            if matches!(a, Action::Help | Action::Cancel) {
-                return Vec::new();
+        if self.show_help && a != Action::Interrupt {
+            // The help scrolls; any other key closes it, and only its own keys do nothing else.
+            match a {
+                Action::Up => self.help_scroll = self.help_scroll.saturating_sub(1),
+                Action::Down => self.help_scroll += 1,
+                Action::PageUp => self.help_scroll = self.help_scroll.saturating_sub(10),
+                Action::PageDown => self.help_scroll += 10,
+                Action::Home => self.help_scroll = 0,
+                _ => {
+                    self.show_help = false;
+                    if !matches!(a, Action::Help | Action::Cancel) {
+                        return self.act(a);
+                    }
+                }
+            }
+            return Vec::new();
+        }
+        if let Some(p) = &mut self.picker {
+            match a {
+                Action::Up => {
+                    return {
+                        p.up();
+                        Vec::new()
+                    };
+                }
+                Action::Down => {
+                    return {
+                        p.down();
+                        Vec::new()
+                    };
+                }
+                Action::Send if self.ask.input.is_empty() => {
+                    let range = p.chosen().map(|c| c.range);
+                    return match range {
+                        Some(r) => self.read_part(PartArg::Range(r)),
+                        None => Vec::new(),
+                    };
+                }
+                Action::Cancel => {
+                    self.picker = None;
+                    self.info("the document is not read: :pages A-B (or :pages for the choices) reads a part");
+                    return Vec::new();
+                }
+                _ => {}
             }
         }
         match a {
-            Action::Quit => return vec![Effect::Quit],
-            Action::Help => self.show_help = true,
+            Action::Interrupt => return self.interrupt(),
+            Action::Help => self.open_help(),
             Action::Cancel => return self.cancel(),
             Action::Save => return self.save(),
+            Action::Copy => return self.copy(),
             Action::Send => return self.send(),
             Action::FocusNext => {
                 self.focus = match (self.focus, self.doc().is_some()) {
@@ -577,7 +794,7 @@ impl App {
                 }
             }
             Action::Recipe(knob) => return self.change_recipe(knob),
-            Action::ThinkingBlocks => self.chat.show_thinking = !self.chat.show_thinking,
+            Action::ThinkingBlocks => self.thinking_blocks(),
             Action::Compare => return self.compare(None),
             Action::PageUp | Action::PageDown if self.focus == Focus::Input => {
                 let page = self.page(Focus::Chat) as isize;
@@ -602,7 +819,7 @@ impl App {
                 }
             }
             Action::Char('?') if self.ask.input.is_empty() && self.focus == Focus::Input => {
-                self.show_help = true
+                self.open_help()
             }
             _ => {
                 self.focus = Focus::Input;
@@ -612,7 +829,98 @@ impl App {
         Vec::new()
     }
 
+    fn open_help(&mut self) {
+        self.show_help = true;
+        self.help_scroll = 0;
+    }
+
+    fn thinking_blocks(&mut self) {
+        self.chat.show_thinking = !self.chat.show_thinking;
+        let blocks = self
+            .chat
+            .turns
+            .iter()
+            .filter(|t| t.answer.contains("<think>"))
+            .count();
+        let shown = if self.chat.show_thinking {
+            "shown"
+        } else {
+            "folded"
+        };
+        self.info(match blocks {
+            0 => format!("thinking blocks {shown} (none in this chat yet; F6 turns thinking on)"),
+            n => format!("thinking blocks {shown} ({n} in this chat)"),
+        });
+    }
+
+    /// Ctrl-C as in shells and llama-cli: the first stops what runs, a second (or one when
+    /// nothing runs) quits.
+    fn interrupt(&mut self) -> Vec<Effect> {
+        if self.busy() && !self.interrupted {
+            self.interrupted = true;
+            self.info("stopping… Ctrl-C again quits");
+            return vec![Effect::CancelEngine];
+        }
+        self.quit()
+    }
+
+    /// Quits, saving the conversation first when it has anything not saved yet.
+    fn quit(&mut self) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        if let Some(markdown) = self.transcript()
+            && self.saved_markdown.as_ref() != Some(&markdown)
+        {
+            fx.push(Effect::Save {
+                markdown,
+                to: self.saved_to.clone(),
+            });
+        }
+        fx.push(Effect::Quit);
+        fx
+    }
+
+    /// The conversation and the comparisons as Markdown; None when there is nothing yet.
+    pub fn transcript(&self) -> Option<String> {
+        if self.chat.turns.is_empty() && self.comparisons.is_empty() {
+            return None;
+        }
+        let title = match (self.doc(), &self.part) {
+            (_, Some(p)) => Some(p.title.clone()),
+            (Some(d), None) => Some(d.title.clone()),
+            _ => None,
+        };
+        Some(self.chat.transcript(
+            title.as_deref(),
+            self.read_label().as_deref(),
+            self.model.as_ref(),
+            &self.comparisons,
+        ))
+    }
+
+    fn copy(&mut self) -> Vec<Effect> {
+        let Some(text) = self
+            .chat
+            .turns
+            .iter()
+            .rev()
+            .map(|t| chat::answer_only(&t.answer))
+            .find(|a| !a.is_empty())
+        else {
+            return self.refuse("nothing to copy yet: ask a question first");
+        };
+        self.info(format!(
+            "copied the last answer ({} characters) to the clipboard (OSC 52: the terminal must allow it)",
+            fmt::int(text.chars().count())
+        ));
+        vec![Effect::Copy(text)]
+    }
+
     fn cancel(&mut self) -> Vec<Effect> {
+        if let Activity::Comparing { run, .. } = &self.activity {
+            let name = run.names[run.current].clone();
+            self.info(format!("skipping {name}… (Ctrl-C stops the comparison)"));
+            return vec![Effect::SkipRecipe];
+        }
         if self.busy() {
             self.info("cancelling…");
             return vec![Effect::CancelEngine];
@@ -630,15 +938,23 @@ impl App {
         if question.is_empty() {
             return Vec::new();
         }
-        if let Some(rest) = question.strip_prefix(":eval")
-            && (rest.is_empty() || rest.starts_with(char::is_whitespace))
-        {
-            let rest = rest.trim().to_string();
-            let fx = self.compare((!rest.is_empty()).then_some(rest));
-            if !fx.is_empty() {
-                self.ask.sent(&question);
-            }
-            return fx;
+        if question.starts_with(':') {
+            // A command that fails stays in the box to be corrected.
+            return match commands::parse(&question) {
+                Ok(cmd) => {
+                    let errors = self.errors;
+                    let fx = self.command(cmd);
+                    if self.errors == errors {
+                        self.ask.sent(&question);
+                    }
+                    fx
+                }
+                Err(e) => self.refuse(e),
+            };
+        }
+        if let Some(e) = self.model_failed() {
+            let e = format!("the model failed to load, so nothing can answer: {e}");
+            return self.refuse(e);
         }
         if self.model.is_none() {
             return self.refuse("the model is still loading: send again when it is ready");
@@ -649,6 +965,11 @@ impl App {
         if self.document.is_some() && self.doc().is_none() {
             return self.refuse("the document is still loading: send again when it is shown");
         }
+        if self.document.is_some() && self.recipe.read_with.is_none() {
+            return self.refuse(
+                "no part of the document is read yet: pick one, or type :pages A-B (:pages all for all of it)",
+            );
+        }
         self.ask.sent(&question);
         // A plain chat's cache is built by its first question.
         if self.recipe.read_with.is_none() {
@@ -657,8 +978,173 @@ impl App {
         self.chat
             .ask(question.clone(), self.recipe.recipe.to_string());
         self.activity.ask();
+        self.interrupted = false;
         self.status = None;
         vec![Effect::Engine(Command::Ask { question })]
+    }
+
+    /// A `:` command from the question box.
+    fn command(&mut self, cmd: Cmd) -> Vec<Effect> {
+        match cmd {
+            Cmd::Window(w) => self.set_recipe(|r| r.window = w),
+            Cmd::Sink(k) => self.set_recipe(|r| r.sink = k),
+            Cmd::FaDecode(on) => self.set_recipe(|r| r.fa_decode = on),
+            Cmd::FullLayers(l) => self.set_recipe(|r| r.full_layers = l),
+            Cmd::Think(on) => self.set_recipe(|r| r.think = on),
+            Cmd::Preset(p) => {
+                let d = self.defaults();
+                self.set_recipe(|r| {
+                    *r = Recipe {
+                        think: r.think,
+                        ..Recipe::preset(p, d)
+                    }
+                })
+            }
+            Cmd::Blocks => {
+                self.thinking_blocks();
+                Vec::new()
+            }
+            Cmd::Eval(q) => self.compare(q),
+            Cmd::Save => self.save(),
+            Cmd::Copy => self.copy(),
+            Cmd::Quit => self.quit(),
+            Cmd::Help => {
+                self.open_help();
+                Vec::new()
+            }
+            Cmd::Mouse(on) => {
+                self.mouse = on.unwrap_or(!self.mouse);
+                self.info(if self.mouse {
+                    "mouse captured: the wheel scrolls the pane under it (:mouse off selects text)"
+                } else {
+                    "mouse released: the terminal selects text (:mouse on scrolls with the wheel)"
+                });
+                vec![Effect::Mouse(self.mouse)]
+            }
+            Cmd::Pages(arg) => self.read_part(arg),
+            Cmd::Model(m) => self.reopen(Reopen {
+                model: Some(m),
+                ..Reopen::default()
+            }),
+            Cmd::Device(d) => self.reopen(Reopen {
+                device: Some(d),
+                ..Reopen::default()
+            }),
+            Cmd::Ctx(n) => self.reopen(Reopen {
+                ctx: Some(n),
+                ..Reopen::default()
+            }),
+        }
+    }
+
+    /// A recipe typed as a command: checked against the model, then applied as a key would.
+    fn set_recipe(&mut self, change: impl FnOnce(&mut Recipe)) -> Vec<Effect> {
+        let Some((_, ctx)) = self.adjustable_model("recipes can change once it is ready") else {
+            return Vec::new();
+        };
+        let mut next = self.recipe.recipe.clone();
+        change(&mut next);
+        let layers = self.model.as_ref().map_or(0, |m| m.layers);
+        if let Err(e) = next.check(layers, ctx) {
+            return self.refuse(e);
+        }
+        if next == self.recipe.recipe {
+            self.info(format!("the recipe is {next} already"));
+            return Vec::new();
+        }
+        self.apply_recipe(next)
+    }
+
+    /// Reads `arg`'s part of the document instead of what was read; the conversation starts
+    /// over (the model reads another text).
+    fn read_part(&mut self, arg: PartArg) -> Vec<Effect> {
+        let Some(d) = self.doc() else {
+            return self.refuse("no document is shown: :pages needs one");
+        };
+        let picked = match arg {
+            PartArg::All => None,
+            PartArg::Range(r) => Some(r),
+            PartArg::Choices | PartArg::Head | PartArg::Tail => {
+                let Some(p) = self.picker.clone().or_else(|| self.estimate_picker(d)) else {
+                    return self.refuse(
+                        "the document fits or has not been read yet: :pages A-B reads a range",
+                    );
+                };
+                // The picker lists the beginning first and the end second.
+                let at = match arg {
+                    PartArg::Head => 0,
+                    PartArg::Tail => 1,
+                    _ => {
+                        self.picker = Some(p);
+                        return Vec::new();
+                    }
+                };
+                match p.choices.get(at) {
+                    Some(c) => Some(c.range),
+                    None => return self.refuse("the document has no sections to choose from"),
+                }
+            }
+        };
+        let part = match picked.map(|r| Part::of(d, r)).transpose() {
+            Ok(p) => p,
+            Err(e) => return self.refuse(e),
+        };
+        if self.answering() || self.comparing() {
+            return self.refuse("busy: wait for the answer to finish, or Esc cancels it");
+        }
+        let mut fx = Vec::new();
+        if self.reading() {
+            fx.push(Effect::CancelEngine);
+        }
+        let what = part
+            .as_ref()
+            .map_or("the whole document".to_string(), |p| p.label.clone());
+        self.part = part;
+        fx.extend(self.start_reading());
+        if !fx.is_empty() {
+            self.info(format!(
+                "reading {what}: the model starts a new conversation"
+            ));
+        }
+        fx
+    }
+
+    /// Choices from the last read's size, when it overflowed before (the picker was closed).
+    fn estimate_picker(&self, d: &DocView) -> Option<Picker> {
+        let (tokens, room) = self.overflow?;
+        let (text, start) = self.read_text()?;
+        Some(Picker::new(d, start..start + text.len(), tokens, room))
+    }
+
+    /// Drops the engine and opens the model again with launch settings changed.
+    fn reopen(&mut self, r: Reopen) -> Vec<Effect> {
+        if self.busy() {
+            return self.refuse("busy: wait, or Esc cancels, then reopen");
+        }
+        let what = [
+            r.model.as_ref().map(|m| format!("model {m}")),
+            r.device.as_ref().map(|d| format!("device {d}")),
+            r.ctx.map(|c| format!("context {}", fmt::int(c))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(", ");
+        if let Some(m) = &r.model {
+            self.model_hint = m.clone();
+        }
+        self.model = None;
+        self.activity = Activity::Loading(Loading::default());
+        self.recipe.read_with = None;
+        self.tokens = DocTokens::default();
+        self.stats = StatsPane {
+            rss_bytes: self.stats.rss_bytes,
+            ..StatsPane::default()
+        };
+        self.info(format!(
+            "reopening with {what}: the document is read again, the model starts a new conversation"
+        ));
+        vec![Effect::Reopen(r)]
     }
 
     /// The model's defaults and context when its recipe may change; else the status line
@@ -703,6 +1189,7 @@ impl App {
             .collect();
         let names = Preset::ALL.iter().map(|n| n.to_string()).collect();
         self.compared = None;
+        self.interrupted = false;
         self.activity = Activity::Comparing {
             run: Comparison::new(question.clone(), names),
             after: Queued::default(),
@@ -715,18 +1202,20 @@ impl App {
     }
 
     fn save(&mut self) -> Vec<Effect> {
-        if self.chat.turns.is_empty() {
+        let Some(markdown) = self.transcript() else {
             return self.refuse("nothing to save yet: ask a question first");
-        }
-        let title = self.doc().map(|d| d.title.as_str());
+        };
+        self.saved_markdown = Some(markdown.clone());
         vec![Effect::Save {
-            markdown: self.chat.transcript(title, self.model.as_ref()),
+            markdown,
+            to: self.saved_to.clone(),
         }]
     }
 
     /// The cache is being read again with `recipe`: progress starts over.
     fn start_reread(&mut self, recipe: Recipe, message: String) {
         self.activity.read();
+        self.interrupted = false;
         self.tokens.read_tokens = 0;
         self.recipe.read_with = Some(recipe);
         self.info(message);
@@ -744,6 +1233,11 @@ impl App {
         if next == self.recipe.recipe {
             return Vec::new();
         }
+        self.apply_recipe(next)
+    }
+
+    /// Sends `next` to the engine, first stopping a read or answer it would discard.
+    fn apply_recipe(&mut self, next: Recipe) -> Vec<Effect> {
         let discards = self
             .recipe
             .read_with
@@ -827,9 +1321,16 @@ impl App {
             .map_or(0, |d| d.top(height, self.window_bytes()))
     }
 
-    /// Byte offset in the document text of token position `t` (see [`DocTokens::to_byte`]).
+    /// Byte offset in the document text of token position `t` (see [`DocTokens::to_byte`]):
+    /// within the part read, when only a part is.
     pub fn token_to_byte(&self, t: usize) -> usize {
-        self.doc().map_or(0, |d| self.tokens.to_byte(&d.text, t))
+        self.read_text()
+            .map_or(0, |(text, start)| start + self.tokens.to_byte(text, t))
+    }
+
+    /// Where the text read starts in the document.
+    fn read_start(&self) -> usize {
+        self.read_text().map_or(0, |(_, s)| s)
     }
 
     pub fn window_bytes(&self) -> Option<std::ops::Range<usize>> {
@@ -842,10 +1343,38 @@ impl App {
             Some(r) if r.window.is_some() => r.sink,
             _ => 0,
         };
-        0..self.token_to_byte(sink)
+        let start = self.read_start();
+        start..self.token_to_byte(sink).max(start)
     }
 
+    /// The bytes of the document the cache holds: only these are drawn as read.
     pub fn read_bytes(&self) -> std::ops::Range<usize> {
-        0..self.token_to_byte(self.tokens.read_tokens)
+        // The first token read: the text's start, or later when a read kept only its end.
+        let start = self.token_to_byte(0).max(self.read_start());
+        start..self.token_to_byte(self.tokens.read_tokens).max(start)
+    }
+
+    /// "pages 1–42 of 311": which sections the cache holds, from the bytes read (a part, a
+    /// read cut short by the context or cancelled); None before anything is read or when a
+    /// document has one section.
+    pub fn read_label(&self) -> Option<String> {
+        let d = self.doc()?;
+        let read = self.read_bytes();
+        if read.is_empty() || d.sections.len() < 2 {
+            return None;
+        }
+        let first = d.section_at(read.start)?.number;
+        let last = d.section_at(read.end - 1)?.number;
+        let n = d.sections.len();
+        let unit = d.unit();
+        Some(
+            if first == d.sections[0].number && last == d.sections[n - 1].number {
+                format!("all {n} {unit}s")
+            } else if first == last {
+                format!("{unit} {first} of {n}")
+            } else {
+                format!("{unit}s {first}–{last} of {n}")
+            },
+        )
     }
 }

@@ -1,6 +1,7 @@
-//! The key map as data: [`KEYMAP`] lists every help row with the chords it binds, so the
-//! help overlay and [`action`] read the same table and cannot drift apart. A new binding is
-//! one row (or one chord in a row) here.
+//! The key map as data: [`KEYMAP`] lists every help row with the chords it binds, its `:`
+//! command and its letter in a pane, so the help overlay, [`action`] and [`pane_action`] read
+//! the same table and cannot drift apart. A new binding is one row (or one chord in a row)
+//! here; a new `:` command is parsed in [`commands`](super::commands).
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
@@ -8,8 +9,10 @@ use super::panes::recipe::RecipeKnob;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    Quit,
-    /// Esc: cancel the running answer or read, close the help, leave a pane.
+    /// Ctrl-C: stop what runs; again, or when nothing runs, quit (saving the conversation).
+    Interrupt,
+    /// Esc: cancel the running answer or read, skip a comparison's recipe, close the help,
+    /// leave a pane.
     Cancel,
     Help,
     Save,
@@ -34,6 +37,8 @@ pub enum Action {
     ThinkingBlocks,
     /// F9: the last question under every named preset, side by side.
     Compare,
+    /// Ctrl-Y: the last answer to the terminal's clipboard (OSC 52).
+    Copy,
 }
 
 /// Which modifiers a chord needs. Chords that need one are tried before those that do not,
@@ -67,11 +72,15 @@ const fn ctrl(c: char) -> Chord {
 }
 
 /// One row of the help overlay: the keys as shown, what they do, and the chords bound to
-/// actions (none where the row explains keys bound in another row, or the mouse).
+/// actions (none where the row explains keys bound in another row, the mouse, or a setting
+/// only a command reaches); the `:` command that does the same, and the letter that does it
+/// while a pane (not the question) has the focus — terminals, tmux and macOS grab F-keys.
 pub struct Binding {
     pub keys: &'static str,
     pub what: &'static str,
     pub chords: &'static [(Chord, Action)],
+    pub command: &'static str,
+    pub letter: Option<char>,
 }
 
 const fn row(
@@ -79,7 +88,26 @@ const fn row(
     what: &'static str,
     chords: &'static [(Chord, Action)],
 ) -> Binding {
-    Binding { keys, what, chords }
+    Binding {
+        keys,
+        what,
+        chords,
+        command: "",
+        letter: None,
+    }
+}
+
+impl Binding {
+    const fn cmd(self, command: &'static str) -> Binding {
+        Binding { command, ..self }
+    }
+
+    const fn letter(self, c: char) -> Binding {
+        Binding {
+            letter: Some(c),
+            ..self
+        }
+    }
 }
 
 /// Every binding, in the order the help shows them. Plain characters type into the question
@@ -160,58 +188,95 @@ pub const KEYMAP: &[Binding] = &[
         "F2",
         "window: ¼×, ½×, 1×, 2×, 4× the default, full",
         &[(key(KeyCode::F(2)), Action::Recipe(RecipeKnob::Window))],
-    ),
+    )
+    .cmd(":window N|full")
+    .letter('w'),
     row(
         "F3",
         "sink tokens on/off",
         &[(key(KeyCode::F(3)), Action::Recipe(RecipeKnob::Sink))],
-    ),
+    )
+    .cmd(":sink N|off")
+    .letter('k'),
     row(
         "F4",
         "FA decode on/off (applies at once)",
         &[(key(KeyCode::F(4)), Action::Recipe(RecipeKnob::FaDecode))],
-    ),
+    )
+    .cmd(":fa-decode on|off")
+    .letter('f'),
     row(
         "F5",
         "full layers: none → odd → every 4th",
         &[(key(KeyCode::F(5)), Action::Recipe(RecipeKnob::Interleave))],
-    ),
+    )
+    .cmd(":full-layers none|odd|every:N|1,5,9")
+    .letter('l'),
     row(
         "F6",
         "thinking mode on/off",
         &[(key(KeyCode::F(6)), Action::Recipe(RecipeKnob::Think))],
-    ),
+    )
+    .cmd(":think on|off")
+    .letter('t'),
     row(
         "F7",
         "next named preset",
         &[(key(KeyCode::F(7)), Action::Recipe(RecipeKnob::Preset))],
-    ),
+    )
+    .cmd(":preset NAME")
+    .letter('p'),
     row(
         "F8",
         "show/hide thinking blocks",
         &[(key(KeyCode::F(8)), Action::ThinkingBlocks)],
-    ),
+    )
+    .cmd(":blocks")
+    .letter('b'),
     row(
-        "F9  :eval [question]",
+        "F9",
         "compare: the last (or given) question under every preset",
         &[(key(KeyCode::F(9)), Action::Compare)],
-    ),
+    )
+    .cmd(":eval [question]")
+    .letter('e'),
     row(
         "Esc",
-        "cancel the answer, read or comparison; close it",
+        "cancel the answer or read; skip a comparison's recipe; close",
         &[(key(KeyCode::Esc), Action::Cancel)],
     ),
     row(
+        "Ctrl-C",
+        "stop the answer, read or comparison; again (or idle) quit, saving",
+        &[(ctrl('c'), Action::Interrupt)],
+    )
+    .cmd(":quit"),
+    row(
         "Ctrl-S",
-        "save the conversation as Markdown",
+        "save the conversation (and comparisons) as Markdown",
         &[(ctrl('s'), Action::Save)],
-    ),
+    )
+    .cmd(":save"),
+    row(
+        "Ctrl-Y",
+        "copy the last answer to the clipboard (OSC 52)",
+        &[(ctrl('y'), Action::Copy)],
+    )
+    .cmd(":copy")
+    .letter('y'),
+    row("", "read part of the document (no range: the choices)", &[])
+        .cmd(":pages A-B|head|tail|all"),
+    row("", "reopen on another model (the document stays)", &[]).cmd(":model NAME"),
+    row("", "reopen on another device", &[]).cmd(":device cpu|cuda"),
+    row("", "reopen with another context length (RoPE scaling)", &[]).cmd(":ctx N"),
+    row("", "mouse capture for the wheel (off: select text)", &[]).cmd(":mouse [on|off]"),
     row(
         "F1  ? (empty question)",
-        "this help",
+        "this help (Up/Down scroll it)",
         &[(key(KeyCode::F(1)), Action::Help)],
-    ),
-    row("Ctrl-C", "quit", &[(ctrl('c'), Action::Quit)]),
+    )
+    .cmd(":help")
+    .letter('?'),
 ];
 
 impl Mods {
@@ -244,6 +309,15 @@ pub fn action(key: KeyEvent) -> Option<Action> {
     }
 }
 
+/// The action of a letter while a pane has the focus (the row's first chord), if a row binds it.
+pub fn pane_action(c: char) -> Option<Action> {
+    KEYMAP
+        .iter()
+        .find(|b| b.letter == Some(c))
+        .and_then(|b| b.chords.first())
+        .map(|(_, a)| *a)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,6 +339,29 @@ mod tests {
                 assert_eq!(action(press(c)), Some(*a), "{} ({c:?})", b.keys);
             }
         }
+    }
+
+    #[test]
+    fn every_letter_is_bound_once_and_does_what_its_row_does() {
+        let letters: Vec<char> = KEYMAP.iter().filter_map(|b| b.letter).collect();
+        let mut unique = letters.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), letters.len(), "{letters:?}");
+        for b in KEYMAP.iter().filter(|b| b.letter.is_some()) {
+            assert_eq!(
+                pane_action(b.letter.unwrap()),
+                Some(b.chords[0].1),
+                "{}",
+                b.keys
+            );
+            assert!(
+                !b.command.is_empty(),
+                "{}: a letter row has a command too",
+                b.keys
+            );
+        }
+        assert_eq!(pane_action('z'), None);
     }
 
     #[test]

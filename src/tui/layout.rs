@@ -21,7 +21,7 @@ pub struct Panes {
     pub status: Rect,
 }
 
-const SIDE_WIDTH: u16 = 36;
+const SIDE_WIDTH: u16 = 38;
 
 /// Pane widths depend only on the screen size and whether a document was given, so the
 /// document's wrapping changes only on resize.

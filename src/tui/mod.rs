@@ -6,6 +6,7 @@
 
 pub mod activity;
 pub mod app;
+pub mod commands;
 pub mod fmt;
 pub mod input;
 pub mod keys;
@@ -16,7 +17,7 @@ pub mod panes;
 pub mod theme;
 pub mod tokens;
 
-use std::io::{Stdout, stdout};
+use std::io::{Stdout, Write, stdout};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,16 +38,18 @@ use ratatui::backend::CrosstermBackend;
 use tokio::sync::{mpsc, oneshot};
 
 use self::app::{App, ModelInfo};
-use self::msg::{Effect, Msg};
+use self::msg::{Effect, Msg, Reopen};
 use self::theme::Theme;
 use crate::config::{self, Config};
+use crate::document::SectionRange;
 use crate::engine::Engine;
 use crate::hub::{FetchOptions, ProgressFn};
 use crate::recipe::Recipe;
 
 /// Runs the reader until the user quits. The screen opens at once; a preset that is not
-/// cached yet downloads in its progress bar while the document is parsed.
-pub fn run(cfg: &Config, file: Option<&Path>) -> Result<()> {
+/// cached yet downloads in its progress bar while the document is parsed. `pages`: read only
+/// that part of the document.
+pub fn run(cfg: &Config, file: Option<&Path>, pages: Option<SectionRange>) -> Result<()> {
     let theme = Theme::from_config(&cfg.tui).map_err(anyhow::Error::msg)?;
     if let Some(f) = file {
         // A wrong path is a one-line error on the plain terminal, not a screen.
@@ -59,6 +62,10 @@ pub fn run(cfg: &Config, file: Option<&Path>) -> Result<()> {
     }
     let mut app = App::new(&cfg.model, file.is_some(), theme);
     app.log_path = config::data_dir().ok().map(|d| d.join("swaa-chat.log"));
+    app.mouse = cfg.tui.mouse;
+    if let Some(r) = pages {
+        app.want_part(r);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()?;
@@ -72,8 +79,13 @@ pub fn run(cfg: &Config, file: Option<&Path>) -> Result<()> {
     drop(screen);
     // A model still loading on a blocking worker is abandoned, not waited for.
     rt.shutdown_background();
+    let (engine, farewell) = result?;
+    // Where the conversation went, on the terminal the user returns to.
+    if let Some(f) = farewell {
+        eprintln!("{f}");
+    }
     // The engine stops after the screen is back: it may finish a chunk first.
-    drop(result?);
+    drop(engine);
     Ok(())
 }
 
@@ -175,17 +187,64 @@ fn rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn save(markdown: &str) -> Result<PathBuf, String> {
-    let dir = config::data_dir()
-        .map_err(|e| e.to_string())?
-        .join("conversations");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let path = dir.join(format!("conversation-{secs}.md"));
+/// Writes a conversation to `to`, or to a new file named after the document and the time
+/// (`<document>-<YYYYmmdd-HHMM>.md`, UTC; `-2`, `-3`… when that name is taken).
+fn save(markdown: &str, to: Option<PathBuf>, document: Option<&Path>) -> Result<PathBuf, String> {
+    let path = match to {
+        Some(p) => p,
+        None => {
+            let dir = config::data_dir()
+                .map_err(|e| e.to_string())?
+                .join("conversations");
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            let stem = document
+                .and_then(Path::file_stem)
+                .map_or("chat".into(), |s| s.to_string_lossy().into_owned());
+            let stamp = crate::tokenizer::strftime("%Y%m%d-%H%M", std::time::SystemTime::now());
+            let name = |n: usize| match n {
+                1 => format!("{stem}-{stamp}.md"),
+                n => format!("{stem}-{stamp}-{n}.md"),
+            };
+            (1..)
+                .map(|n| dir.join(name(n)))
+                .find(|p| !p.exists())
+                .expect("an unused name")
+        }
+    };
     std::fs::write(&path, markdown).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(path)
+}
+
+/// The OSC 52 sequence that puts `text` on the terminal's clipboard (tmux passes it on or
+/// keeps it as a paste buffer, with `set-clipboard on`).
+fn osc52(text: &str) -> String {
+    format!("\x1b]52;c;{}\x07", fmt::base64(text.as_bytes()))
+}
+
+/// Spawns the model's loader on a blocking worker; its result arrives on the receiver.
+fn spawn_loader(cfg: &Config, tx: &mpsc::UnboundedSender<Msg>) -> oneshot::Receiver<Loaded> {
+    let (loaded_tx, loaded_rx) = oneshot::channel::<Loaded>();
+    let model_cfg = cfg.clone();
+    let fetch_tx = tx.clone();
+    tokio::task::spawn_blocking(move || {
+        let _ = loaded_tx.send(open_engine(&model_cfg, fetch_tx).map_err(|e| format!("{e:#}")));
+    });
+    loaded_rx
+}
+
+/// `cfg` with the launch settings a `:model`, `:device` or `:ctx` changed.
+fn reopened(mut cfg: Config, r: Reopen) -> Config {
+    if let Some(m) = r.model {
+        cfg.model = m;
+    }
+    if let Some(d) = r.device {
+        cfg.device = d;
+    }
+    if let Some(c) = r.ctx {
+        cfg.ctx = c;
+    }
+    cfg
 }
 
 fn term_msg(e: TermEvent) -> Option<Msg> {
@@ -201,21 +260,18 @@ fn term_msg(e: TermEvent) -> Option<Msg> {
 /// Frames are drawn at most this often; state changes in between are drawn together.
 const FRAME: Duration = Duration::from_millis(33);
 
-/// Returns the engine (if it loaded) so the caller drops it after restoring the screen.
+/// Returns the engine (if it loaded) so the caller drops it after restoring the screen, and
+/// a line to print then (where the conversation was saved).
 async fn event_loop(
     screen: &mut Screen,
     mut app: App,
-    cfg: Config,
+    mut cfg: Config,
     file: Option<PathBuf>,
-) -> Result<Option<Engine>> {
+) -> Result<(Option<Engine>, Option<String>)> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
-    let (loaded_tx, mut loaded_rx) = oneshot::channel::<Loaded>();
-    let model_cfg = cfg.clone();
-    let fetch_tx = tx.clone();
-    tokio::task::spawn_blocking(move || {
-        let _ = loaded_tx.send(open_engine(&model_cfg, fetch_tx).map_err(|e| format!("{e:#}")));
-    });
-    if let Some(path) = file {
+    let mut loaded_rx = spawn_loader(&cfg, &tx);
+    let mut farewell = None;
+    if let Some(path) = file.clone() {
         let tx = tx.clone();
         tokio::task::spawn_blocking(move || {
             let unit = match path.extension().and_then(|e| e.to_str()) {
@@ -260,7 +316,7 @@ async fn event_loop(
             ev = events.next() => match ev {
                 Some(Ok(e)) => term_msg(e),
                 Some(Err(e)) => return Err(e).context("reading terminal events"),
-                None => return Ok(engine),
+                None => return Ok((engine, farewell)),
             },
             Some(m) = rx.recv() => Some(m),
             loaded = &mut loaded_rx, if waiting_for_model => {
@@ -314,13 +370,43 @@ async fn event_loop(
                         e.cancel();
                     }
                 }
-                Effect::Save { markdown } => {
-                    let tx = tx.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let _ = tx.send(Msg::Saved(save(&markdown)));
-                    });
+                Effect::SkipRecipe => {
+                    if let Some(e) = &engine {
+                        e.skip();
+                    }
                 }
-                Effect::Quit => return Ok(engine),
+                // A small file, written at once: a save on quit must land before the exit.
+                Effect::Save { markdown, to } => {
+                    let saved = save(&markdown, to, file.as_deref());
+                    if let Ok(p) = &saved {
+                        farewell = Some(format!("saved the conversation to {}", p.display()));
+                    }
+                    let _ = tx.send(Msg::Saved(saved));
+                }
+                Effect::Copy(text) => {
+                    let out = screen.terminal.backend_mut();
+                    out.write_all(osc52(&text).as_bytes())?;
+                    out.flush()?;
+                }
+                Effect::Mouse(on) => {
+                    if on {
+                        execute!(stdout(), EnableMouseCapture)?;
+                    } else {
+                        execute!(stdout(), DisableMouseCapture)?;
+                    }
+                    screen.mouse = on;
+                }
+                Effect::Reopen(r) => {
+                    // The old engine stops (after its chunk) before the new model loads.
+                    if let Some(e) = &engine {
+                        e.cancel();
+                    }
+                    engine = None;
+                    cfg = reopened(cfg.clone(), r);
+                    loaded_rx = spawn_loader(&cfg, &tx);
+                    waiting_for_model = true;
+                }
+                Effect::Quit => return Ok((engine, farewell)),
             }
         }
         dirty |= !tick;

@@ -49,8 +49,27 @@ pub enum Effect {
     Engine(Command),
     /// Stop what the engine is doing (between two chunks or tokens).
     CancelEngine,
+    /// Stop only the recipe a comparison is answering with.
+    SkipRecipe,
+    /// Write the conversation: to `to` when it was saved before (the same conversation, one
+    /// file), else to a new `<document>-<YYYYmmdd-HHMM>.md` in the data dir.
     Save {
         markdown: String,
+        to: Option<PathBuf>,
     },
+    /// Put `text` on the terminal's clipboard (OSC 52).
+    Copy(String),
+    /// Capture the mouse (wheel scrolling) or leave it to the terminal (text selection).
+    Mouse(bool),
+    /// Drop the engine and open the model again with these settings changed.
+    Reopen(Reopen),
     Quit,
+}
+
+/// Launch settings changed from inside the reader (`:model`, `:device`, `:ctx`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reopen {
+    pub model: Option<String>,
+    pub device: Option<String>,
+    pub ctx: Option<usize>,
 }

@@ -7,7 +7,8 @@
 /// each prompt token starts in the text once the engine said so.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DocTokens {
-    /// Tokens of the document's read prompt, from the read's progress.
+    /// Where the document ends in the read prompt's tokens: from the engine's offsets (tokens
+    /// after it are the chat and the question), else the read's progress total.
     pub doc_tokens: usize,
     /// How many of them the cache holds.
     pub read_tokens: usize,
@@ -22,7 +23,21 @@ impl DocTokens {
     /// uniform over a long text).
     pub fn to_byte(&self, text: &str, t: usize) -> usize {
         if let Some(offsets) = &self.offsets {
-            let b = offsets.get(t).copied().unwrap_or(text.len());
+            // Past the last token: the document's end, unless the read stopped well short of
+            // it (a read cut to the context), where it ends at that token. The offsets give
+            // token starts only: "well short" is more than a few tokens' worth of bytes.
+            let past = match (offsets.first(), offsets.last()) {
+                (Some(&first), Some(&last)) if last < text.len() => {
+                    let per_token = (last - first) / offsets.len().max(1);
+                    if text.len() - last > 4 * per_token + 16 {
+                        last
+                    } else {
+                        text.len()
+                    }
+                }
+                _ => text.len(),
+            };
+            let b = offsets.get(t).copied().unwrap_or(past);
             return floor_boundary(text, b.min(text.len()));
         }
         if self.doc_tokens == 0 {

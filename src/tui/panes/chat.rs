@@ -8,6 +8,7 @@ use ratatui::text::Line;
 use ratatui::widgets::Paragraph;
 
 use super::block;
+use super::compare::Comparison;
 use crate::engine::{Answer, Stats};
 use crate::tui::app::{App, Focus, ModelInfo};
 use crate::tui::fmt;
@@ -31,6 +32,8 @@ pub struct Turn {
     pub recipe: String,
     pub stats: Option<Stats>,
     pub state: TurnState,
+    /// Why the answer stopped, when not the model's own end (a loop, the token cap).
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -49,6 +52,7 @@ impl ChatPane {
             recipe,
             stats: None,
             state: TurnState::Waiting,
+            note: None,
         });
         self.scroll = 0;
     }
@@ -73,6 +77,7 @@ impl ChatPane {
                 TurnState::Done
             };
             t.stats = Some(a.stats.clone());
+            t.note = a.note.clone();
         }
     }
 
@@ -92,26 +97,44 @@ impl ChatPane {
         self.scroll = up.clamp(0, max as isize) as usize;
     }
 
-    /// The conversation as Markdown, each answer with its recipe and numbers.
-    pub fn transcript(&self, document: Option<&str>, model: Option<&ModelInfo>) -> String {
+    /// The conversation as Markdown, each answer with its recipe and numbers, and the
+    /// comparisons (after how many turns each ran) in their place. `read`: which part of the
+    /// document the cache held ("pages 1–42 of 311").
+    pub fn transcript(
+        &self,
+        document: Option<&str>,
+        read: Option<&str>,
+        model: Option<&ModelInfo>,
+        comparisons: &[(usize, Comparison)],
+    ) -> String {
         let mut s = String::from("# swaa-chat conversation\n\n");
         if let Some(title) = document {
             s += &format!("Document: {title}\n");
         }
+        if let Some(r) = read {
+            s += &format!("Read: {r}\n");
+        }
         if let Some(m) = model {
             s += &format!("Model: {} on {}\n", m.name, m.device);
         }
-        for t in &self.turns {
+        let compared_after = |n: usize| {
+            comparisons
+                .iter()
+                .filter(move |(at, _)| *at == n)
+                .map(|(_, c)| c.markdown())
+        };
+        s.extend(compared_after(0));
+        for (i, t) in self.turns.iter().enumerate() {
             s += &format!("\n## {}\n\n{}\n", t.question, t.answer.trim());
             let mut note = format!("recipe {}", t.recipe);
             if let Some(st) = &t.stats {
                 note += &format!(
-                    " · prompt {} tok at {:.0} tok/s · {} tok at {:.1} tok/s · TTFT {:.2} s · KV {}",
+                    " · prompt {} tok (read at {:.0} tok/s) · {} tok at {:.1} tok/s · TTFT {} · KV {}",
                     fmt::int(st.prompt_tokens),
-                    st.prefill_tokens_per_s,
+                    st.read_tokens_per_s,
                     st.generated_tokens,
                     st.decode_tokens_per_s,
-                    st.time_to_first_token_s,
+                    fmt::seconds(st.time_to_first_token_s),
                     fmt::mib(st.cache.bytes_held)
                 );
             }
@@ -120,10 +143,23 @@ impl ChatPane {
                 TurnState::Failed(e) => note += &format!(" · failed: {e}"),
                 _ => {}
             }
+            if let Some(n) = &t.note {
+                note += &format!(" · {n}");
+            }
             s += &format!("\n*{note}*\n");
+            s.extend(compared_after(i + 1));
         }
         s
     }
+}
+
+/// An answer without its thinking block, as a reader copies it.
+pub fn answer_only(answer: &str) -> String {
+    answer
+        .rsplit_once("</think>")
+        .map_or(answer, |(_, after)| after)
+        .trim()
+        .to_string()
 }
 
 /// The conversation as screen lines of `width` cells.
@@ -132,14 +168,28 @@ pub fn lines(app: &App, width: usize) -> Vec<Line<'static>> {
     let mut out: Vec<Line<'static>> = Vec::new();
     if app.chat.turns.is_empty() {
         let hint = match (app.doc(), app.model()) {
+            // A failed model stays on screen until another one opens.
+            _ if app.model_failed().is_some() => format!(
+                "The model failed to load: {}. Type :model NAME or :device cpu to open another, or Ctrl-C to quit.",
+                app.model_failed().unwrap_or_default()
+            ),
+            (Some(d), _) if app.picker().is_some() => format!(
+                "“{}” is longer than the context: pick the part to read, or type :pages A-B.",
+                d.title
+            ),
             (Some(d), _) => format!("Ask a question about “{}” below.", d.title),
             (None, Some(m)) if app.document().is_none() => {
                 format!("A plain chat with {}: ask anything below.", m.name)
             }
             _ => "Loading…".to_string(),
         };
+        let style = if app.model_failed().is_some() {
+            t.error
+        } else {
+            t.dim
+        };
         for r in markdown::wrap_ranges(&hint, width) {
-            out.push(Line::styled(hint[r].to_string(), t.dim));
+            out.push(Line::styled(printable(&hint[r]), style));
         }
     }
     for (i, turn) in app.chat.turns.iter().enumerate() {
@@ -161,17 +211,25 @@ pub fn lines(app: &App, width: usize) -> Vec<Line<'static>> {
             app.chat.show_thinking,
             t,
         ));
-        let note = match &turn.state {
+        let (note, style) = match &turn.state {
             TurnState::Waiting if app.reading() => {
-                Line::styled("… waiting for the reading to finish", t.dim)
+                ("… waiting for the reading to finish".to_string(), t.dim)
             }
-            TurnState::Waiting => Line::styled("… reading the question", t.dim),
-            TurnState::Streaming => Line::styled("▍", t.accent),
-            TurnState::Done => Line::styled(answer_note(turn), t.dim),
-            TurnState::Cancelled => Line::styled(format!("— cancelled · {}", turn.recipe), t.dim),
-            TurnState::Failed(e) => Line::styled(format!("✗ {e}"), t.error),
+            TurnState::Waiting => ("… reading the question".to_string(), t.dim),
+            TurnState::Streaming => ("▍".to_string(), t.accent),
+            TurnState::Done => (answer_note(turn), t.dim),
+            TurnState::Cancelled => (format!("— cancelled · {}", turn.recipe), t.dim),
+            TurnState::Failed(e) => (format!("✗ {e}"), t.error),
         };
-        out.push(note);
+        // The footer wraps rather than clipping at the pane's edge.
+        for r in markdown::wrap_ranges(&note, width) {
+            out.push(Line::styled(printable(&note[r]), style));
+        }
+        if let Some(n) = &turn.note {
+            for r in markdown::wrap_ranges(n, width) {
+                out.push(Line::styled(printable(&n[r]), t.accent));
+            }
+        }
     }
     out
 }
@@ -179,8 +237,11 @@ pub fn lines(app: &App, width: usize) -> Vec<Line<'static>> {
 fn answer_note(turn: &Turn) -> String {
     match &turn.stats {
         Some(s) => format!(
-            "— {} · {} tok at {:.1} tok/s · TTFT {:.2} s",
-            turn.recipe, s.generated_tokens, s.decode_tokens_per_s, s.time_to_first_token_s
+            "— {} · {} tok at {:.1} tok/s · TTFT {}",
+            turn.recipe,
+            s.generated_tokens,
+            s.decode_tokens_per_s,
+            fmt::seconds(s.time_to_first_token_s)
         ),
         None => format!("— {}", turn.recipe),
     }

@@ -31,10 +31,10 @@ pub struct Comparison {
     pub current: usize,
     /// Answers as they stream in, one per preset.
     pub partial: Vec<String>,
-    /// Each answer's numbers once it has streamed (the read time comes with the results).
+    /// Each answer's numbers once it has streamed (the read time comes with its row).
     pub stats: Vec<Option<Stats>>,
-    /// The final answers with their costs (once done).
-    pub results: Vec<RecipeAnswer>,
+    /// Each recipe's answer with its costs, as soon as that recipe is done.
+    pub rows: Vec<Option<RecipeAnswer>>,
     pub state: CompareState,
 }
 
@@ -47,7 +47,7 @@ impl Comparison {
             current: 0,
             partial: vec![String::new(); n],
             stats: vec![None; n],
-            results: Vec::new(),
+            rows: vec![None; n],
             state: CompareState::Running,
         }
     }
@@ -60,6 +60,42 @@ impl Comparison {
 
     pub fn token(&mut self, text: &str) {
         self.partial[self.current].push_str(text);
+    }
+
+    /// The recipe at `index` is done (answered, or skipped: its answer is cancelled).
+    pub fn finished(&mut self, index: usize, answer: RecipeAnswer) {
+        if let Some(r) = self.rows.get_mut(index) {
+            *r = Some(answer);
+        }
+    }
+
+    /// The comparison as Markdown for the saved conversation: a table of costs and each
+    /// recipe's answer.
+    pub fn markdown(&self) -> String {
+        let mut s = format!("\n## Comparison: {}\n\n", self.question);
+        s += "| recipe | prefill s | decode tok/s | KV MiB | answer |\n|---|---:|---:|---:|---|\n";
+        for (name, row) in self.names.iter().zip(&self.rows) {
+            let Some(a) = row else {
+                s += &format!("| {name} | – | – | – | not run |\n");
+                continue;
+            };
+            let st = &a.answer.stats;
+            let mut text = answer_text(&a.answer.text).replace('|', "\\|");
+            if a.answer.cancelled {
+                text = format!("(skipped) {text}");
+            }
+            s += &format!(
+                "| {name} | {:.2} | {:.1} | {:.1} | {} |\n",
+                a.read_seconds + st.prefill_seconds,
+                st.decode_tokens_per_s,
+                fmt::in_mib(st.cache.bytes_held),
+                text.trim()
+            );
+        }
+        if self.state == CompareState::Cancelled {
+            s += "\n*stopped before every recipe answered*\n";
+        }
+        s
     }
 
     /// Stats after tokens are the current answer's; those before are its read's.
@@ -90,7 +126,9 @@ pub fn draw(f: &mut Frame, app: &App, c: &Comparison) {
         .saturating_sub(COLS)
         .max(8);
     let footer = match &c.state {
-        CompareState::Running => "Esc cancels · the chat and the cache are put back afterwards",
+        CompareState::Running => {
+            "Esc skips this recipe · Ctrl-C stops · the chat and the cache are put back afterwards"
+        }
         CompareState::Done => {
             "Esc/F9 closes · prefill: re-read (if the recipe reads differently) + question"
         }
@@ -108,10 +146,12 @@ pub fn draw(f: &mut Frame, app: &App, c: &Comparison) {
         app.theme.heading,
     )];
     for (i, name) in c.names.iter().enumerate() {
-        let done = c.results.get(i);
+        let done = c.rows[i].as_ref();
         let (numbers, text, style) = match done {
             Some(a) => {
                 let s = &a.answer.stats;
+                let text = answer_text(&a.answer.text);
+                let skipped = a.answer.cancelled;
                 (
                     format!(
                         "{:>10.2}{:>10.1}{:>10.1}",
@@ -119,8 +159,16 @@ pub fn draw(f: &mut Frame, app: &App, c: &Comparison) {
                         s.decode_tokens_per_s,
                         fmt::in_mib(s.cache.bytes_held)
                     ),
-                    answer_text(&a.answer.text),
-                    Style::default(),
+                    match (skipped, text.is_empty()) {
+                        (true, true) => "skipped".to_string(),
+                        (true, false) => format!("(skipped) {text}"),
+                        _ => text,
+                    },
+                    if skipped {
+                        app.theme.dim
+                    } else {
+                        Style::default()
+                    },
                 )
             }
             None => {

@@ -10,7 +10,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::block;
-use crate::document::{Document, Section};
+use crate::document::{Document, Format, Section};
 use crate::tui::app::{App, Focus};
 use crate::tui::layout::doc_text_width;
 use crate::tui::markdown::{self, printable};
@@ -104,6 +104,7 @@ impl DocumentPane {
 #[derive(Debug, Clone)]
 pub struct DocView {
     pub title: String,
+    pub format: Format,
     pub text: String,
     pub sections: Vec<Section>,
     /// What a section is called: page, chapter or section ([`Document::section_noun`]).
@@ -127,6 +128,7 @@ impl DocView {
     fn new(doc: Document, width: usize) -> Self {
         let mut v = DocView {
             noun: doc.section_noun(),
+            format: doc.format,
             title: doc.title,
             text: doc.text,
             sections: doc.sections,
@@ -154,13 +156,20 @@ impl DocView {
         let marked = self.sections.len() > 1;
         let mut sections: Vec<&Section> = self.sections.iter().collect();
         sections.sort_by_key(|s| s.start);
+        let reflow = reflow_width(&self.text);
         for s in sections {
             let start = floor_boundary(&self.text, s.start.min(len));
             let end = floor_boundary(&self.text, s.end.min(len));
             if start > cursor {
-                wrap_into(&self.text, cursor..start, width, &mut self.lines);
+                wrap_into(&self.text, cursor..start, width, reflow, &mut self.lines);
             }
-            if marked {
+            // A titled section whose text opens with that title needs no marker: it would
+            // show the heading twice.
+            let repeats = s.title.as_deref().is_some_and(|t| {
+                let first = self.text[start..end].lines().find(|l| !l.trim().is_empty());
+                first.is_some_and(|l| l.trim().trim_start_matches('#').trim() == t.trim())
+            });
+            if marked && !repeats {
                 let label = match &s.title {
                     Some(t) => format!("── {} ──", t.trim()),
                     None => format!("── {} {} ──", self.noun, s.number),
@@ -169,12 +178,12 @@ impl DocView {
             }
             let from = start.max(cursor);
             if end > from {
-                wrap_into(&self.text, from..end, width, &mut self.lines);
+                wrap_into(&self.text, from..end, width, reflow, &mut self.lines);
                 cursor = end;
             }
         }
         if cursor < len || self.lines.is_empty() {
-            wrap_into(&self.text, cursor..len, width, &mut self.lines);
+            wrap_into(&self.text, cursor..len, width, reflow, &mut self.lines);
         }
     }
 
@@ -193,13 +202,91 @@ impl DocView {
     }
 }
 
-fn wrap_into(text: &str, range: Range<usize>, width: usize, out: &mut Vec<DocLine>) {
+/// The width a document was hard-wrapped at, when it was: most of its lines end near one
+/// length (the 90th percentile of non-blank line lengths, in characters). None for text whose
+/// paragraphs are single lines or whose lines are short (verse, lists, code).
+fn reflow_width(text: &str) -> Option<usize> {
+    let mut lens: Vec<usize> = text
+        .lines()
+        .map(|l| l.chars().count())
+        .filter(|&n| n > 0)
+        .collect();
+    if lens.len() < 8 {
+        return None;
+    }
+    lens.sort_unstable();
+    let p90 = lens[lens.len() * 9 / 10];
+    // Lines near p90 must be most lines: one-line paragraphs vary far more in length.
+    let near = lens
+        .iter()
+        .filter(|&&n| n * 10 >= p90 * 7 && n <= p90 + 8)
+        .count();
+    (40..=200)
+        .contains(&p90)
+        .then_some(p90)
+        .filter(|_| near * 2 >= lens.len())
+}
+
+/// Whether a source line starts a block of its own (a heading, a list item, a quote, a
+/// table row, indented code), so it is never joined to the line before.
+fn starts_block(line: &str) -> bool {
+    let t = line.trim_start();
+    let numbered = t.split_once(['.', ')']).is_some_and(|(n, rest)| {
+        !n.is_empty()
+            && n.len() <= 3
+            && n.bytes().all(|b| b.is_ascii_digit())
+            && rest.starts_with(' ')
+    });
+    line.starts_with("    ")
+        || line.starts_with('\t')
+        || numbered
+        || ["#", "- ", "* ", "+ ", "> ", "|", "```", "•"]
+            .iter()
+            .any(|m| t.starts_with(m))
+}
+
+/// Wraps `range` of `text` at `width`. With `reflow` (the width the source was hard-wrapped
+/// at), a line that runs near that width joins the next one for display, so a paragraph
+/// wraps as one; the line ranges stay exact byte ranges of the text (a joined line break is
+/// drawn as a space), so the window highlight lands where it did.
+fn wrap_into(
+    text: &str,
+    range: Range<usize>,
+    width: usize,
+    reflow: Option<usize>,
+    out: &mut Vec<DocLine>,
+) {
+    let mut lines: Vec<Range<usize>> = Vec::new();
     let mut at = range.start;
     for line in text[range.clone()].split('\n') {
-        for r in markdown::wrap_ranges(line, width) {
-            out.push(DocLine::Text(at + r.start..at + r.end));
-        }
+        lines.push(at..at + line.len());
         at += line.len() + 1;
+    }
+    let mut i = 0;
+    while i < lines.len() {
+        let mut para = lines[i].clone();
+        if let Some(w) = reflow {
+            while i + 1 < lines.len() {
+                let (cur, next) = (&text[lines[i].clone()], &text[lines[i + 1].clone()]);
+                let long = cur.chars().count() * 10 >= w * 7;
+                if !long
+                    || next.trim().is_empty()
+                    || cur.trim().is_empty()
+                    || starts_block(next)
+                    || cur.trim_start().starts_with('#')
+                {
+                    break;
+                }
+                i += 1;
+                para.end = lines[i].end;
+            }
+        }
+        // The line breaks inside become spaces for the wrap; byte offsets do not move.
+        let flat = text[para.clone()].replace('\n', " ");
+        for r in markdown::wrap_ranges(&flat, width) {
+            out.push(DocLine::Text(para.start + r.start..para.start + r.end));
+        }
+        i += 1;
     }
 }
 
@@ -236,7 +323,7 @@ pub fn draw(f: &mut Frame, app: &App, r: Rect) {
             DocLine::Marker { label, .. } => Line::styled(label.clone(), app.theme.accent),
             DocLine::Text(range) => {
                 let mut cuts = vec![range.start, range.end];
-                for b in [sink.end, win.start, win.end, read.end] {
+                for b in [sink.end, win.start, win.end, read.start, read.end] {
                     if range.start < b && b < range.end {
                         cuts.push(b);
                     }
@@ -251,7 +338,7 @@ pub fn draw(f: &mut Frame, app: &App, r: Rect) {
                             app.theme.window
                         } else if sink.contains(&at) {
                             app.theme.sink
-                        } else if at < read.end {
+                        } else if read.contains(&at) {
                             Style::default()
                         } else {
                             app.theme.unread
@@ -295,15 +382,17 @@ pub fn draw(f: &mut Frame, app: &App, r: Rect) {
                     .sink
                     .fg(app.theme.sink.bg.unwrap_or(Color::Magenta)),
             )
-        } else if a < read.end {
+        } else if overlaps(&read) {
             ("▓", Style::default())
         } else {
             ("░", app.theme.unread)
         };
+        // Only the part on screen is marked: a rule down the whole column beside the border
+        // read as a third vertical line.
         let view = if overlaps(&shown) {
             Span::styled("┃", app.theme.accent)
         } else {
-            Span::styled("│", app.theme.dim)
+            Span::raw(" ")
         };
         let line = Line::from(vec![Span::styled(ch, style), view]);
         f.render_widget(

@@ -7,6 +7,7 @@ pub mod chat;
 pub mod compare;
 pub mod document;
 pub mod help;
+pub mod part;
 pub mod recipe;
 pub mod stats;
 pub mod status;
@@ -38,6 +39,9 @@ pub fn render(f: &mut Frame, app: &App) {
     status::status(f, app, p.status);
     if let Some(c) = app.comparison() {
         compare::draw(f, app, c);
+    }
+    if let Some(p) = app.picker() {
+        part::draw(f, app, p);
     }
     if app.show_help() {
         help::draw(f, app);

@@ -3,7 +3,7 @@
 
 use ratatui::text::{Line, Span};
 
-use crate::engine::Stats;
+use crate::engine::{Stats, kv_other_fa_decode};
 use crate::tui::app::App;
 use crate::tui::fmt;
 
@@ -40,15 +40,10 @@ fn kv_lines(app: &App) -> Vec<Line<'static>> {
     let total_tokens: usize = c.tokens_per_layer.iter().sum();
     let per_token = c.bytes_held as f64 / total_tokens.max(1) as f64;
     let recipe = app.read_with().unwrap_or(app.recipe());
-    let mut rows = vec![kv(
-        "KV cache",
-        format!(
-            "{} · alloc {}",
-            fmt::mib(c.bytes_held),
-            fmt::mib(c.bytes_allocated)
-        ),
-        app,
-    )];
+    let mut rows = vec![
+        kv("KV cache", fmt::mib(c.bytes_held), app),
+        kv(" alloc", fmt::mib(c.bytes_allocated), app),
+    ];
     for (name, full) in [("full", true), ("sliding", false)] {
         let layers: Vec<usize> = c
             .tokens_per_layer
@@ -72,6 +67,24 @@ fn kv_lines(app: &App) -> Vec<Line<'static>> {
             ),
             app,
         ));
+    }
+    // The memory story: what the recipe keeps, and what the other FA-decode setting would.
+    let layers = c.tokens_per_layer.len();
+    if let Some(other) = kv_other_fa_decode(c, recipe, layers) {
+        let (keeps, alt) = if recipe.fa_decode {
+            (
+                format!("keeps all {} tok", fmt::int(c.next_pos)),
+                format!("off: {} (F4)", fmt::mib(other)),
+            )
+        } else {
+            let kept = (recipe.sink + recipe.window.unwrap_or(0)).min(c.next_pos);
+            (
+                format!("keeps {} tok/sliding", fmt::int(kept)),
+                format!("on: {} (F4)", fmt::mib(other)),
+            )
+        };
+        rows.push(kv("FA dec", keeps, app));
+        rows.push(kv("", alt, app));
     }
     rows
 }
@@ -102,7 +115,10 @@ pub fn lines(app: &App) -> Vec<Line<'static>> {
     let mut rows = Vec::new();
     match app.model() {
         Some(m) => rows.push(kv("model", format!("{} · {}", m.name, m.device), app)),
-        None if app.model_failed() => rows.push(kv("model", "failed (see below)".to_string(), app)),
+        None if app.model_failed().is_some() => rows.push(Line::styled(
+            format!("{:<9}failed: see the chat", "model"),
+            app.theme.error,
+        )),
         None => rows.push(kv("model", format!("loading {}…", app.model_hint()), app)),
     }
     if app.document().is_some() {
@@ -117,6 +133,10 @@ pub fn lines(app: &App) -> Vec<Line<'static>> {
             "–".into()
         };
         rows.push(kv("read", read, app));
+        // Which part of the document that is: never more than was read.
+        if let Some(l) = app.read_label() {
+            rows.push(kv("", l, app));
+        }
     }
     let (tokens, pages) = window_text(app);
     rows.push(kv("window", tokens, app));
@@ -124,13 +144,14 @@ pub fn lines(app: &App) -> Vec<Line<'static>> {
         rows.push(kv("", p, app));
     }
     rows.extend(kv_lines(app));
+    // While a read runs, its live rate; after it, the engine's figure for it.
     let prefill = match app.progress() {
-        Some(p) => p.rate(app.now()).unwrap_or(0.0),
-        None => s.prefill_tokens_per_s,
+        Some(p) if p.reading => p.rate(app.now()).unwrap_or(0.0),
+        _ => s.read_tokens_per_s,
     };
     rows.push(kv("prefill", fmt::rate(prefill, "tok/s"), app));
     rows.push(kv("decode", fmt::rate(s.decode_tokens_per_s, "tok/s"), app));
-    rows.push(kv("TTFT", fmt::rate(s.time_to_first_token_s, "s"), app));
+    rows.push(kv("TTFT", fmt::seconds(s.time_to_first_token_s), app));
     rows.push(kv(
         "memory",
         app.stats

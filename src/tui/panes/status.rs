@@ -66,7 +66,8 @@ pub fn title(f: &mut Frame, app: &App, r: Rect) {
     let model = app.model().map_or(app.model_hint(), |m| m.name.as_str());
     let mut spans = vec![Span::styled(" swaa-chat ", app.theme.heading)];
     if let Some(d) = app.doc() {
-        spans.push(Span::raw(format!("· {} ", printable(&d.title))));
+        let title = app.part().map_or(&d.title, |p| &p.title);
+        spans.push(Span::raw(format!("· {} ", printable(title))));
     }
     spans.push(Span::styled(
         format!("· {model} · {} ", app.recipe()),
@@ -160,9 +161,12 @@ pub fn status(f: &mut Frame, app: &App, r: Rect) {
             return;
         }
         Some((StatusKind::Info, m)) => Line::raw(m.clone()),
-        None if app.answering() => Line::styled("answering… Esc cancels", app.theme.dim),
+        None if app.answering() => Line::styled(
+            "answering… Esc cancels · Ctrl-C stops, twice quits",
+            app.theme.dim,
+        ),
         None => Line::styled(
-            "Tab: focus · PgUp/PgDn: scroll · Ctrl-S: save · Ctrl-C: quit",
+            "Tab: focus · PgUp/PgDn: scroll · Ctrl-S: save · Ctrl-Y: copy · :help · Ctrl-C: quit",
             app.theme.dim,
         ),
     };
