@@ -75,7 +75,7 @@ pub struct LoadProgress {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DocumentError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path} ({source}): check the path and that it is a readable file")]
     Unreadable {
         path: PathBuf,
         source: std::io::Error,
@@ -240,7 +240,10 @@ pub fn extract(path: &Path, json: bool) -> Result<String, DocumentError> {
             "pages": doc.sections,
             "text": doc.text,
         });
-        return Ok(format!("{v:#}\n"));
+        return Ok(format!(
+            "{}\n",
+            crate::units::json_escape_controls(&format!("{v:#}"))
+        ));
     }
     let mut out = String::with_capacity(doc.text.len() + 32 * doc.sections.len());
     let noun = doc.section_noun();

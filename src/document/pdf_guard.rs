@@ -162,7 +162,11 @@ fn predictor_ok(dict: &Dictionary) -> bool {
         int(b"Colors", 1),
         int(b"BitsPerComponent", 8),
     );
-    let row = columns.max(1).saturating_mul(colors.max(1)).saturating_mul(bits.max(8)) / 8;
+    let row = columns
+        .max(1)
+        .saturating_mul(colors.max(1))
+        .saturating_mul(bits.max(8))
+        / 8;
     (0..=MAX_PREDICTOR_ROW).contains(&row)
 }
 
@@ -199,7 +203,10 @@ fn drop_wide_cmaps(doc: &mut Document) -> usize {
 fn cmap_span(cmap: &[u8]) -> u64 {
     let text = String::from_utf8_lossy(cmap);
     let mut total = 0u64;
-    for (begin, end) in [("beginbfrange", "endbfrange"), ("begincidrange", "endcidrange")] {
+    for (begin, end) in [
+        ("beginbfrange", "endbfrange"),
+        ("begincidrange", "endcidrange"),
+    ] {
         for section in text.split(begin).skip(1) {
             let body = section.split(end).next().unwrap_or_default();
             let mut tokens = body
@@ -377,7 +384,10 @@ mod tests {
 
     #[test]
     fn cmap_spans_count_every_range() {
-        assert_eq!(cmap_span(b"1 beginbfrange <00> <FF> <0041> endbfrange"), 256);
+        assert_eq!(
+            cmap_span(b"1 beginbfrange <00> <FF> <0041> endbfrange"),
+            256
+        );
         assert_eq!(
             cmap_span(b"1 beginbfrange <00000000> <FFFFFFFF> <0041> endbfrange"),
             1 << 32
