@@ -59,10 +59,7 @@ fn fix_page_tree(doc: &mut Document, pages: &[ObjectId]) -> usize {
         let mut seen = HashSet::from([page]);
         let mut node = page;
         let mut has_box = false;
-        loop {
-            let Ok(dict) = doc.get_dictionary(node) else {
-                break;
-            };
+        while let Ok(dict) = doc.get_dictionary(node) {
             has_box |= dict.has(b"MediaBox");
             let Ok(parent) = dict.get(b"Parent").and_then(Object::as_reference) else {
                 break;

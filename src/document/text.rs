@@ -87,7 +87,7 @@ fn utf32(bom: &[u8], bytes: &[u8]) -> Option<String> {
         [_, _, _, _] => return None,
         _ => {
             let n = bytes.len().min(4096) & !3;
-            if n < 8 || bytes.len() % 4 != 0 {
+            if n < 8 || !bytes.len().is_multiple_of(4) {
                 return None;
             }
             let words = bytes[..n].chunks_exact(4);

@@ -250,7 +250,7 @@ impl ModelConfig {
             "max_position_embeddings",
         ] {
             match v.get(key) {
-                Some(x) if !x.is_u64() && !(x.is_null() && !REQUIRED.contains(&key)) => {
+                Some(x) if !(x.is_u64() || x.is_null() && !REQUIRED.contains(&key)) => {
                     return Err(ModelError::BadMetadata {
                         key: key.into(),
                         detail: format!("is {}, not a whole number", short_json(x)),
@@ -350,25 +350,25 @@ impl ModelConfig {
                 return bad(field, v.to_string(), format!("1 to {max}"));
             }
         }
-        if self.heads % self.kv_heads != 0 {
+        if !self.heads.is_multiple_of(self.kv_heads) {
             let allowed = format!("a divisor of the {} attention heads", self.heads);
             return bad("kv_heads", self.kv_heads.to_string(), allowed);
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             let allowed = "an even number (RoPE rotates pairs)".into();
             return bad("head_dim", self.head_dim.to_string(), allowed);
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
             return bad(
                 "rope_theta",
-                self.rope_theta.to_string(),
+                format!("{:e}", self.rope_theta),
                 "a positive number".into(),
             );
         }
         if !(self.rms_eps > 0.0 && self.rms_eps < 1.0) {
             return bad(
                 "rms_eps",
-                self.rms_eps.to_string(),
+                format!("{:e}", self.rms_eps),
                 "between 0 and 1".into(),
             );
         }

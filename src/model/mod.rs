@@ -61,7 +61,9 @@ pub enum ModelError {
     MissingMetadata(String),
     #[error("config.json is not valid ({0}): fix it, or download the model folder again")]
     BadConfig(String),
-    #[error("bad RoPE scaling in the model file: {key} {detail}")]
+    #[error(
+        "bad RoPE scaling in the model file: {key} {detail}; fix or remove that key, or use another model"
+    )]
     BadRopeScaling { key: String, detail: String },
     #[error(
         "this build has no CUDA support: rebuild with `cargo build --release --features cuda`, or use --device cpu"

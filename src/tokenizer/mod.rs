@@ -110,9 +110,8 @@ pub enum TokenizerError {
     #[error("tokenizer {op} failed: {message}")]
     Tokenizers { op: &'static str, message: String },
     #[error(
-        "the model's chat template does not compile: it uses Jinja that minijinja does not \
-         support; load the model from a folder whose tokenizer_config.json has a simpler \
-         `chat_template` ({message})"
+        "the model's chat template does not compile (use a model folder whose \
+         tokenizer_config.json has a `chat_template` minijinja supports): {message}"
     )]
     TemplateSyntax { message: String },
     /// Includes messages the template raises itself (`raise_exception`), e.g. on role order.

@@ -175,12 +175,18 @@ def run_case(c, args, base):
         shutil.rmtree(d, ignore_errors=True)
 
 
+MODEL_CATS = ("gguf", "safetensors", "config", "flags", "template", "question")
+
+
 def fast_pick(c, i):
-    """CI's subset: every case that is small and quick to make, one in three of the mutation families."""
+    """CI's subset (about two minutes on 2 cores): no large cases, one in four of the mutation
+    families, every other case of the categories that load a model (each costs ~0.5 s)."""
     if c["large"]:
         return False
     if re.search(r"/(flip|truncate|header-flip)-", c["id"]):
-        return i % 3 == 0
+        return i % 4 == 0
+    if c["cat"] in MODEL_CATS and not c["id"].endswith("/baseline"):
+        return i % 2 == 0
     return True
 
 
@@ -188,12 +194,13 @@ def main():
     ap = argparse.ArgumentParser(description="hostile-input corpus runner")
     ap.add_argument("--bin", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "debug", "swaa-chat"))
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "hostile"))
-    ap.add_argument("--fast", action="store_true", help="CI's subset: no large cases, fewer mutations, 20 s cap")
+    ap.add_argument("--fast", action="store_true", help="CI's subset: no large cases, fewer mutations and model cases, 20 s cap")
     ap.add_argument("--filter", default="", help="only cases whose id contains this")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=None)
     ap.add_argument("--mem-gb", type=int, default=8)
     ap.add_argument("--list", action="store_true", help="print the case ids and counts, run nothing")
+    ap.add_argument("--strict", action="store_true", help="unclear messages fail the run too")
     args = ap.parse_args()
     args.timeout = args.timeout or (20 if args.fast else 60)
     os.makedirs(args.out, exist_ok=True)
@@ -247,10 +254,24 @@ def main():
             f.write(table)
         print(table)
         print(f"{len(results)} cases in {time.time() - t0:.0f} s; results in {args.out}", file=sys.stderr)
-        bad = sum(1 for r in results if r["outcome"] not in ("ok", "clear"))
+        failing = {"hang", "oom", "panic", "crash", "raw", "refused"} | ({"unclear"} if args.strict else set())
+        known = known_failures()
+        bad = [r for r in results if r["outcome"] in failing and r["id"] not in known]
+        for r in results:
+            if r["id"] in known and r["outcome"] in ("ok", "clear"):
+                print(f"note: {r['id']} passes now: remove it from known.txt", file=sys.stderr)
+        for r in bad:
+            print(f"FAIL {r['outcome']} {r['id']}: {r['detail'][:200]}", file=sys.stderr)
         return 1 if bad else 0
     finally:
         shutil.rmtree(args.work, ignore_errors=True)
+
+
+def known_failures():
+    """Case ids that still fail, each with its reason in known.txt: reported, not failing."""
+    path = os.path.join(HERE, "known.txt")
+    with open(path) as f:
+        return {ln.split()[0] for ln in f if ln.strip() and not ln.startswith("#")}
 
 
 def summary(results):
