@@ -106,12 +106,16 @@ impl ModelArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    #[error(
+        "cannot read {path} ({source}): make it a UTF-8 text file, or set SWAA_CHAT_CONFIG to another"
+    )]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}:{line}:{column}: {message}")]
+    #[error(
+        "{path}:{line}:{column}: {message}: fix that line (config.toml.example documents every key)"
+    )]
     Parse {
         path: PathBuf,
         line: usize,

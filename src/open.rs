@@ -23,6 +23,11 @@ pub enum LoadError {
     Model(#[from] ModelError),
     #[error("tokenizer: {0}")]
     Tokenizer(#[from] TokenizerError),
+    #[error("{path}: tokenizer: {source}")]
+    TokenizerIn {
+        path: std::path::PathBuf,
+        source: TokenizerError,
+    },
 }
 
 pub struct Loaded {
@@ -55,7 +60,10 @@ pub fn load(
             .filter(|d| d.join("tokenizer.json").exists())
         {
             Some(dir) => ChatTokenizer::from_dir(dir)?,
-            None => ChatTokenizer::from_gguf(&md)?,
+            None => ChatTokenizer::from_gguf(&md).map_err(|source| LoadError::TokenizerIn {
+                path: gguf.clone(),
+                source,
+            })?,
         };
         return Ok(Loaded {
             model,

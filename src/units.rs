@@ -30,6 +30,20 @@ pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// JSON text with the control characters that serde_json leaves raw (DEL and the C1 range,
+/// which a terminal may take as CSI) written as `\u` escapes: same JSON, safe on a terminal.
+pub fn json_escape_controls(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Parses a token count as the command line writes it: `1500`, `2k` (k = 1024).
 pub fn parse_length(s: &str) -> std::result::Result<usize, String> {
     let t = s.trim().to_lowercase();

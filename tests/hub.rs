@@ -204,7 +204,7 @@ fn presets_are_consistent_and_unknown_names_are_listed() {
         Arch::parse("gemma3")
             .unwrap_err()
             .to_string()
-            .contains("llama, qwen2 and qwen3")
+            .contains("llama, qwen2 or qwen3")
     );
 }
 

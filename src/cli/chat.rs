@@ -135,7 +135,8 @@ pub(super) fn ask(
             "recipe": answer.recipe,
             "stats": answer.stats,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        let text = serde_json::to_string_pretty(&out)?;
+        println!("{}", crate::units::json_escape_controls(&text));
     } else {
         let s = &answer.stats;
         println!();

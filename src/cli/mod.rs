@@ -23,7 +23,9 @@ use crate::recipe::RecipeOverrides;
 #[command(
     name = "swaa-chat",
     version,
-    about = "Ask a local LLM about a long document, with sliding-window attention (SWAA)"
+    about = "Ask a local LLM about a long document, with sliding-window attention (SWAA)",
+    // `--sink -5` is a bad value for --sink (and says so), not an unknown flag `-5`.
+    allow_negative_numbers = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -43,6 +45,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Answer one question about a document and print the answer and stats.
+    #[command(allow_negative_numbers = true)]
     Ask {
         file: PathBuf,
         question: String,

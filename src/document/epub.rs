@@ -12,6 +12,8 @@ use super::{DocumentError, LoadProgress, Parsed, Part, html, text};
 
 /// The most one entry may inflate to: a zip bomb must fail, not fill memory.
 const MAX_ENTRY: u64 = 256 << 20;
+/// The most all chapters together may inflate to (a long novel is a few MiB of XHTML).
+const MAX_BOOK: u64 = 1 << 30;
 
 struct Item {
     path: String,
@@ -70,8 +72,11 @@ pub(super) fn parse(
     })
     .map_err(|e| corrupt(format!("{opf_path}: {e}")))?;
 
+    // A spine may list an item twice; read once, it cannot multiply the book's size.
+    let mut seen = std::collections::HashSet::new();
     let chapters: Vec<&Item> = spine
         .iter()
+        .filter(|id| seen.insert(id.as_str()))
         .filter_map(|id| manifest.get(id))
         .filter(|i| i.media_type.contains("html"))
         .collect();
@@ -93,8 +98,16 @@ pub(super) fn parse(
 
     let toc = toc(&mut zip, &manifest, ncx_id.as_deref());
     let mut parts = Vec::with_capacity(chapters.len());
+    let mut book = 0u64;
     for (i, ch) in chapters.iter().enumerate() {
         let raw = read_entry(&mut zip, &ch.path).map_err(corrupt)?;
+        book += raw.len() as u64;
+        if book > MAX_BOOK {
+            return Err(DocumentError::TooLarge {
+                path: path.into(),
+                what: format!("its chapters inflate past {} MiB", MAX_BOOK >> 20),
+            });
+        }
         let markup = text::decode(&raw).unwrap_or_else(|| String::from_utf8_lossy(&raw).into());
         let c = html::convert(&markup);
         // A cover or a page of images has no text: no section for it.
@@ -132,7 +145,7 @@ fn toc(
     if let Some(nav) = nav {
         match read_entry(zip, &nav.path) {
             Ok(raw) => {
-                let doc = Html::parse_document(&String::from_utf8_lossy(&raw));
+                let doc = Html::parse_document(&html::flatten_deep(&String::from_utf8_lossy(&raw)));
                 let navs: Vec<ElementRef> = doc
                     .tree
                     .root()

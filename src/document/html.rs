@@ -108,8 +108,70 @@ const LINE: &[&str] = &[
     "dir",
 ];
 
+/// Deeper than any real page: html5ever's tree building slows down with depth (each tag
+/// scans the open elements: 100,000 nested divs took 45 s), so tags below it are dropped.
+const MAX_DEPTH: usize = 512;
+
+/// Elements that never hold content, so never nest.
+const VOID: &[&str] = &[
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source",
+    "track", "wbr",
+];
+
+/// `html` with the tags nested deeper than [`MAX_DEPTH`] removed (their text stays), by a
+/// linear scan that counts open and close tags; ordinary pages come back unchanged.
+pub(super) fn flatten_deep(html: &str) -> std::borrow::Cow<'_, str> {
+    let mut depth = 0usize;
+    let mut cut: Vec<(usize, usize)> = Vec::new();
+    let b = html.as_bytes();
+    let mut i = 0;
+    while let Some(off) = b[i..].iter().position(|&c| c == b'<') {
+        let start = i + off;
+        let Some(len) = b[start..].iter().position(|&c| c == b'>') else {
+            break;
+        };
+        let end = start + len + 1;
+        let tag = &html[start + 1..end - 1];
+        let closing = tag.starts_with('/');
+        let name: String = tag
+            .trim_start_matches('/')
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect::<String>()
+            .to_ascii_lowercase();
+        let nests = !name.is_empty() && !VOID.contains(&name.as_str()) && !tag.ends_with('/');
+        if nests && closing {
+            if depth > MAX_DEPTH {
+                cut.push((start, end));
+            }
+            depth = depth.saturating_sub(1);
+        } else if nests {
+            depth += 1;
+            if depth > MAX_DEPTH {
+                cut.push((start, end));
+            }
+        }
+        i = end;
+    }
+    if cut.is_empty() {
+        return html.into();
+    }
+    tracing::warn!(
+        "HTML nested deeper than {MAX_DEPTH}: {} tags dropped",
+        cut.len()
+    );
+    let mut out = String::with_capacity(html.len());
+    let mut at = 0;
+    for (s, e) in cut {
+        out.push_str(&html[at..s]);
+        at = e;
+    }
+    out.push_str(&html[at..]);
+    out.into()
+}
+
 pub(super) fn convert(html: &str) -> Converted {
-    let doc = Html::parse_document(html);
+    let doc = Html::parse_document(&flatten_deep(html));
     let mut w = Writer::default();
     let mut title: Option<String> = None;
     let mut title_text: Option<String> = None; // while inside <title>

@@ -7,6 +7,7 @@
 mod epub;
 mod html;
 mod pdf;
+mod pdf_guard;
 mod range;
 mod text;
 
@@ -74,7 +75,7 @@ pub struct LoadProgress {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DocumentError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path} ({source}): check the path and that it is a readable file")]
     Unreadable {
         path: PathBuf,
         source: std::io::Error,
@@ -103,6 +104,20 @@ pub enum DocumentError {
         "{path} is a zip archive but not an EPUB (no META-INF/container.xml): give an EPUB, PDF, HTML, Markdown or plain-text file"
     )]
     NotEpub { path: PathBuf },
+    #[error(
+        "{path}: {part} took longer than {secs} s to parse (a malformed or hostile file): re-export it, or give another copy"
+    )]
+    TooSlow {
+        path: PathBuf,
+        part: String,
+        secs: u64,
+    },
+    #[error("{path} is too large to read ({what}): split it into smaller files")]
+    TooLarge { path: PathBuf, what: String },
+    #[error(
+        "{path}: no text was left within the safety limits ({what}): re-export it, e.g. print it to a new PDF"
+    )]
+    Limit { path: PathBuf, what: String },
     #[error(
         "{path} is not a readable {format} (truncated or corrupt: {detail}): re-download or re-export it"
     )]
@@ -225,7 +240,10 @@ pub fn extract(path: &Path, json: bool) -> Result<String, DocumentError> {
             "pages": doc.sections,
             "text": doc.text,
         });
-        return Ok(format!("{v:#}\n"));
+        return Ok(format!(
+            "{}\n",
+            crate::units::json_escape_controls(&format!("{v:#}"))
+        ));
     }
     let mut out = String::with_capacity(doc.text.len() + 32 * doc.sections.len());
     let noun = doc.section_noun();

@@ -1,51 +1,144 @@
 //! PDF → text, one section per page. lopdf parses the file (and opens files encrypted with an
 //! empty user password); pdf-extract turns each page's content stream into text in stream order
 //! (fonts' encodings, `Differences` and ToUnicode maps); we then expand ligatures and rejoin
-//! words hyphenated at line ends. Both crates can panic on malformed input: each call runs
-//! under `catch_unwind` and a panic becomes a "truncated or corrupt" error.
+//! words hyphenated at line ends. Both crates trust their input: the parse runs on a worker
+//! thread with a large stack and a deadline per page, `pdf_guard` bounds the structures that
+//! would loop, recurse or allocate without end, and each call runs under `catch_unwind` so a
+//! panic becomes a "truncated or corrupt" error.
 
 use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::Once;
+use std::sync::mpsc;
+use std::time::Duration;
 
 use lopdf::Object;
 use pdf_extract::PlainTextOutput;
 
-use super::{DocumentError, LoadProgress, Parsed, Part};
+use super::{DocumentError, LoadProgress, Parsed, Part, pdf_guard};
+
+/// The parsers recurse per nesting level of objects, page-tree nodes and forms: real files
+/// need little, hostile ones a lot (only address space until touched).
+const STACK: usize = 512 << 20;
+/// The longest one page (or the file's structure before the first page) may take.
+const PAGE_DEADLINE: Duration = Duration::from_secs(20);
+/// More pages than any book: each costs pdf-extract a walk of the whole page tree.
+const MAX_PAGES: usize = 20_000;
+
+enum Msg {
+    Progress(LoadProgress),
+    Done(Result<Parsed, DocumentError>),
+}
 
 pub(super) fn parse(
     path: &Path,
     bytes: &[u8],
     progress: &mut dyn FnMut(LoadProgress),
 ) -> Result<Parsed, DocumentError> {
+    let (tx, rx) = mpsc::channel();
+    let (owned, p) = (bytes.to_vec(), path.to_path_buf());
+    let spawned = std::thread::Builder::new()
+        .name("pdf".into())
+        .stack_size(STACK)
+        .spawn(move || {
+            let r = parse_here(&p, &owned, &mut |lp| {
+                let _ = tx.send(Msg::Progress(lp));
+            });
+            let _ = tx.send(Msg::Done(r));
+        });
+    if let Err(e) = spawned {
+        return Err(DocumentError::corrupt(path, "PDF")(format!(
+            "no thread to parse it on: {e}"
+        )));
+    }
+    let mut done = 0;
+    loop {
+        match rx.recv_timeout(PAGE_DEADLINE) {
+            Ok(Msg::Progress(lp)) => {
+                done = lp.done;
+                progress(lp);
+            }
+            Ok(Msg::Done(r)) => return r,
+            // The worker cannot be stopped: it is left to finish (or spin) on its own.
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return Err(DocumentError::TooSlow {
+                    path: path.into(),
+                    part: if done == 0 {
+                        "its structure".into()
+                    } else {
+                        format!("page {}", done + 1)
+                    },
+                    secs: PAGE_DEADLINE.as_secs(),
+                });
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(DocumentError::corrupt(path, "PDF")(
+                    "the parser stopped without an answer".into(),
+                ));
+            }
+        }
+    }
+}
+
+fn parse_here(
+    path: &Path,
+    bytes: &[u8],
+    progress: &mut dyn FnMut(LoadProgress),
+) -> Result<Parsed, DocumentError> {
     let corrupt = DocumentError::corrupt(path, "PDF");
     let encrypted = || DocumentError::Encrypted(path.into());
-    let doc = match quietly(|| lopdf::Document::load_mem(bytes)) {
+    let mut doc = match quietly(|| lopdf::Document::load_mem(bytes)) {
         Ok(Ok(doc)) => doc,
         // lopdf may fail on the encryption dictionary itself before it can say "encrypted".
         Ok(Err(_)) | Err(_) if has_encrypt_entry(bytes) => return Err(encrypted()),
         Ok(Err(e)) => return Err(corrupt(e.to_string())),
-        Err(panic) => return Err(corrupt(panic)),
+        Err(panic) => {
+            tracing::warn!("{}: {panic}", path.display());
+            return Err(corrupt("its structure could not be parsed".into()));
+        }
     };
     // Still encrypted after load: the empty user password did not open it.
     if doc.is_encrypted() {
         return Err(encrypted());
     }
+    let guarded = quietly(|| pdf_guard::guard(&mut doc)).unwrap_or_else(|panic| {
+        tracing::warn!("{}: guard: {panic}", path.display());
+        Default::default()
+    });
+    if guarded.changed > 0 {
+        tracing::warn!(
+            "{}: {} hostile structures bounded",
+            path.display(),
+            guarded.changed
+        );
+    }
     let pages = doc.get_pages();
     if pages.is_empty() {
+        // A broken /Encrypt dictionary can leave lopdf without a page tree.
+        if has_encrypt_entry(bytes) {
+            return Err(encrypted());
+        }
         return Err(corrupt("no pages".into()));
+    }
+    if pages.len() > MAX_PAGES {
+        return Err(DocumentError::TooLarge {
+            path: path.into(),
+            what: format!("{} pages (at most {MAX_PAGES})", pages.len()),
+        });
     }
     let total = pages.len();
     let mut parts = Vec::with_capacity(total);
     let mut first_failure = None;
-    for (i, &number) in pages.keys().enumerate() {
+    let mut unreadable_text = None;
+    for (i, (&number, &id)) in pages.iter().enumerate() {
         let text = quietly(|| {
             let mut s = String::new();
             let done =
                 pdf_extract::output_doc_page(&doc, &mut PlainTextOutput::new(&mut s), number);
             done.map(|()| s)
         });
+        // What the user sees names the page; the parser's own words go to the log.
         let text = match text {
             Ok(Ok(t)) => clean(&t),
             // One bad page must not cost the whole book: keep its number, log, go on.
@@ -56,10 +149,14 @@ pub(super) fn parse(
             }
             Err(panic) => {
                 tracing::warn!("{}: page {number}: {panic}", path.display());
-                first_failure.get_or_insert_with(|| format!("page {number}: {panic}"));
+                first_failure
+                    .get_or_insert_with(|| format!("page {number}: its content is malformed"));
                 String::new()
             }
         };
+        if text.trim().is_empty() && unreadable_text.is_none() && draws_text(&doc, id) {
+            unreadable_text = Some(number);
+        }
         parts.push(Part {
             number: number as usize,
             title: None,
@@ -68,15 +165,33 @@ pub(super) fn parse(
         progress(LoadProgress { done: i + 1, total });
     }
     if parts.iter().all(|p| p.text.trim().is_empty()) {
-        return Err(match first_failure {
-            Some(f) => corrupt(f),
-            None => DocumentError::NoTextLayer(path.into()),
+        if let Some(what) = guarded.limit {
+            return Err(DocumentError::Limit {
+                path: path.into(),
+                what,
+            });
+        }
+        return Err(match (first_failure, unreadable_text) {
+            (Some(f), _) => corrupt(f),
+            (None, Some(page)) => corrupt(format!(
+                "page {page} draws text that could not be decoded (a broken content stream or font)"
+            )),
+            (None, None) => DocumentError::NoTextLayer(path.into()),
         });
     }
     Ok(Parsed {
         title: info_title(&doc),
         parts,
     })
+}
+
+/// A page whose content shows text (`Tj`, `TJ`, `'`, `"` operators): it is not a scan,
+/// so an empty extraction means broken content, not "OCR it first".
+fn draws_text(doc: &lopdf::Document, page: lopdf::ObjectId) -> bool {
+    let content = doc.get_page_content(page).unwrap_or_default();
+    content
+        .split(|b| b.is_ascii_whitespace() || matches!(b, b')' | b']' | b'>'))
+        .any(|w| matches!(w, b"Tj" | b"TJ" | b"'" | b"\""))
 }
 
 /// `/Title` of the document information dictionary.

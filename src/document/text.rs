@@ -9,9 +9,15 @@ use super::{Parsed, Part};
 /// CRLF and lone CR become LF. `None` for binary data.
 pub(super) fn decode(bytes: &[u8]) -> Option<String> {
     let text = if let Some((enc, bom)) = encoding_rs::Encoding::for_bom(bytes) {
-        enc.decode_without_bom_handling(&bytes[bom..])
-            .0
-            .into_owned()
+        if let Some(t) = utf32(&bytes[..4.min(bytes.len())], bytes) {
+            t
+        } else {
+            enc.decode_without_bom_handling(&bytes[bom..])
+                .0
+                .into_owned()
+        }
+    } else if let Some(t) = utf32(&[], bytes).or_else(|| utf16_without_bom(bytes)) {
+        t
     } else if let Ok(s) = std::str::from_utf8(bytes) {
         s.to_owned()
     } else {
@@ -27,20 +33,84 @@ pub(super) fn decode(bytes: &[u8]) -> Option<String> {
     Some(text.replace("\r\n", "\n").replace('\r', "\n"))
 }
 
-/// Text has no NUL and almost no control characters; binary data decoded as a single-byte
-/// encoding has plenty (an eighth of random bytes are below 0x20).
+/// Text has almost no NULs or control characters; binary data decoded as a single-byte
+/// encoding has plenty (an eighth of random bytes are below 0x20). Terminal controls (ESC,
+/// BEL, BS, C1: logs and typescripts are full of them) and vertical tabs count as text; they
+/// are neutralised when the document is assembled.
 fn looks_binary(text: &str) -> bool {
-    let (mut chars, mut controls) = (0usize, 0usize);
+    let (mut chars, mut controls, mut nuls) = (0usize, 0usize, 0usize);
     for c in text.chars() {
-        if c == '\0' {
-            return true;
-        }
         chars += 1;
-        if c.is_control() && !matches!(c, '\n' | '\r' | '\t' | '\x0c') {
+        nuls += usize::from(c == '\0');
+        let terminal = matches!(c, '\x1b' | '\x07' | '\x08' | '\u{80}'..='\u{9f}');
+        if c.is_control() && !terminal && !matches!(c, '\n' | '\r' | '\t' | '\x0b' | '\x0c') {
             controls += 1;
         }
     }
-    controls * 100 > chars
+    nuls * 100 > chars || controls * 100 > chars
+}
+
+/// UTF-16 without a BOM, told by its NULs: in ASCII-heavy text every other byte is 0, on
+/// the odd bytes for little-endian and the even ones for big-endian.
+fn utf16_without_bom(bytes: &[u8]) -> Option<String> {
+    let n = bytes.len().min(4096) & !1;
+    if n < 8 {
+        return None;
+    }
+    let zeros = |parity: usize| {
+        bytes[..n]
+            .iter()
+            .skip(parity)
+            .step_by(2)
+            .filter(|&&b| b == 0)
+            .count()
+    };
+    let (even, odd) = (zeros(0), zeros(1));
+    let half = n / 2;
+    let enc = if odd * 10 > half * 4 && even * 10 < half {
+        encoding_rs::UTF_16LE
+    } else if even * 10 > half * 4 && odd * 10 < half {
+        encoding_rs::UTF_16BE
+    } else {
+        return None;
+    };
+    let (text, bad) = enc.decode_without_bom_handling(bytes);
+    (!bad).then(|| text.into_owned())
+}
+
+/// UTF-32 (by its BOM, `bom` being the first four bytes, or by three NULs in every four
+/// bytes), which encoding_rs does not decode.
+fn utf32(bom: &[u8], bytes: &[u8]) -> Option<String> {
+    let (le, skip) = match bom {
+        [0xff, 0xfe, 0, 0] => (true, 4),
+        [0, 0, 0xfe, 0xff] => (false, 4),
+        [_, _, _, _] => return None,
+        _ => {
+            let n = bytes.len().min(4096) & !3;
+            if n < 8 || !bytes.len().is_multiple_of(4) {
+                return None;
+            }
+            let words = bytes[..n].chunks_exact(4);
+            let le = words.clone().all(|w| w[3] == 0 && w[2] <= 0x10);
+            let be = words.clone().all(|w| w[0] == 0 && w[1] <= 0x10);
+            match (le, be) {
+                (true, false) => (true, 0),
+                (false, true) => (false, 0),
+                _ => return None,
+            }
+        }
+    };
+    bytes[skip..]
+        .chunks_exact(4)
+        .map(|w| {
+            let v = if le {
+                u32::from_le_bytes([w[0], w[1], w[2], w[3]])
+            } else {
+                u32::from_be_bytes([w[0], w[1], w[2], w[3]])
+            };
+            char::from_u32(v)
+        })
+        .collect()
 }
 
 /// Plain text is one section; its title is the file name.

@@ -178,7 +178,7 @@ impl Session {
 
     fn render(&self, question: Option<&str>) -> Result<String> {
         self.tok
-            .render_chat(
+            .render_chat_marked(
                 &self.prompt().messages(question),
                 question.is_some(),
                 self.recipe.think,
@@ -196,21 +196,51 @@ impl Session {
     /// (0 before the document, its length after it): a UI maps cache positions to text
     /// with these, from the very encoding that is read.
     fn encode_mapped(&self, text: &str) -> Result<(Vec<u32>, Vec<usize>)> {
-        let enc = self
+        self.encode_mapped_slice(text, 0..text.len())
+    }
+
+    /// [`Session::encode_mapped`] of `text[range]` alone, offsets still into the document.
+    fn encode_mapped_slice(
+        &self,
+        text: &str,
+        range: std::ops::Range<usize>,
+    ) -> Result<(Vec<u32>, Vec<usize>)> {
+        let (ids, starts) = self
             .tok
-            .inner()
-            .encode(text, false)
+            .encode_with_offsets(&text[range.clone()], false)
             .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
         let (start, len) = match &self.document {
             Some((_, doc)) => (text.find(doc.as_str()).unwrap_or(0), doc.len()),
             None => (0, 0),
         };
-        let offsets = enc
-            .get_offsets()
+        let offsets = starts
             .iter()
-            .map(|&(s, _)| s.saturating_sub(start).min(len))
+            .map(|&s| (range.start + s).saturating_sub(start).min(len))
             .collect();
-        Ok((enc.get_ids().to_vec(), offsets))
+        Ok((ids, offsets))
+    }
+
+    /// The prefix's tokens for a read of at most `budget` tokens, without tokenizing all of a
+    /// document far past the context (a 200 MB text took 28 GB): slices of the beginning grow
+    /// until they hold more than `budget` tokens or are the whole prefix. Returns the tokens
+    /// and offsets of that slice, and the prefix's length over the slice's.
+    fn encode_bounded(&self, prefix: &str, budget: usize) -> Result<(Vec<u32>, Vec<usize>, f64)> {
+        let mut len = budget.saturating_mul(8).max(1 << 16);
+        loop {
+            if len >= prefix.len() {
+                let (t, o) = self.encode_mapped(prefix)?;
+                return Ok((t, o, 1.0));
+            }
+            let end = (0..=len)
+                .rev()
+                .find(|&i| prefix.is_char_boundary(i))
+                .unwrap_or(0);
+            let (t, o) = self.encode_mapped_slice(prefix, 0..end)?;
+            if t.len() > budget {
+                return Ok((t, o, prefix.len() as f64 / end.max(1) as f64));
+            }
+            len = len.saturating_mul(2);
+        }
     }
 
     /// The document part of the first prompt: everything before the question, as text.
@@ -341,10 +371,35 @@ impl Session {
         if !self.history.is_empty() || self.held.text.len() >= prefix.len() {
             return Ok(());
         }
-        let (mut tokens, mut offsets) = self.encode_mapped(&prefix)?;
         let budget = self.ctx().saturating_sub(self.question_budget());
+        let (mut tokens, mut offsets, scale) = self.encode_bounded(&prefix, budget)?;
         if tokens.len() > budget {
             let policy = self.opts.context_policy;
+            if scale > 1.0 {
+                if policy == ContextPolicy::TruncateHead {
+                    // The end of the document is kept: tokenize as much of the end as the
+                    // beginning took, after the template's head.
+                    let from = prefix.len() - (prefix.len() as f64 / scale) as usize;
+                    let from = (from..=prefix.len())
+                        .find(|&i| prefix.is_char_boundary(i))
+                        .unwrap_or(prefix.len());
+                    let (t, o) = self.encode_mapped_slice(&prefix, from..prefix.len())?;
+                    let head = 16.min(budget).min(tokens.len());
+                    tokens.truncate(head);
+                    offsets.truncate(head);
+                    tokens.extend(t);
+                    offsets.extend(o);
+                } else if policy == ContextPolicy::Error {
+                    // Only the beginning was tokenized: the whole is estimated from it.
+                    let doc = (tokens.len() as f64 * scale) as usize;
+                    return Err(EngineError::ContextOverflow {
+                        needed: doc + self.question_budget(),
+                        doc,
+                        rest: self.question_budget(),
+                        ctx: self.ctx(),
+                    });
+                }
+            }
             match prompt::fit(&tokens, budget, policy) {
                 Some(t) => {
                     tokens = t;

@@ -26,7 +26,10 @@ impl Arch {
             "llama" | "LlamaForCausalLM" => Ok(Arch::Llama),
             "qwen2" | "Qwen2ForCausalLM" => Ok(Arch::Qwen2),
             "qwen3" | "Qwen3ForCausalLM" => Ok(Arch::Qwen3),
-            other => Err(ModelError::UnsupportedArch(other.to_string())),
+            // The name comes from the file: shown short and without terminal controls.
+            other => Err(ModelError::UnsupportedArch(
+                crate::units::printable(&other.chars().take(40).collect::<String>()).into_owned(),
+            )),
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -41,6 +44,40 @@ impl Arch {
     }
     pub fn has_qk_norm(self) -> bool {
         self == Arch::Qwen3
+    }
+}
+
+/// `config.json` keys without a default.
+const REQUIRED: &[&str] = &[
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+];
+
+/// A JSON value for a message: short, whatever its size.
+fn short_json(v: &serde_json::Value) -> String {
+    let s = v.to_string();
+    match s.char_indices().nth(40) {
+        Some((i, _)) => format!("{}…", crate::units::printable(&s[..i])),
+        None => crate::units::printable(&s).into_owned(),
+    }
+}
+
+/// What a metadata value is, for a message (never the value itself: it may be megabytes).
+fn value_kind(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("a string of {} bytes", s.len()),
+        Value::Array(a) => format!("an array of {} entries", a.len()),
+        Value::I8(x) => format!("{x}"),
+        Value::I16(x) => format!("{x}"),
+        Value::I32(x) => format!("{x}"),
+        Value::I64(x) => format!("{x}"),
+        Value::F32(x) => format!("{x}"),
+        Value::F64(x) => format!("{x}"),
+        Value::Bool(x) => format!("{x}"),
+        other => format!("{other:?}"),
     }
 }
 
@@ -88,26 +125,45 @@ impl ModelConfig {
         };
         let arch_name = get("general.architecture")?
             .to_string()
-            .map_err(ModelError::from)?
+            .map_err(|_| ModelError::BadMetadata {
+                key: "general.architecture".into(),
+                detail: "is not a string".into(),
+            })?
             .clone();
         let arch = Arch::parse(&arch_name)?;
         let p = arch.as_str();
         let num = |k: &str| -> Result<usize, ModelError> {
-            let v = get(&format!("{p}.{k}"))?;
+            let key = format!("{p}.{k}");
+            let v = get(&key)?;
             v.to_u32()
-                .map(|x| x as usize)
-                .or_else(|_| v.to_u64().map(|x| x as usize))
-                .map_err(ModelError::from)
+                .map(u64::from)
+                .or_else(|_| v.to_u64())
+                .ok()
+                .and_then(|x| usize::try_from(x).ok())
+                .ok_or_else(|| ModelError::BadMetadata {
+                    key,
+                    detail: format!("is {}, not a whole number", value_kind(v)),
+                })
         };
-        let float = |k: &str, default: f64| -> f64 {
-            md.get(&format!("{p}.{k}"))
-                .and_then(|v| v.to_f32().ok())
-                .map(|x| x as f64)
-                .unwrap_or(default)
+        let float = |k: &str, default: f64| -> Result<f64, ModelError> {
+            let key = format!("{p}.{k}");
+            match md.get(&key) {
+                None => Ok(default),
+                Some(v) => v
+                    .to_f32()
+                    .map(f64::from)
+                    .map_err(|_| ModelError::BadMetadata {
+                        key,
+                        detail: format!("is {}, not a number", value_kind(v)),
+                    }),
+            }
         };
         let hidden = num("embedding_length")?;
         let heads = num("attention.head_count")?;
-        let head_dim = num("attention.key_length").unwrap_or(hidden / heads);
+        let head_dim = match md.contains_key(&format!("{p}.attention.key_length")) {
+            true => num("attention.key_length")?,
+            false => hidden.checked_div(heads).unwrap_or(0),
+        };
         let vocab = match md
             .get("tokenizer.ggml.tokens")
             .and_then(|t| t.to_vec().ok())
@@ -116,17 +172,20 @@ impl ModelConfig {
             None => num("vocab_size")?,
         };
         let ctx = num("context_length")?;
-        Ok(ModelConfig {
+        let cfg = ModelConfig {
             arch,
             vocab,
             hidden,
             intermediate: num("feed_forward_length")?,
             layers: num("block_count")?,
             heads,
-            kv_heads: num("attention.head_count_kv").unwrap_or(heads),
+            kv_heads: match md.contains_key(&format!("{p}.attention.head_count_kv")) {
+                true => num("attention.head_count_kv")?,
+                false => heads,
+            },
             head_dim,
-            rope_theta: float("rope.freq_base", 10_000.0),
-            rms_eps: float("attention.layer_norm_rms_epsilon", 1e-6),
+            rope_theta: float("rope.freq_base", 10_000.0)?,
+            rms_eps: float("attention.layer_norm_rms_epsilon", 1e-6)?,
             tied_embeddings: !has_output,
             ctx,
             // llama.cpp's converter permutes llama's Q/K rows for interleaved RoPE; qwen is neox.
@@ -136,6 +195,24 @@ impl ModelConfig {
                 RopeStyle::Halves
             },
             rope_scaling: RopeScaling::from_gguf(md, p, ctx)?,
+        };
+        cfg.validated(|field| {
+            let k = match field {
+                "vocab" if md.contains_key("tokenizer.ggml.tokens") => {
+                    return "tokenizer.ggml.tokens".into();
+                }
+                "vocab" => "vocab_size",
+                "hidden" => "embedding_length",
+                "intermediate" => "feed_forward_length",
+                "layers" => "block_count",
+                "heads" => "attention.head_count",
+                "kv_heads" => "attention.head_count_kv",
+                "head_dim" => "attention.key_length",
+                "ctx" => "context_length",
+                "rope_theta" => "rope.freq_base",
+                _ => "attention.layer_norm_rms_epsilon",
+            };
+            format!("{p}.{k}")
         })
     }
 
@@ -159,7 +236,41 @@ impl ModelConfig {
             /// transformers v5's name for `rope_scaling`.
             rope_parameters: Option<serde_json::Value>,
         }
-        let h: Hf = serde_json::from_str(json).map_err(|e| ModelError::BadConfig(e.to_string()))?;
+        // serde's messages give a column, not the key: check the shape's keys first.
+        let v: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| ModelError::BadConfig(e.to_string()))?;
+        for key in [
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "head_dim",
+            "max_position_embeddings",
+        ] {
+            match v.get(key) {
+                Some(x) if !(x.is_u64() || x.is_null() && !REQUIRED.contains(&key)) => {
+                    return Err(ModelError::BadMetadata {
+                        key: key.into(),
+                        detail: format!("is {}, not a whole number", short_json(x)),
+                    });
+                }
+                None if REQUIRED.contains(&key) => {
+                    return Err(ModelError::MissingMetadata(key.into()));
+                }
+                _ => {}
+            }
+        }
+        for key in ["rope_theta", "rms_norm_eps"] {
+            if let Some(x) = v.get(key).filter(|x| !x.is_null() && !x.is_number()) {
+                return Err(ModelError::BadMetadata {
+                    key: key.into(),
+                    detail: format!("is {}, not a number", short_json(x)),
+                });
+            }
+        }
+        let h: Hf = serde_json::from_value(v).map_err(|e| ModelError::BadConfig(e.to_string()))?;
         let name = h
             .model_type
             .or_else(|| h.architectures.and_then(|a| a.into_iter().next()))
@@ -177,7 +288,7 @@ impl ModelConfig {
                 .and_then(|p| p.get("rope_theta"))
                 .and_then(|t| t.as_f64())
         });
-        Ok(ModelConfig {
+        ModelConfig {
             arch: Arch::parse(&name)?,
             vocab: h.vocab_size,
             hidden: h.hidden_size,
@@ -185,14 +296,83 @@ impl ModelConfig {
             layers: h.num_hidden_layers,
             heads: h.num_attention_heads,
             kv_heads: h.num_key_value_heads.unwrap_or(h.num_attention_heads),
-            head_dim: h.head_dim.unwrap_or(h.hidden_size / h.num_attention_heads),
+            head_dim: h.head_dim.unwrap_or(
+                h.hidden_size
+                    .checked_div(h.num_attention_heads)
+                    .unwrap_or(0),
+            ),
             rope_theta: theta.unwrap_or(10_000.0),
             rms_eps: h.rms_norm_eps.unwrap_or(1e-6),
             tied_embeddings: h.tie_word_embeddings.unwrap_or(false),
             ctx,
             rope_style: RopeStyle::Halves,
             rope_scaling,
+        }
+        .validated(|field| {
+            match field {
+                "vocab" => "vocab_size",
+                "hidden" => "hidden_size",
+                "intermediate" => "intermediate_size",
+                "layers" => "num_hidden_layers",
+                "heads" => "num_attention_heads",
+                "kv_heads" => "num_key_value_heads",
+                "head_dim" => "head_dim",
+                "ctx" => "max_position_embeddings",
+                "rope_theta" => "rope_theta",
+                _ => "rms_norm_eps",
+            }
+            .into()
         })
+    }
+
+    /// Refuses shapes no real model has, before anything is sized from them: zero or absurd
+    /// sizes, heads that do not group, an odd head size, a NaN or negative RoPE base or
+    /// epsilon. `key` gives a field's name as the file spells it, for the message.
+    fn validated(self, key: impl Fn(&str) -> String) -> Result<Self, ModelError> {
+        let bad = |field: &str, value: String, allowed: String| {
+            Err(ModelError::BadMetadata {
+                key: key(field),
+                detail: format!("is {value} (allowed: {allowed})"),
+            })
+        };
+        let sizes = [
+            ("vocab", self.vocab, 1 << 21),
+            ("hidden", self.hidden, 1 << 16),
+            ("intermediate", self.intermediate, 1 << 18),
+            ("layers", self.layers, 1024),
+            ("heads", self.heads, 1024),
+            ("kv_heads", self.kv_heads, 1024),
+            ("head_dim", self.head_dim, 1024),
+            ("ctx", self.ctx, 1 << 20),
+        ];
+        for (field, v, max) in sizes {
+            if v == 0 || v > max {
+                return bad(field, v.to_string(), format!("1 to {max}"));
+            }
+        }
+        if !self.heads.is_multiple_of(self.kv_heads) {
+            let allowed = format!("a divisor of the {} attention heads", self.heads);
+            return bad("kv_heads", self.kv_heads.to_string(), allowed);
+        }
+        if !self.head_dim.is_multiple_of(2) {
+            let allowed = "an even number (RoPE rotates pairs)".into();
+            return bad("head_dim", self.head_dim.to_string(), allowed);
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return bad(
+                "rope_theta",
+                format!("{:e}", self.rope_theta),
+                "a positive number".into(),
+            );
+        }
+        if !(self.rms_eps > 0.0 && self.rms_eps < 1.0) {
+            return bad(
+                "rms_eps",
+                format!("{:e}", self.rms_eps),
+                "between 0 and 1".into(),
+            );
+        }
+        Ok(self)
     }
 
     /// A GGUF's `rope_freqs.weight` (per-pair frequency divisors) on top of its metadata.

@@ -4,6 +4,7 @@ pub mod attention;
 pub mod config;
 pub mod decode_graph;
 mod device;
+mod gguf_check;
 mod kernels;
 pub mod kv_cache;
 pub mod rope;
@@ -33,22 +34,36 @@ pub enum ModelError {
     )]
     NotGguf { path: PathBuf, detail: String },
     #[error(
-        "{path} is truncated or corrupt ({detail}); delete it and fetch it again (swaa-chat models fetch NAME)"
+        "{path} is truncated or corrupt ({detail}); re-download it (a cached preset: `swaa-chat models verify` finds it, `models fetch` gets it again)"
     )]
     Corrupt { path: PathBuf, detail: String },
-    #[error("unsupported architecture '{0}': swaa-chat runs llama, qwen2 and qwen3 models")]
+    /// An error found in a model file whose message does not name the file yet.
+    #[error("{path}: {source}")]
+    InFile {
+        path: PathBuf,
+        source: Box<ModelError>,
+    },
+    #[error(
+        "metadata {key} {detail}: the file is damaged or not a model swaa-chat runs; re-download it"
+    )]
+    BadMetadata { key: String, detail: String },
+    #[error("unsupported architecture '{0}': use a llama, qwen2 or qwen3 model")]
     UnsupportedArch(String),
     #[error(
         "tensor {name} has type {dtype}, which swaa-chat cannot run: use a GGUF quantized as Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K…Q6_K, F16 or F32"
     )]
     UnsupportedTensorType { name: String, dtype: String },
-    #[error("the model file has no tensor {0}; is it a complete {1} checkpoint?")]
+    #[error(
+        "the model file has no tensor {0}: give a complete {1} checkpoint (re-download or convert it again)"
+    )]
     MissingTensor(String, &'static str),
-    #[error("the model file lacks metadata key {0}")]
+    #[error("the model file lacks metadata key {0}: re-download it, or convert it again")]
     MissingMetadata(String),
-    #[error("bad config.json: {0}")]
+    #[error("config.json is not valid ({0}): fix it, or download the model folder again")]
     BadConfig(String),
-    #[error("bad RoPE scaling in the model file: {key} {detail}")]
+    #[error(
+        "bad RoPE scaling in the model file: {key} {detail}; fix or remove that key, or use another model"
+    )]
     BadRopeScaling { key: String, detail: String },
     #[error(
         "this build has no CUDA support: rebuild with `cargo build --release --features cuda`, or use --device cpu"
@@ -69,3 +84,22 @@ pub enum ModelError {
 }
 
 pub type Result<T> = std::result::Result<T, ModelError>;
+
+impl ModelError {
+    /// Names `path` in the message unless it already does.
+    pub fn in_file(self, path: &std::path::Path) -> Self {
+        match self {
+            ModelError::Io { .. }
+            | ModelError::NotGguf { .. }
+            | ModelError::Corrupt { .. }
+            | ModelError::InFile { .. }
+            | ModelError::NoCudaBuild
+            | ModelError::NoCudaDevice(_)
+            | ModelError::UnknownDevice(_) => self,
+            other => ModelError::InFile {
+                path: path.into(),
+                source: Box::new(other),
+            },
+        }
+    }
+}

@@ -276,8 +276,10 @@ pub fn read_gguf_content(path: &Path) -> Result<Content> {
         path: path.into(),
         source,
     })?;
+    let file_len = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+    super::gguf_check::scan_header(path)?;
     let mut reader = BufReader::new(file);
-    Content::read(&mut reader).map_err(|e| {
+    let content = Content::read(&mut reader).map_err(|e| {
         let msg = first_line(&e);
         if let Some(code) = msg.strip_prefix("unknown dtype for tensor ") {
             ModelError::UnsupportedTensorType {
@@ -295,11 +297,21 @@ pub fn read_gguf_content(path: &Path) -> Result<Content> {
                 detail: msg,
             }
         }
-    })
+    })?;
+    super::gguf_check::check_layout(path, &content, file_len)?;
+    Ok(content)
 }
 
 /// Loads a GGUF model; returns it with the file's metadata (the tokenizer is built from it).
 pub fn load_gguf(
+    path: &Path,
+    device: &Device,
+    mode: WeightsMode,
+) -> Result<(Model, HashMap<String, Value>)> {
+    load_gguf_here(path, device, mode).map_err(|e| e.in_file(path))
+}
+
+fn load_gguf_here(
     path: &Path,
     device: &Device,
     mode: WeightsMode,
@@ -401,10 +413,10 @@ impl SafetensorsSource<'_> {
 pub fn load_safetensors_dir(dir: &Path, device: &Device, mode: WeightsMode) -> Result<Model> {
     let cfg_path = dir.join("config.json");
     let json = std::fs::read_to_string(&cfg_path).map_err(|source| ModelError::Io {
-        path: cfg_path,
+        path: cfg_path.clone(),
         source,
     })?;
-    let cfg = ModelConfig::from_hf_json(&json)?;
+    let cfg = ModelConfig::from_hf_json(&json).map_err(|e| e.in_file(&cfg_path))?;
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map_err(|source| ModelError::Io {
             path: dir.into(),
@@ -428,9 +440,18 @@ pub fn load_safetensors_dir(dir: &Path, device: &Device, mode: WeightsMode) -> R
     };
     // SAFETY: the files are memory-mapped read-only; modifying them while loaded is the user's risk,
     // as in every mmap-based loader (candle, llama.cpp).
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device)? };
+    // candle's messages on a bad header say what is wrong but not what to do.
+    let corrupt = |e: candle_core::Error| ModelError::Corrupt {
+        path: dir.into(),
+        detail: first_line(&e),
+    };
+    let vb =
+        unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }.map_err(corrupt)?;
     let mut src = SafetensorsSource { vb, dtype };
-    Model::build(cfg, &mut src)
+    Model::build(cfg, &mut src).map_err(|e| match e {
+        ModelError::Candle(e) => corrupt(e),
+        e => e.in_file(dir),
+    })
 }
 
 /// Deterministic weights in a given shape: for benchmarks (throughput does not depend on the

@@ -23,6 +23,35 @@ pub use gguf::{SUPPORTED_PRE_TOKENIZERS, SUPPORTED_TOKENIZER_MODELS};
 use template::build_env;
 pub use template::strftime;
 
+/// Marks around user text in a rendered prompt: Unicode noncharacters, never text.
+pub const USER_OPEN: char = '\u{fdd0}';
+pub const USER_CLOSE: char = '\u{fdd1}';
+
+/// `text` cut at the user marks into (byte offset, piece, is user text). A piece cut from a
+/// longer prompt may start inside user text (a close mark before any open one) or end
+/// inside it (an open mark without a close).
+fn user_spans(text: &str) -> Vec<(usize, &str, bool)> {
+    let first_open = text.find(USER_OPEN);
+    let mut user = text
+        .find(USER_CLOSE)
+        .is_some_and(|c| first_open.is_none_or(|o| c < o));
+    let mut spans = Vec::new();
+    let mut start = 0;
+    for (i, c) in text.char_indices() {
+        if c == USER_OPEN || c == USER_CLOSE {
+            if i > start {
+                spans.push((start, &text[start..i], user));
+            }
+            user = c == USER_OPEN;
+            start = i + c.len_utf8();
+        }
+    }
+    if start < text.len() {
+        spans.push((start, &text[start..], user));
+    }
+    spans
+}
+
 /// Used when neither the GGUF nor tokenizer_config.json has a chat template.
 pub const CHATML_TEMPLATE: &str = "{%- for message in messages %}\
 {{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}\
@@ -77,18 +106,19 @@ pub enum TokenizerError {
         #[source]
         source: io::Error,
     },
-    #[error("{path} could not be parsed: {message}")]
+    #[error("{path} could not be parsed ({message}): re-download it")]
     BadFile { path: PathBuf, message: String },
     #[error("tokenizer {op} failed: {message}")]
     Tokenizers { op: &'static str, message: String },
     #[error(
-        "the model's chat template does not compile ({message}): it uses Jinja that minijinja \
-         does not support; load the model from a folder whose tokenizer_config.json has a \
-         simpler `chat_template`"
+        "the model's chat template does not compile (use a model folder whose \
+         tokenizer_config.json has a `chat_template` minijinja supports): {message}"
     )]
     TemplateSyntax { message: String },
     /// Includes messages the template raises itself (`raise_exception`), e.g. on role order.
-    #[error("rendering the model's chat template failed: {message}")]
+    #[error(
+        "rendering the model's chat template failed (use a model folder whose tokenizer_config.json has a working `chat_template`): {message}"
+    )]
     Template { message: String },
 }
 
@@ -127,6 +157,11 @@ impl ChatMessage {
 /// A tokenizer plus the model's chat template and stop tokens.
 pub struct ChatTokenizer {
     tokenizer: Tokenizer,
+    /// The same tokenizer with special-token parsing off: user text (documents, questions)
+    /// is encoded with it, so a document's literal `<|im_start|>` stays text.
+    literal: Tokenizer,
+    /// The special tokens (content, id), where the template's text is cut.
+    specials: Vec<(String, u32)>,
     /// The template source, kept for `supports_thinking` and diagnostics.
     template_source: String,
     /// The compiled template, or why it did not compile: a template minijinja cannot parse
@@ -265,8 +300,17 @@ impl ChatTokenizer {
                 stop_ids.push(id);
             }
         }
+        let mut literal = tokenizer.clone();
+        literal.set_encode_special_tokens(true);
+        let specials = added
+            .iter()
+            .filter(|(_, t)| t.special && !t.content.is_empty())
+            .map(|(&id, t)| (t.content.clone(), id))
+            .collect();
         Self {
             tokenizer,
+            literal,
+            specials,
             template_source,
             env,
             bos_token,
@@ -281,12 +325,95 @@ impl ChatTokenizer {
     /// `add_special_tokens` adds what the model wants around a sequence (BOS for Llama 3).
     /// Encode a rendered chat prompt with `add_special_tokens = false`, as transformers does:
     /// templates write BOS themselves.
+    /// Text between [`USER_OPEN`] and [`USER_CLOSE`] (as [`ChatTokenizer::render_chat_marked`]
+    /// writes it) is the user's: its special-token strings stay text, and the marks vanish.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, TokenizerError> {
-        let enc = self
-            .tokenizer
-            .encode_fast(text, add_special_tokens)
-            .map_err(TokenizerError::tk("encode"))?;
-        Ok(enc.get_ids().to_vec())
+        if !text.contains([USER_OPEN, USER_CLOSE]) {
+            let enc = self
+                .tokenizer
+                .encode_fast(text, add_special_tokens)
+                .map_err(TokenizerError::tk("encode"))?;
+            return Ok(enc.get_ids().to_vec());
+        }
+        Ok(self.encode_with_offsets(text, add_special_tokens)?.0)
+    }
+
+    /// [`ChatTokenizer::encode`], with the byte offset in `text` where each token starts.
+    /// With marks, the text is cut only at the special tokens the template wrote, and every
+    /// stretch between them is encoded with special-token parsing off: the same ids as
+    /// encoding the unmarked text whole (transformers also encodes between specials
+    /// separately), except that user text never becomes a special token.
+    pub fn encode_with_offsets(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> Result<(Vec<u32>, Vec<usize>), TokenizerError> {
+        let mut plain = String::with_capacity(text.len());
+        // (offset in `plain` from which, how far `text` is ahead there)
+        let mut shifts: Vec<(usize, usize)> = Vec::new();
+        let mut cuts: Vec<(usize, usize, u32)> = Vec::new();
+        for (start, piece, user) in user_spans(text) {
+            let at = plain.len();
+            shifts.push((at, start - at));
+            if !user {
+                cuts.extend(
+                    self.specials_in(piece)
+                        .map(|(s, e, id)| (at + s, at + e, id)),
+                );
+            }
+            plain.push_str(piece);
+        }
+        let in_text = |p: usize| {
+            let i = shifts.partition_point(|&(a, _)| a <= p).saturating_sub(1);
+            p + shifts.get(i).map_or(0, |s| s.1)
+        };
+        let (mut ids, mut offsets) = (Vec::new(), Vec::new());
+        let mut pos = 0;
+        let end = (plain.len(), plain.len(), None);
+        for (s, e, id) in cuts
+            .into_iter()
+            .map(|(s, e, id)| (s, e, Some(id)))
+            .chain([end])
+        {
+            if s > pos {
+                let enc = self
+                    .literal
+                    .encode(&plain[pos..s], add_special_tokens && ids.is_empty())
+                    .map_err(TokenizerError::tk("encode"))?;
+                ids.extend_from_slice(enc.get_ids());
+                offsets.extend(enc.get_offsets().iter().map(|&(a, _)| in_text(pos + a)));
+            }
+            if let Some(id) = id {
+                ids.push(id);
+                offsets.push(in_text(s));
+            }
+            pos = e;
+        }
+        Ok((ids, offsets))
+    }
+
+    /// Leftmost-longest occurrences of the special tokens in `text`: (start, end, id).
+    fn specials_in<'t>(&'t self, text: &'t str) -> impl Iterator<Item = (usize, usize, u32)> + 't {
+        let mut i = 0;
+        std::iter::from_fn(move || {
+            while i < text.len() {
+                let rest = &text[i..];
+                let best = self
+                    .specials
+                    .iter()
+                    .filter(|(s, _)| rest.starts_with(s.as_str()))
+                    .max_by_key(|(s, _)| s.len());
+                let at = i;
+                match best {
+                    Some((s, id)) => {
+                        i += s.len();
+                        return Some((at, i, *id));
+                    }
+                    None => i += rest.chars().next().map_or(1, char::len_utf8),
+                }
+            }
+            None
+        })
     }
 
     /// Decodes every id, special tokens included (as HF `decode(skip_special_tokens=False)`).
@@ -305,6 +432,41 @@ impl ChatTokenizer {
         add_generation_prompt: bool,
         enable_thinking: bool,
     ) -> Result<String, TokenizerError> {
+        let text = self.render_chat_marked(messages, add_generation_prompt, enable_thinking)?;
+        Ok(text.replace([USER_OPEN, USER_CLOSE], ""))
+    }
+
+    /// [`ChatTokenizer::render_chat`] with each user and system message's content between
+    /// [`USER_OPEN`] and [`USER_CLOSE`], for [`ChatTokenizer::encode`]: what the user wrote
+    /// is text, whatever tokens it spells. Assistant turns are left unmarked (templates
+    /// split them at `</think>`, which would separate the marks).
+    pub fn render_chat_marked(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        enable_thinking: bool,
+    ) -> Result<String, TokenizerError> {
+        let marked: Vec<ChatMessage> = messages
+            .iter()
+            .map(|m| match m.role.as_str() {
+                "assistant" => m.clone(),
+                // Inside the surrounding whitespace, so that a template's `trim` still trims.
+                _ => {
+                    let c = m.content.replace([USER_OPEN, USER_CLOSE], "");
+                    let core = c.trim();
+                    let lead = c.len() - c.trim_start().len();
+                    ChatMessage {
+                        role: m.role.clone(),
+                        content: format!(
+                            "{}{USER_OPEN}{core}{USER_CLOSE}{}",
+                            &c[..lead],
+                            &c[lead + core.len()..]
+                        ),
+                    }
+                }
+            })
+            .collect();
+        let messages = &marked[..];
         let env = self
             .env
             .as_ref()

@@ -9,8 +9,45 @@ use minijinja::value::{Kwargs, Value as JinjaValue};
 use minijinja::{Environment, ErrorKind};
 use serde::Serialize;
 
+/// Instructions one render may run: a real chat template over a long conversation runs tens
+/// of thousands; a template of nested `range(100000)` loops would run for hours.
+const FUEL: u64 = 20_000_000;
+/// Real chat templates are a few KiB (Qwen3's with tools ~4 KiB).
+const MAX_TEMPLATE: usize = 256 << 10;
+/// minijinja's parser recurses per nested expression (a 100,000-filter chain overflowed the
+/// main thread's 8 MiB): templates compile on a thread with room for that.
+const COMPILE_STACK: usize = 256 << 20;
+
 pub(super) fn build_env(source: &str) -> Result<Environment<'static>, minijinja::Error> {
+    if source.len() > MAX_TEMPLATE {
+        return Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!(
+                "the template is {} KiB, more than the {} KiB any chat template needs",
+                source.len() >> 10,
+                MAX_TEMPLATE >> 10
+            ),
+        ));
+    }
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("template".into())
+            .stack_size(COMPILE_STACK)
+            .spawn_scoped(scope, || build_env_here(source))
+            .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?
+            .join()
+            .unwrap_or_else(|_| {
+                Err(minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    "the template compiler failed",
+                ))
+            })
+    })
+}
+
+fn build_env_here(source: &str) -> Result<Environment<'static>, minijinja::Error> {
     let mut env = Environment::new();
+    env.set_fuel(Some(FUEL));
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     // Python string/dict methods (.strip(), .startswith(), .items(), ...) used by HF templates.
