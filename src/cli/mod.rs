@@ -1,8 +1,10 @@
-//! The command line: `swaa-chat [FILE]`, `ask`, `extract`, `bench`, `eval`, `selftest`, `models`.
+//! The command line: `swaa-chat [FILE]`, `ask`, `extract`, `bench`, `eval`, `selftest`, `models`,
+//! `cache`.
 //! This file parses and dispatches; `chat` is the line chat and `ask`, `bench`, `selftest` and
 //! `models` their commands. Models are opened by [`crate::open`].
 
 mod bench;
+mod cache;
 mod chat;
 mod models;
 mod selftest;
@@ -74,6 +76,11 @@ enum Cmd {
     },
     /// Answer quality vs cost per recipe and length: needle, multi-fact QA or your JSONL.
     Eval(crate::eval::EvalArgs),
+    /// List or clear the stored reads (documents read before, restored on reopening).
+    Cache {
+        #[command(subcommand)]
+        cmd: cache::CacheCmd,
+    },
     /// List, fetch or locate model presets.
     Models {
         #[command(subcommand)]
@@ -205,6 +212,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Some(Cmd::Bench(b)) => bench::run(b),
         Some(Cmd::Selftest { device, json }) => selftest::run(&device, json),
         Some(Cmd::Models { cmd }) => models::run(cmd),
+        Some(Cmd::Cache { cmd }) => cache::run(cmd, &file_cfg),
         Some(Cmd::Swat { cmd }) => crate::swat::cmd::run(cmd),
     }
 }
@@ -218,6 +226,7 @@ impl Cmd {
             Cmd::Selftest { .. } => "selftest",
             Cmd::Eval(_) => "eval",
             Cmd::Models { .. } => "models",
+            Cmd::Cache { .. } => "cache",
             Cmd::Swat { .. } => "swat",
         }
     }

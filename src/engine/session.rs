@@ -1,13 +1,16 @@
 //! [`Session`]: a model, its tokenizer and its cache, reading a document and answering
 //! questions synchronously (the engine thread, `ask`, `eval` and tests drive it).
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use super::prompt::{self, ContextPolicy, Prompt, QUESTION_MARKER};
-use super::stats::{Answer, Stats};
+use super::stats::{Answer, Restored, Stats};
 use super::{EngineError, Event, Result};
 use crate::model::{DecodeGraphs, KvCache, Logits, Model};
+use crate::readcache::{self, About, Key, Lookup, ReadCache, Saved};
 use crate::recipe::{Phase, Recipe, RecipeDefaults};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::{ChatTokenizer, TokenStream};
@@ -21,6 +24,8 @@ pub struct SessionOptions {
     pub context_policy: ContextPolicy,
     pub sampling: SamplingParams,
     pub system_prompt: Option<String>,
+    /// Where finished reads are stored and restored from (None: every open reads).
+    pub read_cache: Option<ReadCache>,
 }
 
 impl Default for SessionOptions {
@@ -31,6 +36,7 @@ impl Default for SessionOptions {
             context_policy: ContextPolicy::Error,
             sampling: SamplingParams::default(),
             system_prompt: None,
+            read_cache: None,
         }
     }
 }
@@ -68,6 +74,12 @@ pub struct Session {
     history: Vec<(String, String)>,
     held: Transcript,
     last_stats: Stats,
+    /// SHA-256 of tokenizer and template, computed on the first stored read.
+    tokenizer_id: OnceLock<String>,
+    /// The stored read being written on its own thread.
+    saving: Option<JoinHandle<std::result::Result<Saved, String>>>,
+    /// Notes for the user not yet emitted (a save that failed).
+    notes: Vec<String>,
 }
 
 impl Session {
@@ -84,6 +96,9 @@ impl Session {
             history: Vec::new(),
             held: Transcript::default(),
             last_stats: Stats::default(),
+            tokenizer_id: OnceLock::new(),
+            saving: None,
+            notes: Vec::new(),
         }
     }
 
@@ -138,6 +153,8 @@ impl Session {
     /// `read`/`ask` does it); FA decode and thinking apply at once. This is the one place
     /// that decides: the engine tells a UI with [`Event::RecipeApplied`].
     pub fn set_recipe(&mut self, recipe: Recipe) -> bool {
+        // A save reads the cache's buffers in place; a recipe that evicts would compact them.
+        self.finish_save(true);
         let reread = self
             .built_with
             .as_ref()
@@ -347,8 +364,11 @@ impl Session {
             }
         }
         emit(Event::DocumentTokens { offsets });
-        let start = Instant::now();
         let done = self.held.tokens.len();
+        if done == 0 && self.restore_read(&tokens, &prefix, emit) {
+            return Ok(());
+        }
+        let start = Instant::now();
         let rest = tokens[done.min(tokens.len())..].to_vec();
         let total = tokens.len();
         self.prefill(&rest, total, emit, cancel)?;
@@ -360,8 +380,182 @@ impl Session {
             self.recipe
         );
         self.last_stats.record_prefill(total, rest.len(), secs);
+        self.last_stats.restored = None;
+        // Only a whole read is stored: a cancelled one returned above.
+        self.save_read(&tokens);
         emit(Event::Stats(self.stats()));
         Ok(())
+    }
+
+    fn read_key(&self, model: &str, tokens: &[u32]) -> Key {
+        let tokenizer = self.tokenizer_id.get_or_init(|| {
+            let t = &self.tok;
+            let json = t.inner().to_string(false).unwrap_or_default();
+            let extra = format!(
+                "{:?}{:?}{:?}{}",
+                t.bos_token(),
+                t.eos_token(),
+                t.stop_token_ids(),
+                t.chat_template()
+            );
+            readcache::sha256_hex(format!("{json}{extra}").as_bytes())
+        });
+        Key {
+            model: model.to_string(),
+            runtime: format!("{:?} {}", self.model.config(), self.model.dtype().as_str()),
+            tokenizer: tokenizer.clone(),
+            recipe: self.recipe.clone(),
+            eviction: self.cache.eviction(),
+            tokens: readcache::tokens_hash(tokens),
+        }
+    }
+
+    /// Tokens each layer should have room for after reading `n`: as `prefill` reserves.
+    fn capacities(&self, n: usize) -> Vec<usize> {
+        let want = n + self.question_budget();
+        (0..self.model.config().layers)
+            .map(|l| {
+                if self.recipe.layer_evicts(l) && self.cache.eviction() {
+                    let bound = self.recipe.sink + self.recipe.window.unwrap_or(0);
+                    (bound + self.opts.chunk.max(1)).min(want)
+                } else {
+                    want
+                }
+            })
+            .collect()
+    }
+
+    /// Restores the read of `tokens` from the read cache, if it holds one; notes say why an
+    /// entry was not used. Emits what a finished read emits.
+    fn restore_read(&mut self, tokens: &[u32], prefix: &str, emit: &mut dyn FnMut(Event)) -> bool {
+        let Some(rc) = self.opts.read_cache.clone() else {
+            return false;
+        };
+        // The entry may be the one still being written (a recipe switched back and forth).
+        self.finish_save(true);
+        self.flush_notes(emit);
+        let key = self.read_key(&rc.model, tokens);
+        let t0 = Instant::now();
+        let capacity = self.capacities(tokens.len());
+        match rc.store.load(&key, &mut self.cache, &capacity) {
+            Lookup::Restored { bytes } => {
+                let secs = t0.elapsed().as_secs_f64();
+                self.built_with = Some(self.recipe.clone());
+                self.held = Transcript {
+                    text: prefix.to_string(),
+                    tokens: tokens.to_vec(),
+                };
+                let n = tokens.len();
+                self.last_stats.record_prefill(n, 0, secs);
+                let r = Restored {
+                    tokens: n,
+                    bytes,
+                    seconds: secs,
+                };
+                tracing::info!("{} with {}", r.line(), self.recipe);
+                emit(Event::Stats(self.stats()));
+                emit(Event::Progress {
+                    done: n,
+                    total: n,
+                    window: self.window_range(),
+                });
+                emit(Event::Note { message: r.line() });
+                self.last_stats.restored = Some(r);
+                emit(Event::Stats(self.stats()));
+                true
+            }
+            Lookup::Missing => false,
+            Lookup::Ignored(note) => {
+                tracing::warn!("{note}");
+                emit(Event::Note { message: note });
+                false
+            }
+        }
+    }
+
+    /// Stores the read just finished (the cache holds exactly `tokens`) on a thread of its
+    /// own, so the first answer does not wait for the disk.
+    fn save_read(&mut self, tokens: &[u32]) {
+        let Some(rc) = self.opts.read_cache.clone() else {
+            return;
+        };
+        self.finish_save(true);
+        let key = self.read_key(&rc.model, tokens);
+        let layers = self.model.config().layers;
+        // Evicting layers are small and will be compacted in place: copy them. The rest are
+        // read in place by the saving thread (see `KvCache::export`).
+        let copy: Vec<bool> = (0..layers)
+            .map(|l| self.cache.eviction() && self.recipe.layer_evicts(l))
+            .collect();
+        let exported = self.cache.export(&copy).and_then(|held| {
+            // A GPU stream is not shared with another thread (a decode graph may be capturing
+            // on it): device caches come to the host here, which is fast there.
+            if self.cache.device().is_cpu() {
+                return Ok(held);
+            }
+            held.into_iter()
+                .map(|mut h| {
+                    h.k = h.k.to_device(&candle_core::Device::Cpu)?;
+                    h.v = h.v.to_device(&candle_core::Device::Cpu)?;
+                    Ok(h)
+                })
+                .collect()
+        });
+        let held = match exported {
+            Ok(h) => h,
+            Err(e) => {
+                self.notes.push(format!("could not store the read: {e}"));
+                return;
+            }
+        };
+        let about = About {
+            title: self
+                .document
+                .as_ref()
+                .map(|d| d.0.clone())
+                .unwrap_or_default(),
+            model_name: rc.model_name.clone(),
+            recipe: self.recipe.to_string(),
+            tokens: tokens.len(),
+        };
+        let next_pos = self.cache.next_pos();
+        let spawned = std::thread::Builder::new()
+            .name("swaa-store".into())
+            .spawn(move || rc.store.save(&key, about, &held, next_pos));
+        match spawned {
+            Ok(h) => self.saving = Some(h),
+            Err(e) => self.notes.push(format!("could not store the read: {e}")),
+        }
+    }
+
+    /// Collects a finished save (or waits for it with `wait`); a failure becomes a note.
+    fn finish_save(&mut self, wait: bool) {
+        let Some(h) = self.saving.take() else {
+            return;
+        };
+        if !wait && !h.is_finished() {
+            self.saving = Some(h);
+            return;
+        }
+        match h.join() {
+            Ok(Ok(saved)) => tracing::info!(
+                "stored the read in {} ({} bytes, {} older entries evicted)",
+                saved.path.display(),
+                saved.bytes,
+                saved.evicted
+            ),
+            Ok(Err(note)) => {
+                tracing::warn!("{note}");
+                self.notes.push(note);
+            }
+            Err(_) => self.notes.push("storing the read failed".into()),
+        }
+    }
+
+    fn flush_notes(&mut self, emit: &mut dyn FnMut(Event)) {
+        for message in self.notes.drain(..) {
+            emit(Event::Note { message });
+        }
     }
 
     /// Reads again after a recipe change: the document, and the conversation so far when
@@ -504,6 +698,8 @@ impl Session {
             self.recipe
         );
         emit(Event::Stats(stats.clone()));
+        self.finish_save(false);
+        self.flush_notes(emit);
         Ok(Answer {
             question: question.to_string(),
             text,
@@ -511,5 +707,12 @@ impl Session {
             stats,
             cancelled,
         })
+    }
+}
+
+impl Drop for Session {
+    /// A process that ends after one answer (`ask`) still stores its read.
+    fn drop(&mut self) {
+        self.finish_save(true);
     }
 }

@@ -438,6 +438,7 @@ impl App {
             // Only sent while comparing (handled above); a late one changes nothing.
             Event::Comparing { .. } | Event::Compared(_) => {}
             Event::DocumentTokens { offsets } => self.tokens.offsets = Some(offsets),
+            Event::Note { message } => self.info(message),
             Event::Cancelled => {
                 self.progress = None;
                 if self.reading() {
@@ -527,6 +528,7 @@ impl App {
             }
             // The comparison's reads are of the same document: the same token map.
             Event::DocumentTokens { offsets } => self.tokens.offsets = Some(offsets),
+            Event::Note { message } => self.info(message),
             Event::RecipeApplied { .. } | Event::Done(_) => {}
         }
         Vec::new()
