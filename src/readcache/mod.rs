@@ -53,8 +53,14 @@ pub struct ReadCache {
     pub model_name: String,
 }
 
-/// The store's folder: `reads/` in the cache dir.
+/// The store's folder: `$SWAA_CHAT_READS`, else `reads/` in the cache dir (tests and scripts
+/// point it at a folder of their own while models stay in the shared cache).
 pub fn default_dir() -> Result<PathBuf, crate::hub::HubError> {
+    if let Some(dir) = std::env::var_os("SWAA_CHAT_READS")
+        && !dir.is_empty()
+    {
+        return Ok(PathBuf::from(dir));
+    }
     Ok(crate::hub::cache_dir()?.join("reads"))
 }
 
