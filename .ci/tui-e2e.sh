@@ -21,6 +21,7 @@ command -v tmux >/dev/null || { echo "tui-e2e: tmux is missing (apt-get install 
 mkdir -p "$OUT"
 rm -f "$OUT"/*.txt
 data=$(mktemp -d)
+export SWAA_CHAT_READS="$data/reads"   # read cache: this run's stored reads only (see the last block)
 sock="swaa-e2e-$$"
 T() { tmux -L "$sock" "$@"; }
 cleanup() { T kill-server 2>/dev/null || true; rm -rf "$data"; }
@@ -91,3 +92,18 @@ wait_for quit 'reader exited with status' 60
 grep -q 'reader exited with status 0' "$OUT/quit.txt" || fail "the reader did not exit cleanly"
 if grep -q 'panicked' "$OUT/quit.txt"; then fail "the reader panicked"; fi
 echo "tui-e2e: passed (screens in $OUT)"
+
+# ── read cache (issue 14) ──────────────────────────────────────────────────────────────────
+# Reopening the sample with the same model and recipe restores the read that the session
+# above stored (in $SWAA_CHAT_READS) instead of reading it again.
+T kill-server 2>/dev/null || true
+T new-session -d -s e2e -x 160 -y 45 \
+  "env SWAA_CHAT_DATA='$data' SWAA_CHAT_CONFIG='$data/none.toml' HF_HUB_OFFLINE=1 \
+   '$BIN' assets/sample.md --model smollm2-135m --recipe full --max-tokens 32; \
+   echo \"reader exited with status \$?\"; sleep 600"
+wait_for restored 'restored [0-9,]+ tokens from cache, [0-9.]+ MiB, [0-9.]+ s' 120
+T send-keys -t e2e C-c
+wait_for quit-restored 'reader exited with status' 60
+grep -q 'reader exited with status 0' "$OUT/quit-restored.txt" || fail "the reopened reader did not exit cleanly"
+echo "tui-e2e: read cache passed: $(first "$OUT/restored.txt" 'restored [0-9,]+ tokens from cache, [0-9.]+ MiB, [0-9.]+ s')"
+# ── end read cache ─────────────────────────────────────────────────────────────────────────

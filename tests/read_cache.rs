@@ -422,3 +422,65 @@ fn a_recipe_change_restores_another_stored_read_of_the_same_book() {
     assert!(notes(&events)[0].starts_with("restored "));
     assert_eq!(entries(&dir).len(), 2, "one entry per recipe");
 }
+
+#[test]
+fn a_recipe_change_during_a_chat_restores_the_document_and_reads_only_the_chat() {
+    let text = doc(300, 8);
+    let (swa, full) = (
+        Recipe::preset(Preset::Swa, D),
+        Recipe::preset(Preset::Full, D),
+    );
+    let never = AtomicBool::new(false);
+    // The same steps in two sessions: one finds the SWA read stored, one has an empty store.
+    let stored = fresh_dir("chat-switch");
+    drop(store_read(swa.clone(), &stored, &text));
+    let empty = fresh_dir("chat-switch-empty");
+    let mut runs = Vec::new();
+    for dir in [&stored, &empty] {
+        let mut s = opened(full.clone(), dir, 1 << 30, &text);
+        read(&mut s);
+        ask(&mut s, "What is this book about?");
+        let mut events = Vec::new();
+        assert!(s.set_recipe(swa.clone()));
+        s.reread(&mut |e| events.push(e), &never).unwrap();
+        runs.push((s, events));
+    }
+    let (restored, computed_all) = (&runs[0], &runs[1]);
+    let n = notes(&restored.1);
+    assert!(n.len() == 1 && n[0].starts_with("restored "), "{n:?}");
+    assert!(notes(&computed_all.1).is_empty());
+    let progress = |events: &[Event]| -> Vec<(usize, usize)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Progress { done, total, .. } => Some((*done, *total)),
+                _ => None,
+            })
+            .collect()
+    };
+    let (p_restored, p_all) = (progress(&restored.1), progress(&computed_all.1));
+    assert!(
+        p_restored.len() < p_all.len(),
+        "only the chat is read: {p_restored:?}"
+    );
+    assert!(
+        p_all
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 == w[1].1),
+        "one progress from 0 to the end over both parts: {p_all:?}"
+    );
+    assert_eq!(p_restored.last(), p_all.last());
+    assert_same_cache(
+        restored.0.cache(),
+        computed_all.0.cache(),
+        "after the re-read",
+    );
+    let mut runs = runs;
+    let a = ask(&mut runs[0].0, "And then?").0;
+    let b = ask(&mut runs[1].0, "And then?").0;
+    assert_eq!(a, b, "the follow-up");
+    // The computed re-read stored its document part under the new recipe.
+    drop(runs);
+    let mut s = opened(swa, &empty, 1 << 30, &text);
+    assert!(!computed(&read(&mut s)));
+}

@@ -283,7 +283,8 @@ impl Session {
         }
     }
 
-    /// Prefills `tokens` after what the cache holds, chunk by chunk; returns the last logits.
+    /// Prefills `tokens` after what the cache holds, chunk by chunk, reporting progress out
+    /// of `total` (counted from what the cache held before); returns the last logits.
     fn prefill(
         &mut self,
         tokens: &[u32],
@@ -307,6 +308,7 @@ impl Session {
         self.built_with = Some(self.recipe.clone());
         let mut logits = None;
         let n = tokens.len();
+        let before = self.held.tokens.len();
         for (i, part) in tokens.chunks(chunk).enumerate() {
             if cancel.load(Ordering::Relaxed) {
                 return Err(EngineError::Cancelled);
@@ -321,7 +323,7 @@ impl Session {
             // progress, so the last progress event finds the stats up to date.
             emit(Event::Stats(self.stats()));
             emit(Event::Progress {
-                done: total - n + (i * chunk + part.len()),
+                done: before + i * chunk + part.len(),
                 total,
                 window: self.window_range(),
             });
@@ -365,7 +367,25 @@ impl Session {
         }
         emit(Event::DocumentTokens { offsets });
         let done = self.held.tokens.len();
-        if done == 0 && self.restore_read(&tokens, &prefix, emit) {
+        if done == 0
+            && let Some(r) = self.load_stored(&tokens, emit)
+        {
+            let n = tokens.len();
+            self.held = Transcript {
+                text: prefix,
+                tokens,
+            };
+            self.last_stats.record_prefill(n, 0, r.seconds);
+            emit(Event::Stats(self.stats()));
+            emit(Event::Progress {
+                done: n,
+                total: n,
+                window: self.window_range(),
+            });
+            // After the progress, whose end a UI reports as "read": this says how.
+            emit(Event::Note { message: r.line() });
+            self.last_stats.restored = Some(r);
+            emit(Event::Stats(self.stats()));
             return Ok(());
         }
         let start = Instant::now();
@@ -425,50 +445,33 @@ impl Session {
             .collect()
     }
 
-    /// Restores the read of `tokens` from the read cache, if it holds one; notes say why an
-    /// entry was not used. Emits what a finished read emits.
-    fn restore_read(&mut self, tokens: &[u32], prefix: &str, emit: &mut dyn FnMut(Event)) -> bool {
-        let Some(rc) = self.opts.read_cache.clone() else {
-            return false;
-        };
+    /// Loads the stored read of `tokens` into the (empty) cache when the read cache holds
+    /// one (a note says why an entry could not be used); the caller records what the cache
+    /// now holds and says so.
+    fn load_stored(&mut self, tokens: &[u32], emit: &mut dyn FnMut(Event)) -> Option<Restored> {
+        let rc = self.opts.read_cache.clone()?;
         // The entry may be the one still being written (a recipe switched back and forth).
         self.finish_save(true);
         self.flush_notes(emit);
-        let key = self.read_key(&rc.model, tokens);
         let t0 = Instant::now();
+        let key = self.read_key(&rc.model, tokens);
         let capacity = self.capacities(tokens.len());
         match rc.store.load(&key, &mut self.cache, &capacity) {
             Lookup::Restored { bytes } => {
-                let secs = t0.elapsed().as_secs_f64();
                 self.built_with = Some(self.recipe.clone());
-                self.held = Transcript {
-                    text: prefix.to_string(),
-                    tokens: tokens.to_vec(),
-                };
-                let n = tokens.len();
-                self.last_stats.record_prefill(n, 0, secs);
                 let r = Restored {
-                    tokens: n,
+                    tokens: tokens.len(),
                     bytes,
-                    seconds: secs,
+                    seconds: t0.elapsed().as_secs_f64(),
                 };
                 tracing::info!("{} with {}", r.line(), self.recipe);
-                emit(Event::Stats(self.stats()));
-                emit(Event::Progress {
-                    done: n,
-                    total: n,
-                    window: self.window_range(),
-                });
-                emit(Event::Note { message: r.line() });
-                self.last_stats.restored = Some(r);
-                emit(Event::Stats(self.stats()));
-                true
+                Some(r)
             }
-            Lookup::Missing => false,
+            Lookup::Missing => None,
             Lookup::Ignored(note) => {
                 tracing::warn!("{note}");
                 emit(Event::Note { message: note });
-                false
+                None
             }
         }
     }
@@ -559,25 +562,50 @@ impl Session {
     }
 
     /// Reads again after a recipe change: the document, and the conversation so far when
-    /// there is one, so the chat is kept and the next question only adds itself.
+    /// there is one, so the chat is kept and the next question only adds itself. With a read
+    /// cache the document part goes first on its own, so that a stored read of it under the
+    /// new recipe is restored (or this read of it is stored) and only the chat is read.
     pub fn reread(&mut self, emit: &mut dyn FnMut(Event), cancel: &AtomicBool) -> Result<()> {
         if self.history.is_empty() {
             return self.read(emit, cancel);
         }
         let text = self.render(None)?;
-        let (tokens, offsets) = self.encode_mapped(&text)?;
-        let needed = tokens.len() + self.question_budget();
+        let split = match self.document_prefix()? {
+            Some(p) if self.opts.read_cache.is_some() && text.starts_with(&p) => Some(p),
+            _ => None,
+        };
+        let (doc, chat, offsets) = match split {
+            Some(p) => {
+                let (doc, mut offsets) = self.encode_mapped(&p)?;
+                let chat = self.encode(&text[p.len()..])?;
+                // Chat tokens come after the document (see `encode_mapped`).
+                let end = self.document.as_ref().map_or(0, |d| d.1.len());
+                offsets.extend(std::iter::repeat_n(end, chat.len()));
+                (doc, chat, offsets)
+            }
+            None => {
+                let (tokens, offsets) = self.encode_mapped(&text)?;
+                (tokens, Vec::new(), offsets)
+            }
+        };
+        let total = doc.len() + chat.len();
+        let needed = total + self.question_budget();
         if needed > self.ctx() {
             return Err(EngineError::ContextOverflow {
                 needed,
-                doc: tokens.len(),
+                doc: total,
                 rest: self.question_budget(),
                 ctx: self.ctx(),
             });
         }
         emit(Event::DocumentTokens { offsets });
         let start = Instant::now();
-        if let Err(e) = self.prefill(&tokens, tokens.len(), emit, cancel) {
+        let restored = if chat.is_empty() {
+            None
+        } else {
+            self.load_stored(&doc, emit)
+        };
+        if let Err(e) = self.reread_parts(&doc, &chat, restored.as_ref(), emit, cancel) {
             // Unlike a document, a partial conversation is not resumed: the next question
             // reads it all again.
             self.clear_cache();
@@ -585,8 +613,34 @@ impl Session {
         }
         self.held.text = text;
         let secs = start.elapsed().as_secs_f64();
-        self.last_stats
-            .record_prefill(tokens.len(), tokens.len(), secs);
+        let computed = total - restored.as_ref().map_or(0, |r| r.tokens);
+        self.last_stats.record_prefill(total, computed, secs);
+        self.last_stats.restored = restored;
+        Ok(())
+    }
+
+    fn reread_parts(
+        &mut self,
+        doc: &[u32],
+        chat: &[u32],
+        restored: Option<&Restored>,
+        emit: &mut dyn FnMut(Event),
+        cancel: &AtomicBool,
+    ) -> Result<()> {
+        let total = doc.len() + chat.len();
+        match restored {
+            Some(r) => {
+                self.held.tokens = doc.to_vec();
+                emit(Event::Note { message: r.line() });
+            }
+            None => {
+                self.prefill(doc, total, emit, cancel)?;
+                if !chat.is_empty() {
+                    self.save_read(doc);
+                }
+            }
+        }
+        self.prefill(chat, total, emit, cancel)?;
         Ok(())
     }
 
