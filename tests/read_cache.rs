@@ -484,3 +484,26 @@ fn a_recipe_change_during_a_chat_restores_the_document_and_reads_only_the_chat()
     let mut s = opened(swa, &empty, 1 << 30, &text);
     assert!(!computed(&read(&mut s)));
 }
+
+#[test]
+fn a_save_in_flight_is_not_disturbed_when_eviction_starts_at_once() {
+    let dir = fresh_dir("evict-at-once");
+    let text = doc(400, 9);
+    let fadec = Recipe::preset(Preset::SwaFadec, D);
+    let mut s = opened(fadec.clone(), &dir, 1 << 30, &text);
+    read(&mut s);
+    let snap = s.snapshot().unwrap();
+    // FA decode off applies without a re-read: sliding layers start to evict and compact.
+    let off = Recipe {
+        fa_decode: false,
+        ..fadec.clone()
+    };
+    assert!(!s.set_recipe(off));
+    ask(&mut s, "What is this book about?");
+    drop(s);
+    let mut never_closed = tiny_session(fadec.clone(), session_opts(32, 8));
+    never_closed.restore(&snap).unwrap();
+    let mut reopened = opened(fadec, &dir, 1 << 30, &text);
+    assert!(!computed(&read(&mut reopened)));
+    assert_same_cache(never_closed.cache(), reopened.cache(), "the stored read");
+}

@@ -153,14 +153,17 @@ impl Session {
     /// `read`/`ask` does it); FA decode and thinking apply at once. This is the one place
     /// that decides: the engine tells a UI with [`Event::RecipeApplied`].
     pub fn set_recipe(&mut self, recipe: Recipe) -> bool {
-        // A save reads the cache's buffers in place; a recipe that evicts would compact them.
-        self.finish_save(true);
         let reread = self
             .built_with
             .as_ref()
             .is_some_and(|b| recipe.needs_reread(b));
         if reread {
             self.clear_cache();
+        } else if (0..self.model.config().layers)
+            .any(|l| recipe.layer_evicts(l) && !self.recipe.layer_evicts(l))
+        {
+            // A save reads non-evicting layers in place; evicting now would compact them.
+            self.finish_save(true);
         }
         self.recipe = recipe;
         reread
