@@ -97,6 +97,7 @@ echo "tui-e2e: passed (screens in $OUT)"
 # Reopening the sample with the same model and recipe restores the read that the session
 # above stored (in $SWAA_CHAT_READS) instead of reading it again.
 T kill-server 2>/dev/null || true
+sock="$sock-reopen"   # a server of its own: the old one may still be exiting
 T new-session -d -s e2e -x 160 -y 45 \
   "env SWAA_CHAT_DATA='$data' SWAA_CHAT_CONFIG='$data/none.toml' HF_HUB_OFFLINE=1 \
    '$BIN' assets/sample.md --model smollm2-135m --recipe full --max-tokens 32; \
