@@ -23,6 +23,7 @@ command -v tmux >/dev/null || { echo "tui-e2e: tmux is missing (apt-get install 
 mkdir -p "$OUT"
 rm -f "$OUT"/*.txt
 data=$(mktemp -d)
+export SWAA_CHAT_READS="$data/reads"   # read cache: this run's stored reads only (see the last block)
 sock="swaa-e2e-$$"
 T() { tmux -L "$sock" "$@"; }
 cleanup() { T kill-server 2>/dev/null || true; rm -rf "$data"; }
@@ -132,3 +133,19 @@ grep -q "saved the conversation to $saved" "$OUT/quit.txt" || fail "quitting did
 [ "$(ls "$data"/conversations/*.md | wc -l)" -eq 1 ] || fail "quitting wrote a second file instead of updating $saved"
 grep -q "## Describe every section of the text in detail." "$saved" || fail "the autosave on quit lacks the last question"
 echo "tui-e2e: passed (screens in $OUT)"
+
+# ── read cache (issue 14) ──────────────────────────────────────────────────────────────────
+# Reopening the same part of the sample with the same model and recipe restores the first
+# read that the session above stored (in $SWAA_CHAT_READS) instead of reading it again.
+T kill-server 2>/dev/null || true
+sock="$sock-reopen"   # a server of its own: the old one may still be exiting
+T new-session -d -s e2e -x 160 -y 45 \
+  "env SWAA_CHAT_DATA='$data' SWAA_CHAT_CONFIG='$data/none.toml' HF_HUB_OFFLINE=1 \
+   '$BIN' assets/sample.md --pages 1-7 --model smollm2-135m --recipe full --max-tokens 64; \
+   echo \"reader exited with status \$?\"; sleep 600"
+wait_for restored 'restored [0-9,]+ tokens from cache, [0-9.]+ MiB, [0-9.]+ s' 120
+T send-keys -t e2e C-c
+wait_for quit-restored 'reader exited with status' 60
+grep -q 'reader exited with status 0' "$OUT/quit-restored.txt" || fail "the reopened reader did not exit cleanly"
+echo "tui-e2e: read cache passed: $(first "$OUT/restored.txt" 'restored [0-9,]+ tokens from cache, [0-9.]+ MiB, [0-9.]+ s')"
+# ── end read cache ─────────────────────────────────────────────────────────────────────────

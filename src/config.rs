@@ -26,7 +26,27 @@ pub struct Config {
     pub ctx: usize,
     pub context_policy: ContextPolicy,
     pub sampling: SamplingParams,
+    pub read_cache: ReadCacheConfig,
     pub tui: TuiConfig,
+}
+
+/// Finished reads kept on disk (`<cache dir>/reads`) and restored when the same book is
+/// opened again with the same model and recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReadCacheConfig {
+    pub enabled: bool,
+    /// All stored reads together; the least recently used go first beyond it.
+    pub budget_mib: u64,
+}
+
+impl Default for ReadCacheConfig {
+    fn default() -> Self {
+        ReadCacheConfig {
+            enabled: true,
+            budget_mib: 4096,
+        }
+    }
 }
 
 /// The terminal reader. Colours are names (cyan, darkgray…), indexes 0-255 or `#rrggbb`.
@@ -68,6 +88,7 @@ impl Default for Config {
             ctx: 0,
             context_policy: ContextPolicy::Error,
             sampling: SamplingParams::default(),
+            read_cache: ReadCacheConfig::default(),
             tui: TuiConfig::default(),
         }
     }

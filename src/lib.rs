@@ -3,7 +3,7 @@
 //!
 //! Modules are layered; each imports only from layers below it (`tests/layering.rs` checks):
 //! - foundations: `units`, `rng`, `recipe` (the mask rule), `document`, `tokenizer`, `model`,
-//!   `sampling`, `hub` (presets and fetching);
+//!   `sampling`, `hub` (presets and fetching), `readcache` (stored reads on disk);
 //! - `engine`: a session reading and answering, on its own thread;
 //! - `config`, `bench`, `selftest`, `swat` (trained models, an engine backend of their own);
 //! - `open`: the composition root, where models and sessions are put together;
@@ -18,6 +18,7 @@ pub mod eval;
 pub mod hub;
 pub mod model;
 pub mod open;
+pub mod readcache;
 pub mod recipe;
 pub mod rng;
 pub mod sampling;

@@ -12,6 +12,7 @@ use crate::config::{self, Config};
 use crate::engine::{Backend, Session, SessionOptions};
 use crate::hub::{self, FetchOptions, HubError, Preset};
 use crate::model::{self, Model, ModelError, WeightsMode};
+use crate::readcache::{self, ReadCache, Store};
 use crate::recipe::{Recipe, RecipeDefaults};
 use crate::tokenizer::{ChatTokenizer, TokenizerError};
 
@@ -36,6 +37,10 @@ pub struct Loaded {
     /// A short name for tables and the stats panel.
     pub name: String,
     pub preset: Option<&'static Preset>,
+    /// What the weights are, for the read cache's key: a preset's pinned SHA-256 (its
+    /// file was checked against it), else the files to hash.
+    pub pinned_sha256: Option<&'static str>,
+    pub weight_files: Vec<std::path::PathBuf>,
 }
 
 /// Resolves `spec`, fetching a preset if it is not cached yet, and loads it on `device`.
@@ -45,7 +50,14 @@ pub fn load(
     weights: WeightsMode,
     fetch: &FetchOptions,
 ) -> Result<Loaded, LoadError> {
-    let files = hub::locate(&hub::resolve(spec)?, fetch)?;
+    let resolved = hub::resolve(spec)?;
+    let files = hub::locate(&resolved, fetch)?;
+    // Only a fetched preset is known to match its pin; a file that merely has a preset's
+    // name is hashed like any other.
+    let pinned_sha256 = match resolved {
+        hub::ModelSpec::Preset(p) => Some(p.sha256),
+        _ => None,
+    };
     let name = files
         .preset
         .map(|p| p.name.to_string())
@@ -70,6 +82,8 @@ pub fn load(
             tokenizer,
             name,
             preset: files.preset,
+            pinned_sha256,
+            weight_files: vec![gguf.clone()],
         });
     }
     let dir = files
@@ -77,11 +91,26 @@ pub fn load(
         .ok_or_else(|| HubError::NoModelInDir { dir: spec.into() })?;
     let model = model::load_safetensors_dir(&dir, device, weights)?;
     let tokenizer = ChatTokenizer::from_dir(&dir)?;
+    let mut weight_files: Vec<_> = std::fs::read_dir(&dir)
+        .map_err(|source| ModelError::Io {
+            path: dir.clone(),
+            source,
+        })?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().is_some_and(|n| n == "config.json")
+                || p.extension().is_some_and(|x| x == "safetensors")
+        })
+        .collect();
+    weight_files.sort();
     Ok(Loaded {
         model,
         tokenizer,
         name,
         preset: files.preset,
+        pinned_sha256: None,
+        weight_files,
     })
 }
 
@@ -110,6 +139,8 @@ pub fn open_session(cfg: &Config, fetch: &FetchOptions) -> anyhow::Result<(Sessi
         tokenizer,
         name,
         preset,
+        pinned_sha256,
+        weight_files,
     } = load(&cfg.model, &device, cfg.weights, fetch)?;
     // A context past the trained one turns on the preset's documented RoPE scaling.
     model.use_context(cfg.ctx, preset.and_then(|p| p.long_context));
@@ -144,6 +175,7 @@ pub fn open_session(cfg: &Config, fetch: &FetchOptions) -> anyhow::Result<(Sessi
         context_policy: cfg.context_policy,
         sampling,
         system_prompt: None,
+        read_cache: read_cache(cfg, &device, &name, pinned_sha256, &weight_files),
     };
     let mut session = Session::new(model, tokenizer, recipe, opts);
     session.set_model_id(id);
@@ -209,6 +241,47 @@ fn check_memory(model: &Model, recipe: &Recipe, ctx: usize, chunk: usize) -> any
         crate::units::mib(need(ctx) as usize),
         crate::units::mib(free as usize),
     );
+}
+
+/// The read cache for this model, or None when it is off or its folder is unknown (then
+/// every open reads, as before; never an error).
+fn read_cache(
+    cfg: &Config,
+    device: &Device,
+    name: &str,
+    pinned_sha256: Option<&str>,
+    weight_files: &[std::path::PathBuf],
+) -> Option<ReadCache> {
+    if !cfg.read_cache.enabled {
+        return None;
+    }
+    let dir = match readcache::default_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!("no read cache: {e}");
+            return None;
+        }
+    };
+    let weights = match pinned_sha256 {
+        Some(sha) => sha.to_string(),
+        None => match readcache::files_identity(weight_files, &dir) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!("no read cache: cannot hash the model files: {e}");
+                return None;
+            }
+        },
+    };
+    // Weights mode and device change the computed cache (requantized blocks, kernels).
+    let device = if device.is_cpu() { "cpu" } else { "cuda" };
+    Some(ReadCache {
+        store: Store {
+            dir,
+            budget_bytes: cfg.read_cache.budget_mib.saturating_mul(1 << 20),
+        },
+        model: format!("{weights} weights={:?} device={device}", cfg.weights),
+        model_name: name.to_string(),
+    })
 }
 
 /// A model ready to chat, and what a UI shows about it.

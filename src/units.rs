@@ -15,6 +15,19 @@ pub fn mib_number(bytes: usize) -> String {
     format!("{:.1}", in_mib(bytes))
 }
 
+/// A count with thousands separators: "12,345".
+pub fn int(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// `s` with every control character but the line break shown as a space: text from a document,
 /// a file name or a model cannot move the cursor, recolour or retitle the terminal (ESC, CSI,
 /// OSC and BEL are control characters). Widths stay: a space is as wide as nothing a control

@@ -442,3 +442,84 @@ fn escape_sequences_from_files_never_reach_the_terminal() {
     assert!(!err.contains('\x1b'), "{err:?}");
     fails_clearly(&out, 2, &["gone"]);
 }
+
+/// The binary with the stored reads in `reads` (so parallel tests do not see each other's).
+fn swaa_reads(args: &[&str], reads: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_swaa-chat"))
+        .args(args)
+        .env("SWAA_CHAT_DATA", reads.join("data"))
+        .env("SWAA_CHAT_CONFIG", reads.join("none.toml"))
+        .env("SWAA_CHAT_READS", reads)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn a_reopened_book_is_restored_and_cache_list_and_clear_manage_it() {
+    let dir = common::temp_dir("cli-reads");
+    let reads = dir.join("reads");
+    let _ = std::fs::remove_dir_all(&reads);
+    let doc = doc_file(&dir);
+    let m = common::tiny_smollm2_gguf().to_str().unwrap();
+    let ask = |q: &str| swaa_reads(&["ask", &doc, q, "--model", m, "--max-tokens", "4"], &reads);
+    let first = ask("What colour?");
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(!text(&first.stderr).contains("restored"));
+    let second = ask("What colour?");
+    let err = text(&second.stderr);
+    assert!(second.status.success(), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("restored ") && l.contains("tokens from cache")),
+        "{err}"
+    );
+    assert_eq!(text(&first.stdout), text(&second.stdout), "the same answer");
+
+    let list = text(&swaa_reads(&["cache", "list"], &reads).stdout);
+    assert!(list.starts_with("1 stored reads in "), "{list}");
+    assert!(list.contains("Notes · tiny · "), "title and model: {list}");
+    assert!(list.contains(" MiB "), "size per entry: {list}");
+    let cleared = text(&swaa_reads(&["cache", "clear"], &reads).stdout);
+    assert!(cleared.starts_with("removed 1 "), "{cleared}");
+    let list = text(&swaa_reads(&["cache", "list"], &reads).stdout);
+    assert!(list.starts_with("0 stored reads"), "{list}");
+}
+
+#[test]
+fn smollm2_answers_the_same_from_a_restored_read() {
+    let model = common::smollm2();
+    let m = model.to_str().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = root.join("tests/fixtures/fact_doc.md");
+    let reads = common::temp_dir("cli-smollm2-reads").join("reads");
+    let _ = std::fs::remove_dir_all(&reads);
+    let run = || {
+        let args = [
+            "ask",
+            doc.to_str().unwrap(),
+            "What is the passkey?",
+            "--model",
+            m,
+            "--recipe",
+            "swaa",
+            "--max-tokens",
+            "24",
+        ];
+        let out = swaa_reads(&args, &reads);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        out
+    };
+    let (first, second) = (run(), run());
+    assert!(!text(&first.stderr).contains("restored"));
+    assert!(
+        text(&second.stderr).contains("tokens from cache"),
+        "{}",
+        text(&second.stderr)
+    );
+    assert_eq!(text(&first.stdout), text(&second.stdout));
+}

@@ -12,6 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["recipe", "document"],
     &["tokenizer", "model"],
     &["sampling", "hub"],
+    &["readcache"],
     &["engine"],
     &["config", "bench", "selftest", "swat"],
     &["open"],

@@ -44,6 +44,7 @@ fn printer(pb: &ProgressBar, stream: bool) -> impl FnMut(Event) + '_ {
                 pb.finish_and_clear();
             }
         }
+        Event::Note { message } => pb.suspend(|| eprintln!("{}", printable(&message))),
         Event::Token { text } if stream => {
             print!("{}", printable(&text));
             let _ = std::io::stdout().flush();
@@ -184,10 +185,14 @@ pub(super) fn chat(cfg: &Config, file: Option<&Path>, pages: Option<&str>) -> Re
             .read(&mut printer(&pb, true), &never)
             .map_err(|e| explain_overflow(e, file, doc))?;
         let s = session.stats();
+        // A restored read has said so in its note; it has no reading rate.
+        let how = match s.restored {
+            Some(_) => "restored".to_string(),
+            None => format!("read at {:.0} tok/s", s.read_tokens_per_s),
+        };
         eprintln!(
-            "read {} tokens at {:.0} tok/s · KV cache {}. Ask a question (Ctrl-D quits).",
-            s.read_tokens,
-            s.read_tokens_per_s,
+            "{} tokens {how} · KV cache {}. Ask a question (Ctrl-D quits).",
+            s.prompt_tokens,
             kv_summary(&s.cache)
         );
     } else {

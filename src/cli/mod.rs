@@ -1,8 +1,10 @@
-//! The command line: `swaa-chat [FILE]`, `ask`, `extract`, `bench`, `eval`, `selftest`, `models`.
+//! The command line: `swaa-chat [FILE]`, `ask`, `extract`, `bench`, `eval`, `selftest`, `models`,
+//! `cache`.
 //! This file parses and dispatches; `chat` is the line chat and `ask`, `bench`, `selftest` and
 //! `models` their commands. Models are opened by [`crate::open`].
 
 mod bench;
+mod cache;
 mod calibrate;
 mod chat;
 mod models;
@@ -81,6 +83,11 @@ enum Cmd {
     /// Score each layer for --full-layers auto: the attention mass a full-attention read of
     /// prose puts outside sink + window, per layer (kept in the cache dir).
     Calibrate(calibrate::CalibrateArgs),
+    /// List or clear the stored reads (documents read before, restored on reopening).
+    Cache {
+        #[command(subcommand)]
+        cmd: cache::CacheCmd,
+    },
     /// List, fetch or locate model presets.
     Models {
         #[command(subcommand)]
@@ -221,6 +228,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Some(Cmd::Calibrate(a)) => calibrate::run(a, file_cfg),
         Some(Cmd::Selftest { device, json }) => selftest::run(&device, json),
         Some(Cmd::Models { cmd }) => models::run(cmd),
+        Some(Cmd::Cache { cmd }) => cache::run(cmd, &file_cfg),
         Some(Cmd::Swat { cmd }) => crate::swat::cmd::run(cmd),
     }
 }
@@ -235,6 +243,7 @@ impl Cmd {
             Cmd::Eval(_) => "eval",
             Cmd::Calibrate(_) => "calibrate",
             Cmd::Models { .. } => "models",
+            Cmd::Cache { .. } => "cache",
             Cmd::Swat { .. } => "swat",
         }
     }

@@ -22,7 +22,7 @@ use serde::Serialize;
 pub use compare::{RecipeAnswer, compare_recipes};
 pub use prompt::ContextPolicy;
 pub use session::{Session, SessionOptions, Snapshot};
-pub use stats::{Answer, Stats, kv_other_fa_decode, kv_summary, rate};
+pub use stats::{Answer, Restored, Stats, kv_other_fa_decode, kv_summary, rate};
 
 use crate::model::ModelError;
 use crate::recipe::Recipe;
@@ -92,6 +92,11 @@ pub enum Event {
     },
     /// The command in progress stopped because it was cancelled.
     Cancelled,
+    /// A one-line remark for the user: a read restored from the read cache, or a stored read
+    /// that could not be used or written (the work goes on without it).
+    Note {
+        message: String,
+    },
     Error {
         message: String,
     },

@@ -1,13 +1,16 @@
 //! [`Session`]: a model, its tokenizer and its cache, reading a document and answering
 //! questions synchronously (the engine thread, `ask`, `eval` and tests drive it).
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use super::prompt::{self, ContextPolicy, Prompt, QUESTION_MARKER};
-use super::stats::{Answer, Stats};
+use super::stats::{Answer, Restored, Stats};
 use super::{EngineError, Event, Result};
 use crate::model::{DecodeGraphs, KvCache, Logits, Model};
+use crate::readcache::{self, About, Key, Lookup, ReadCache, Saved};
 use crate::recipe::{Phase, Recipe, RecipeDefaults};
 use crate::sampling::{Sampler, SamplingParams, repeated_tail};
 use crate::tokenizer::{ChatTokenizer, TokenStream};
@@ -21,6 +24,8 @@ pub struct SessionOptions {
     pub context_policy: ContextPolicy,
     pub sampling: SamplingParams,
     pub system_prompt: Option<String>,
+    /// Where finished reads are stored and restored from (None: every open reads).
+    pub read_cache: Option<ReadCache>,
 }
 
 impl Default for SessionOptions {
@@ -31,6 +36,7 @@ impl Default for SessionOptions {
             context_policy: ContextPolicy::Error,
             sampling: SamplingParams::default(),
             system_prompt: None,
+            read_cache: None,
         }
     }
 }
@@ -70,6 +76,12 @@ pub struct Session {
     last_stats: Stats,
     /// Names the model's weights for what is stored under the cache dir (calibration).
     model_id: Option<String>,
+    /// SHA-256 of tokenizer and template, computed on the first stored read.
+    tokenizer_id: OnceLock<String>,
+    /// The stored read being written on its own thread.
+    saving: Option<JoinHandle<std::result::Result<Saved, String>>>,
+    /// Notes for the user not yet emitted (a save that failed).
+    notes: Vec<String>,
 }
 
 impl Session {
@@ -87,6 +99,9 @@ impl Session {
             held: Transcript::default(),
             last_stats: Stats::default(),
             model_id: None,
+            tokenizer_id: OnceLock::new(),
+            saving: None,
+            notes: Vec::new(),
         }
     }
 
@@ -159,6 +174,11 @@ impl Session {
             .is_some_and(|b| recipe.needs_reread(b));
         if reread {
             self.clear_cache();
+        } else if (0..self.model.config().layers)
+            .any(|l| recipe.layer_evicts(l) && !self.recipe.layer_evicts(l))
+        {
+            // A save reads non-evicting layers in place; evicting now would compact them.
+            self.finish_save(true);
         }
         self.recipe = recipe;
         reread
@@ -312,8 +332,9 @@ impl Session {
     }
 
     /// Prefills `tokens` after what the cache holds, chunk by chunk, in `phase` (the
-    /// document and a re-read transcript are `Prefill`, a question is `Question`); returns
-    /// the last logits.
+    /// document and a re-read transcript are `Prefill`, a question is `Question`), reporting
+    /// progress out of `total` (counted from what the cache held before); returns the last
+    /// logits.
     fn prefill(
         &mut self,
         tokens: &[u32],
@@ -334,6 +355,7 @@ impl Session {
         self.built_with = Some(self.recipe.clone());
         let mut logits = None;
         let n = tokens.len();
+        let before = self.held.tokens.len();
         for (i, part) in tokens.chunks(chunk).enumerate() {
             if cancel.load(Ordering::Relaxed) {
                 return Err(EngineError::Cancelled);
@@ -348,7 +370,7 @@ impl Session {
             // progress, so the last progress event finds the stats up to date.
             emit(Event::Stats(self.stats()));
             emit(Event::Progress {
-                done: total - n + (i * chunk + part.len()),
+                done: before + i * chunk + part.len(),
                 total,
                 window: self.window_range(),
             });
@@ -416,8 +438,29 @@ impl Session {
             }
         }
         emit(Event::DocumentTokens { offsets });
-        let start = Instant::now();
         let done = self.held.tokens.len();
+        if done == 0
+            && let Some(r) = self.load_stored(&tokens, emit)
+        {
+            let n = tokens.len();
+            self.held = Transcript {
+                text: prefix,
+                tokens,
+            };
+            self.last_stats.record_read(n, 0, r.seconds);
+            emit(Event::Stats(self.stats()));
+            emit(Event::Progress {
+                done: n,
+                total: n,
+                window: self.window_range(),
+            });
+            // After the progress, whose end a UI reports as "read": this says how.
+            emit(Event::Note { message: r.line() });
+            self.last_stats.restored = Some(r);
+            emit(Event::Stats(self.stats()));
+            return Ok(());
+        }
+        let start = Instant::now();
         let rest = tokens[done.min(tokens.len())..].to_vec();
         let total = tokens.len();
         self.prefill(&rest, Phase::Prefill, total, emit, cancel)?;
@@ -429,30 +472,212 @@ impl Session {
             self.recipe
         );
         self.last_stats.record_read(total, rest.len(), secs);
+        self.last_stats.restored = None;
+        // Only a whole read is stored: a cancelled one returned above.
+        self.save_read(&tokens);
         emit(Event::Stats(self.stats()));
         Ok(())
     }
 
+    fn read_key(&self, model: &str, tokens: &[u32]) -> Key {
+        let tokenizer = self.tokenizer_id.get_or_init(|| {
+            let t = &self.tok;
+            let json = t.inner().to_string(false).unwrap_or_default();
+            let extra = format!(
+                "{:?}{:?}{:?}{}",
+                t.bos_token(),
+                t.eos_token(),
+                t.stop_token_ids(),
+                t.chat_template()
+            );
+            readcache::sha256_hex(format!("{json}{extra}").as_bytes())
+        });
+        Key {
+            model: model.to_string(),
+            runtime: format!("{:?} {}", self.model.config(), self.model.dtype().as_str()),
+            tokenizer: tokenizer.clone(),
+            recipe: self.recipe.clone(),
+            eviction: self.cache.eviction(),
+            tokens: readcache::tokens_hash(tokens),
+        }
+    }
+
+    /// Tokens each layer should have room for after reading `n`: as `prefill` reserves.
+    fn capacities(&self, n: usize) -> Vec<usize> {
+        let want = n + self.question_budget();
+        (0..self.model.config().layers)
+            .map(|l| {
+                if self.recipe.layer_evicts(l) && self.cache.eviction() {
+                    let bound = self.recipe.sink + self.recipe.window.unwrap_or(0);
+                    (bound + self.opts.chunk.max(1)).min(want)
+                } else {
+                    want
+                }
+            })
+            .collect()
+    }
+
+    /// Loads the stored read of `tokens` into the (empty) cache when the read cache holds
+    /// one (a note says why an entry could not be used); the caller records what the cache
+    /// now holds and says so.
+    fn load_stored(&mut self, tokens: &[u32], emit: &mut dyn FnMut(Event)) -> Option<Restored> {
+        let rc = self.opts.read_cache.clone()?;
+        // The entry may be the one still being written (a recipe switched back and forth).
+        self.finish_save(true);
+        self.flush_notes(emit);
+        let t0 = Instant::now();
+        let key = self.read_key(&rc.model, tokens);
+        let capacity = self.capacities(tokens.len());
+        match rc.store.load(&key, &mut self.cache, &capacity) {
+            Lookup::Restored { bytes } => {
+                self.built_with = Some(self.recipe.clone());
+                let r = Restored {
+                    tokens: tokens.len(),
+                    bytes,
+                    seconds: t0.elapsed().as_secs_f64(),
+                };
+                tracing::info!("{} with {}", r.line(), self.recipe);
+                Some(r)
+            }
+            Lookup::Missing => None,
+            Lookup::Ignored(note) => {
+                tracing::warn!("{note}");
+                emit(Event::Note { message: note });
+                None
+            }
+        }
+    }
+
+    /// Stores the read just finished (the cache holds exactly `tokens`) on a thread of its
+    /// own, so the first answer does not wait for the disk.
+    fn save_read(&mut self, tokens: &[u32]) {
+        let Some(rc) = self.opts.read_cache.clone() else {
+            return;
+        };
+        self.finish_save(true);
+        let key = self.read_key(&rc.model, tokens);
+        let layers = self.model.config().layers;
+        // Evicting layers are small and will be compacted in place: copy them. The rest are
+        // read in place by the saving thread (see `KvCache::export`).
+        let copy: Vec<bool> = (0..layers)
+            .map(|l| self.cache.eviction() && self.recipe.layer_evicts(l))
+            .collect();
+        let exported = self.cache.export(&copy).and_then(|held| {
+            // A GPU stream is not shared with another thread (a decode graph may be capturing
+            // on it): device caches come to the host here, which is fast there.
+            if self.cache.device().is_cpu() {
+                return Ok(held);
+            }
+            held.into_iter()
+                .map(|mut h| {
+                    h.k = h.k.to_device(&candle_core::Device::Cpu)?;
+                    h.v = h.v.to_device(&candle_core::Device::Cpu)?;
+                    Ok(h)
+                })
+                .collect()
+        });
+        let held = match exported {
+            Ok(h) => h,
+            Err(e) => {
+                self.notes.push(format!("could not store the read: {e}"));
+                return;
+            }
+        };
+        let about = About {
+            title: self
+                .document
+                .as_ref()
+                .map(|d| d.0.clone())
+                .unwrap_or_default(),
+            model_name: rc.model_name.clone(),
+            recipe: self.recipe.to_string(),
+            tokens: tokens.len(),
+        };
+        let next_pos = self.cache.next_pos();
+        let spawned = std::thread::Builder::new()
+            .name("swaa-store".into())
+            .spawn(move || rc.store.save(&key, about, &held, next_pos));
+        match spawned {
+            Ok(h) => self.saving = Some(h),
+            Err(e) => self.notes.push(format!("could not store the read: {e}")),
+        }
+    }
+
+    /// Collects a finished save (or waits for it with `wait`); a failure becomes a note.
+    fn finish_save(&mut self, wait: bool) {
+        let Some(h) = self.saving.take() else {
+            return;
+        };
+        if !wait && !h.is_finished() {
+            self.saving = Some(h);
+            return;
+        }
+        match h.join() {
+            Ok(Ok(saved)) => tracing::info!(
+                "stored the read in {} ({} bytes, {} older entries evicted)",
+                saved.path.display(),
+                saved.bytes,
+                saved.evicted
+            ),
+            Ok(Err(note)) => {
+                tracing::warn!("{note}");
+                self.notes.push(note);
+            }
+            Err(_) => self.notes.push("storing the read failed".into()),
+        }
+    }
+
+    fn flush_notes(&mut self, emit: &mut dyn FnMut(Event)) {
+        for message in self.notes.drain(..) {
+            emit(Event::Note { message });
+        }
+    }
+
     /// Reads again after a recipe change: the document, and the conversation so far when
-    /// there is one, so the chat is kept and the next question only adds itself.
+    /// there is one, so the chat is kept and the next question only adds itself. With a read
+    /// cache the document part goes first on its own, so that a stored read of it under the
+    /// new recipe is restored (or this read of it is stored) and only the chat is read.
     pub fn reread(&mut self, emit: &mut dyn FnMut(Event), cancel: &AtomicBool) -> Result<()> {
         if self.history.is_empty() {
             return self.read(emit, cancel);
         }
         let text = self.render(None)?;
-        let (tokens, offsets) = self.encode_mapped(&text)?;
-        let needed = tokens.len() + self.question_budget();
+        let split = match self.document_prefix()? {
+            Some(p) if self.opts.read_cache.is_some() && text.starts_with(&p) => Some(p),
+            _ => None,
+        };
+        let (doc, chat, offsets) = match split {
+            Some(p) => {
+                let (doc, mut offsets) = self.encode_mapped(&p)?;
+                let chat = self.encode(&text[p.len()..])?;
+                // Chat tokens come after the document (see `encode_mapped`).
+                let end = self.document.as_ref().map_or(0, |d| d.1.len());
+                offsets.extend(std::iter::repeat_n(end, chat.len()));
+                (doc, chat, offsets)
+            }
+            None => {
+                let (tokens, offsets) = self.encode_mapped(&text)?;
+                (tokens, Vec::new(), offsets)
+            }
+        };
+        let total = doc.len() + chat.len();
+        let needed = total + self.question_budget();
         if needed > self.ctx() {
             return Err(EngineError::ContextOverflow {
                 needed,
-                doc: tokens.len(),
+                doc: total,
                 rest: self.question_budget(),
                 ctx: self.ctx(),
             });
         }
         emit(Event::DocumentTokens { offsets });
         let start = Instant::now();
-        if let Err(e) = self.prefill(&tokens, Phase::Prefill, tokens.len(), emit, cancel) {
+        let restored = if chat.is_empty() {
+            None
+        } else {
+            self.load_stored(&doc, emit)
+        };
+        if let Err(e) = self.reread_parts(&doc, &chat, restored.as_ref(), emit, cancel) {
             // Unlike a document, a partial conversation is not resumed: the next question
             // reads it all again.
             self.clear_cache();
@@ -460,8 +685,34 @@ impl Session {
         }
         self.held.text = text;
         let secs = start.elapsed().as_secs_f64();
-        self.last_stats
-            .record_read(tokens.len(), tokens.len(), secs);
+        let computed = total - restored.as_ref().map_or(0, |r| r.tokens);
+        self.last_stats.record_read(total, computed, secs);
+        self.last_stats.restored = restored;
+        Ok(())
+    }
+
+    fn reread_parts(
+        &mut self,
+        doc: &[u32],
+        chat: &[u32],
+        restored: Option<&Restored>,
+        emit: &mut dyn FnMut(Event),
+        cancel: &AtomicBool,
+    ) -> Result<()> {
+        let total = doc.len() + chat.len();
+        match restored {
+            Some(r) => {
+                self.held.tokens = doc.to_vec();
+                emit(Event::Note { message: r.line() });
+            }
+            None => {
+                self.prefill(doc, Phase::Prefill, total, emit, cancel)?;
+                if !chat.is_empty() {
+                    self.save_read(doc);
+                }
+            }
+        }
+        self.prefill(chat, Phase::Prefill, total, emit, cancel)?;
         Ok(())
     }
 
@@ -587,6 +838,8 @@ impl Session {
             self.recipe
         );
         emit(Event::Stats(stats.clone()));
+        self.finish_save(false);
+        self.flush_notes(emit);
         Ok(Answer {
             question: question.to_string(),
             text,
@@ -595,5 +848,12 @@ impl Session {
             cancelled,
             note,
         })
+    }
+}
+
+impl Drop for Session {
+    /// A process that ends after one answer (`ask`) still stores its read.
+    fn drop(&mut self) {
+        self.finish_save(true);
     }
 }

@@ -599,6 +599,11 @@ pub fn command(a: EvalArgs, cfg: &Config) -> anyhow::Result<()> {
             stop_repeats: 0,
             ..Default::default()
         },
+        // The eval times reading: a restored read would time nothing.
+        read_cache: crate::config::ReadCacheConfig {
+            enabled: false,
+            ..cfg.read_cache.clone()
+        },
         ..a.model.apply(cfg.clone())
     };
     let (mut session, model_name) = crate::open::open_session(&cfg, &crate::open::fetch_options())?;

@@ -81,6 +81,16 @@ impl LayerCache {
     }
 }
 
+/// One layer's held tokens: K and V `[1, kv_heads, n, head_dim]` of positions `0..sink`
+/// followed by `start..next_pos`.
+#[derive(Debug, Clone)]
+pub struct HeldLayer {
+    pub sink: usize,
+    pub start: usize,
+    pub k: Tensor,
+    pub v: Tensor,
+}
+
 /// Sizes for the stats panel and reports.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct CacheStats {
@@ -367,6 +377,102 @@ impl KvCache {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Each layer's held tokens, compacted (sink first, then the recent run), for storing
+    /// a read. Layers marked in `copy` are copied; the others are views of the live buffers,
+    /// which stay valid while nothing rewrites those slots: only an evicting layer compacts,
+    /// and appends write past the slots in use.
+    pub fn export(&self, copy: &[bool]) -> Result<Vec<HeldLayer>> {
+        self.layers
+            .iter()
+            .zip(copy)
+            .map(|(l, &copy)| {
+                let (Some(k), Some(v)) = (&l.k, &l.v) else {
+                    return Err(candle_core::Error::Msg(
+                        "an empty cache has nothing to export".into(),
+                    )
+                    .into());
+                };
+                let take = |b: &Tensor| -> candle_core::Result<Tensor> {
+                    let t = if l.sink_held == l.recent_slot {
+                        b.narrow(2, 0, l.len)?
+                    } else {
+                        let recent = b.narrow(2, l.recent_slot, l.len - l.recent_slot)?;
+                        Tensor::cat(&[&b.narrow(2, 0, l.sink_held)?, &recent], 2)?
+                    };
+                    if copy { t.copy() } else { Ok(t) }
+                };
+                Ok(HeldLayer {
+                    sink: l.sink_held,
+                    start: l.start,
+                    k: take(k)?,
+                    v: take(v)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Replaces this (empty) cache's contents with `layers` as [`Self::export`] gave them, at
+    /// the same positions; each layer gets room for `capacity[l]` tokens so that the next
+    /// prefill does not copy it again.
+    pub fn import(
+        &mut self,
+        layers: Vec<HeldLayer>,
+        next_pos: usize,
+        capacity: &[usize],
+    ) -> Result<()> {
+        if layers.len() != self.layers.len() || capacity.len() != self.layers.len() {
+            let msg = format!(
+                "{} stored layers for a {}-layer cache",
+                layers.len(),
+                self.layers.len()
+            );
+            return Err(candle_core::Error::Msg(msg).into());
+        }
+        self.clear();
+        for (i, h) in layers.into_iter().enumerate() {
+            let n = h.k.dims()[2];
+            let recent = n.checked_sub(h.sink).filter(|r| h.start + r == next_pos);
+            if recent.is_none() || h.k.dims() != h.v.dims() || h.sink > h.start {
+                let msg = format!(
+                    "stored layer {i} does not add up: {n} tokens, sink {}, from {} to {next_pos}",
+                    h.sink, h.start
+                );
+                return Err(candle_core::Error::Msg(msg).into());
+            }
+            self.reserve(i, capacity[i].max(n))?;
+            let l = &mut self.layers[i];
+            let (kb, vb) = (
+                l.k.as_ref().expect("reserved"),
+                l.v.as_ref().expect("reserved"),
+            );
+            kb.slice_set(&h.k.to_device(&self.device)?.to_dtype(self.dtype)?, 2, 0)?;
+            vb.slice_set(&h.v.to_device(&self.device)?.to_dtype(self.dtype)?, 2, 0)?;
+            l.len = n;
+            l.sink_held = h.sink;
+            l.recent_slot = h.sink;
+            l.start = h.start;
+            l.peak_len = n;
+        }
+        self.next_pos = next_pos;
+        Ok(())
+    }
+
+    pub fn layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    pub fn kv_heads(&self) -> usize {
+        self.kv_heads
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// A deep copy: forks share nothing, so answering on one leaves the other as it was.

@@ -15,7 +15,7 @@ pub use config::{Arch, ModelConfig, RopeStyle};
 pub use decode_graph::{DecodeGraphs, GraphStats};
 pub use device::{AttentionKernel, Kernels, device_name, free_memory, parse_device};
 pub use kernels::ops::argmax;
-pub use kv_cache::{CacheStats, KvCache};
+pub use kv_cache::{CacheStats, HeldLayer, KvCache};
 pub use rope::{RopeScaling, Yarn};
 pub use transformer::{Logits, Model};
 pub use weights::{Linear, WeightsMode, load_gguf, load_safetensors_dir, random_model};

@@ -594,6 +594,7 @@ impl App {
             // Only sent while comparing (handled above); a late one changes nothing.
             Event::Comparing { .. } | Event::CompareRow { .. } | Event::Compared(_) => {}
             Event::DocumentTokens { offsets } => self.mapped(offsets),
+            Event::Note { message } => self.info(message),
             Event::Cancelled => {
                 self.progress = None;
                 if self.reading() {
@@ -701,6 +702,7 @@ impl App {
             }
             // The comparison's reads are of the same document: the same token map.
             Event::DocumentTokens { offsets } => self.tokens.offsets = Some(offsets),
+            Event::Note { message } => self.info(message),
             Event::RecipeApplied { .. } | Event::Done(_) | Event::TooLong { .. } => {}
         }
         Vec::new()

@@ -3,21 +3,8 @@
 
 use std::time::Duration;
 
-/// 12,345
-pub fn int(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// Memory figures: MiB, as everywhere else.
-pub use crate::units::{in_mib, mib};
+/// Counts ("12,345") and memory figures (MiB), as everywhere else.
+pub use crate::units::{in_mib, int, mib};
 
 /// Download sizes in MB (10⁶ bytes, as the hub reports them): "96.0".
 pub fn mb(bytes: usize) -> String {

@@ -257,6 +257,8 @@ pub fn swaa_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
         .args(args)
         .env("SWAA_CHAT_DATA", &data)
         .env("SWAA_CHAT_CONFIG", data.join("none.toml"))
+        // Stored reads of this test process only: what an earlier run stored is not restored.
+        .env("SWAA_CHAT_READS", data.join("reads"))
         .env("HF_HUB_OFFLINE", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
