@@ -9,3 +9,4 @@ pub(crate) mod loader;
 pub(crate) mod ops;
 pub(crate) mod rope;
 pub(crate) mod simd;
+pub(crate) mod qmatmul;
