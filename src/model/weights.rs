@@ -256,8 +256,8 @@ fn dense_is_faster(q: &QTensor, x: &Tensor) -> candle_core::Result<bool> {
 /// a rounding error well under the original block's own (Q8 steps are 1/127 of the block's
 /// range, Q5's 1/16).
 fn with_simd_kernel(q: QTensor, device: &Device) -> Result<QTensor> {
-    let own_kernel = q.dtype() == GgmlDType::Q5_0
-        && super::kernels::qmatmul::fits(q.shape().dims()[1]);
+    let own_kernel =
+        q.dtype() == GgmlDType::Q5_0 && super::kernels::qmatmul::fits(q.shape().dims()[1]);
     let scalar_only = matches!(
         q.dtype(),
         GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1 | GgmlDType::Q8_1

@@ -46,8 +46,7 @@ pub fn attention(
             v.dims()
         );
     }
-    if map.n_sink > 0 && map.sink_slot0 + map.n_sink > cap
-        || map.recent_slot0 + map.n_recent > cap
+    if map.n_sink > 0 && map.sink_slot0 + map.n_sink > cap || map.recent_slot0 + map.n_recent > cap
     {
         bail!("CPU attention: slot map {map:?} outside a cache of {cap} slots");
     }
@@ -85,13 +84,18 @@ pub fn attention(
     let splits = if tasks >= want {
         1
     } else {
-        want.div_ceil(tasks)
-            .min(longest / MIN_SPLIT_TILES)
-            .max(1)
+        want.div_ceil(tasks).min(longest / MIN_SPLIT_TILES).max(1)
     };
     let parts: Vec<Partial> = (0..tasks * splits)
         .into_par_iter()
-        .map(|t| job.run(t / splits / blocks, (t / splits) % blocks, t % splits, splits))
+        .map(|t| {
+            job.run(
+                t / splits / blocks,
+                (t / splits) % blocks,
+                t % splits,
+                splits,
+            )
+        })
         .collect();
     let mut out = vec![0f32; c * h * d];
     for (task, split_parts) in parts.chunks(splits).enumerate() {
@@ -329,7 +333,10 @@ mod tests {
                     recent_pos0: span.recent.start,
                 };
                 if gap > 0 {
-                    assert!(span.recent.start >= sink, "a gapped case keeps the sink apart");
+                    assert!(
+                        span.recent.start >= sink,
+                        "a gapped case keeps the sink apart"
+                    );
                 }
                 let got: Vec<f32> = attention(&q, &k, &v, map, rule, q0, isa)
                     .unwrap()

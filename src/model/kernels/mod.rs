@@ -7,6 +7,6 @@
 #[cfg(feature = "cuda")]
 pub(crate) mod loader;
 pub(crate) mod ops;
+pub(crate) mod qmatmul;
 pub(crate) mod rope;
 pub(crate) mod simd;
-pub(crate) mod qmatmul;

@@ -87,7 +87,8 @@ pub fn detect() -> Isa {
 }
 
 /// Every integer path this CPU can run, best first (tests check each one).
-pub fn available() -> Vec<Isa> {
+#[cfg(test)]
+fn available() -> Vec<Isa> {
     let mut out = vec![detect()];
     if out[0] == Isa::Avx512 {
         out.push(Isa::Avx2);
@@ -102,7 +103,12 @@ pub fn available() -> Vec<Isa> {
 pub fn forward(x: &Tensor, q: &QTensor) -> candle_core::Result<Tensor> {
     let (n, k) = q.shape().dims2()?;
     if q.dtype() != GgmlDType::Q5_0 || !fits(k) || x.dim(D::Minus1)? != k {
-        candle_core::bail!("Q5_0 matmul: x {:?} against {:?} {:?}", x.dims(), q.dtype(), q.shape());
+        candle_core::bail!(
+            "Q5_0 matmul: x {:?} against {:?} {:?}",
+            x.dims(),
+            q.dtype(),
+            q.shape()
+        );
     }
     let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
     let w = q.data()?;
@@ -130,7 +136,11 @@ pub fn dequantize(q: &QTensor) -> candle_core::Result<Tensor> {
 fn dequantize_rows(isa: Isa, w: &[u8], k: usize, out: &mut [f32]) {
     let row_bytes = k / QK * BLOCK_BYTES;
     assert_eq!(w.len() / row_bytes * k, out.len());
-    let isa = if detect() == Isa::Scalar { Isa::Scalar } else { isa };
+    let isa = if detect() == Isa::Scalar {
+        Isa::Scalar
+    } else {
+        isa
+    };
     out.par_chunks_mut(k).enumerate().for_each(|(r, o)| {
         let row = &w[r * row_bytes..][..row_bytes];
         for (blk, ob) in row.chunks_exact(BLOCK_BYTES).zip(o.chunks_exact_mut(QK)) {
@@ -140,9 +150,16 @@ fn dequantize_rows(isa: Isa, w: &[u8], k: usize, out: &mut [f32]) {
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx512 | Isa::Avx2 => unsafe { dequantize_block_avx2(blk, ob) },
                 _ => {
-                    let (d, qh) = (scale(blk), u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]));
+                    let (d, qh) = (
+                        scale(blk),
+                        u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]),
+                    );
                     for (j, x) in ob.iter_mut().enumerate() {
-                        let nib = if j < 16 { blk[6 + j] & 15 } else { blk[6 + j - 16] >> 4 };
+                        let nib = if j < 16 {
+                            blk[6 + j] & 15
+                        } else {
+                            blk[6 + j - 16] >> 4
+                        };
                         *x = ((nib | (((qh >> j) & 1) as u8) << 4) as i32 - 16) as f32 * d;
                     }
                 }
@@ -201,22 +218,20 @@ pub fn matmul_q5_0(isa: Isa, x: &[f32], k: usize, w: &[u8], n: usize, out: &mut 
     let xq = quantize_rows(x);
     // Columns in tasks, each writing its `[COLS, m]` block of the transposed output.
     let mut t = vec![0f32; n * m];
-    t.par_chunks_mut(COLS * m)
-        .enumerate()
-        .for_each(|(c, dst)| {
-            for (j, o) in dst.chunks_exact_mut(m).enumerate() {
-                let row = &w[(c * COLS + j) * row_bytes..][..row_bytes];
-                match isa {
-                    // SAFETY: the CPU has the path's features (`detect` above); the row and
-                    // the quantized activations hold k / 32 blocks per row (asserted).
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 => unsafe { row_dot_vnni(row, &xq, k, o) },
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => unsafe { row_dot_avx2(row, &xq, k, o) },
-                    _ => row_dot_scalar(row, &xq, k, o),
-                }
+    t.par_chunks_mut(COLS * m).enumerate().for_each(|(c, dst)| {
+        for (j, o) in dst.chunks_exact_mut(m).enumerate() {
+            let row = &w[(c * COLS + j) * row_bytes..][..row_bytes];
+            match isa {
+                // SAFETY: the CPU has the path's features (`detect` above); the row and
+                // the quantized activations hold k / 32 blocks per row (asserted).
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => unsafe { row_dot_vnni(row, &xq, k, o) },
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe { row_dot_avx2(row, &xq, k, o) },
+                _ => row_dot_scalar(row, &xq, k, o),
             }
-        });
+        }
+    });
     for (j, col) in t.chunks_exact(m).enumerate() {
         for (i, &v) in col.iter().enumerate() {
             out[i * n + j] = v;
@@ -246,7 +261,11 @@ fn row_dot_scalar(row: &[u8], xq: &Q8Rows, k: usize, o: &mut [f32]) {
             let xs = &xq.q[(i * nb + b) * QK..][..QK];
             let mut dot = 0i32;
             for (j, &x) in xs.iter().enumerate() {
-                let nib = if j < 16 { blk[6 + j] & 15 } else { blk[6 + j - 16] >> 4 };
+                let nib = if j < 16 {
+                    blk[6 + j] & 15
+                } else {
+                    blk[6 + j - 16] >> 4
+                };
                 let wv = (nib | (((qh >> j) & 1) as u8) << 4) as i32 - 16;
                 dot += wv * x as i32;
             }
@@ -303,11 +322,7 @@ unsafe fn row_dot_vnni(row: &[u8], xq: &Q8Rows, k: usize, o: &mut [f32]) {
                 let x = _mm256_loadu_si256(xq.q.as_ptr().add(at * QK) as *const __m256i);
                 let c = _mm256_loadu_si256(xq.corr.as_ptr().add(at * 8) as *const __m256i);
                 let dot = _mm256_dpbusd_epi32(c, w, x);
-                *a = _mm256_fmadd_ps(
-                    _mm256_cvtepi32_ps(dot),
-                    _mm256_set1_ps(dw * xq.d[at]),
-                    *a,
-                );
+                *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(dw * xq.d[at]), *a);
             }
         }
     }
@@ -337,11 +352,7 @@ unsafe fn row_dot_avx2(row: &[u8], xq: &Q8Rows, k: usize, o: &mut [f32]) {
                 // Unsigned weights (0..31) × signed activations: pairs fit an i16 (≤ 7874).
                 let pairs = _mm256_maddubs_epi16(w, x);
                 let dot = _mm256_add_epi32(_mm256_madd_epi16(pairs, ones), c);
-                *a = _mm256_fmadd_ps(
-                    _mm256_cvtepi32_ps(dot),
-                    _mm256_set1_ps(dw * xq.d[at]),
-                    *a,
-                );
+                *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(dw * xq.d[at]), *a);
             }
         }
     }
@@ -361,7 +372,13 @@ mod tests {
     fn dequantized_rows_equal_candles() {
         let w = Tensor::randn(0f32, 1.0, (37, 96), &Device::Cpu).unwrap();
         let q = QTensor::quantize(&w, GgmlDType::Q5_0).unwrap();
-        let want: Vec<f32> = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let want: Vec<f32> = q
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         for isa in available() {
             let mut got = vec![0f32; 37 * 96];
             dequantize_rows(isa, &q.data().unwrap(), 96, &mut got);
@@ -417,7 +434,10 @@ mod tests {
                 let tol = 0.02 * (k as f32).sqrt();
                 for (i, ((g, w), s)) in got.iter().zip(&want).zip(&scalar).enumerate() {
                     assert!((g - w).abs() < tol, "{isa:?} {m}x{k}x{n} [{i}]: {g} vs {w}");
-                    assert!((g - s).abs() < 1e-3 * (1.0 + s.abs()), "{isa:?} vs scalar: {g} {s}");
+                    assert!(
+                        (g - s).abs() < 1e-3 * (1.0 + s.abs()),
+                        "{isa:?} vs scalar: {g} {s}"
+                    );
                 }
             }
         }

@@ -23,12 +23,7 @@ impl Isa {
     /// The best path this CPU supports, detected once.
     pub fn detect() -> Isa {
         static ISA: OnceLock<Isa> = OnceLock::new();
-        *ISA.get_or_init(|| {
-            Isa::available()
-                .into_iter()
-                .next()
-                .unwrap_or(Isa::Scalar)
-        })
+        *ISA.get_or_init(|| Isa::available().into_iter().next().unwrap_or(Isa::Scalar))
     }
 
     /// Every path this CPU can run, best first (tests check each one).
@@ -439,7 +434,10 @@ mod tests {
                             .map(|e| q[r * d + e] as f64 * kt[e * TILE + j] as f64)
                             .sum();
                         let got = s[r * TILE + j] as f64;
-                        assert!((got - want).abs() < 1e-5, "{isa:?} d {d} scores: {got} {want}");
+                        assert!(
+                            (got - want).abs() < 1e-5,
+                            "{isa:?} d {d} scores: {got} {want}"
+                        );
                     }
                 }
                 let vt = noise(TILE * d, 3);
@@ -476,7 +474,10 @@ mod tests {
                 if i == 5 || i == 6 {
                     assert_eq!(got, 0.0, "{isa:?}");
                 } else if w > 1e-30 {
-                    assert!(((got as f64 - w) / w).abs() < 1e-6, "{isa:?} {i}: {got} {w}");
+                    assert!(
+                        ((got as f64 - w) / w).abs() < 1e-6,
+                        "{isa:?} {i}: {got} {w}"
+                    );
                 }
             }
             let total: f64 = want.iter().sum();
