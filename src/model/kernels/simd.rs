@@ -20,26 +20,34 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The best path this CPU supports, detected once.
+    /// The best path this CPU supports.
     pub fn detect() -> Isa {
-        static ISA: OnceLock<Isa> = OnceLock::new();
-        *ISA.get_or_init(|| Isa::available().into_iter().next().unwrap_or(Isa::Scalar))
+        Isa::here()[0]
     }
 
     /// Every path this CPU can run, best first (tests check each one).
+    #[cfg(test)]
     pub fn available() -> Vec<Isa> {
-        let mut out = Vec::new();
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                out.push(Isa::Avx512);
+        Isa::here().to_vec()
+    }
+
+    /// [`Isa::available`], detected once: the kernels ask per tile.
+    fn here() -> &'static [Isa] {
+        static HERE: OnceLock<Vec<Isa>> = OnceLock::new();
+        HERE.get_or_init(|| {
+            let mut out = Vec::new();
+            #[cfg(target_arch = "x86_64")]
+            {
+                if is_x86_feature_detected!("avx512f") {
+                    out.push(Isa::Avx512);
+                }
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    out.push(Isa::Avx2);
+                }
             }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                out.push(Isa::Avx2);
-            }
-        }
-        out.push(Isa::Scalar);
-        out
+            out.push(Isa::Scalar);
+            out
+        })
     }
 
     /// Whether rows of `d` floats fit this path's vectors (else the caller uses scalar).
@@ -54,7 +62,7 @@ impl Isa {
     /// This path if it can run here and fits rows of `d`, else the scalar one: a caller's
     /// choice can never reach an instruction the CPU lacks.
     pub fn for_rows(self, d: usize) -> Isa {
-        if self.fits(d) && Isa::available().contains(&self) {
+        if self.fits(d) && Isa::here().contains(&self) {
             self
         } else {
             Isa::Scalar
