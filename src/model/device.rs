@@ -70,9 +70,9 @@ pub enum AttentionKernel {
     /// The flash-style CUDA kernel (bf16, head dims 64 and 128): keys read in place from the
     /// cache, tiles outside sink + window skipped, the mask computed from positions.
     Fused,
-    /// On the CPU in f32, a decode step's single query reads the cache in place; a prefill
-    /// chunk runs on candle ops.
-    CpuDecode,
+    /// On the CPU in f32: prefill chunks and decode steps in one flash-style loop over key
+    /// tiles read in place from the cache (AVX-512, AVX2 or scalar, detected at run time).
+    Cpu,
     /// candle ops everywhere: gathered keys and an explicit mask (the reference path).
     Ops,
 }
@@ -95,7 +95,7 @@ impl Kernels {
         let attention = if own && cuda_bf16 && matches!(cfg.head_dim, 64 | 128) {
             AttentionKernel::Fused
         } else if own && device.is_cpu() && dtype == DType::F32 {
-            AttentionKernel::CpuDecode
+            AttentionKernel::Cpu
         } else {
             AttentionKernel::Ops
         };
@@ -108,7 +108,7 @@ impl Kernels {
 
     /// Whether the attention of `queries` new tokens needs a mask tensor (only candle ops do).
     pub fn needs_mask(&self, queries: usize) -> bool {
-        queries > 1 && self.attention != AttentionKernel::Fused
+        queries > 1 && self.attention == AttentionKernel::Ops
     }
 
     /// Whether a decode step can run as a CUDA graph: every kernel takes its positions and
@@ -142,11 +142,12 @@ mod tests {
             rope_scaling: None,
         };
         let cpu = Kernels::choose(&cfg, &Device::Cpu, DType::F32, true);
-        assert_eq!(cpu.attention, AttentionKernel::CpuDecode);
+        assert_eq!(cpu.attention, AttentionKernel::Cpu);
         assert!(!cpu.elementwise && !cpu.rope_in_place && !cpu.graph_capable());
-        assert!(cpu.needs_mask(2) && !cpu.needs_mask(1));
+        assert!(!cpu.needs_mask(2) && !cpu.needs_mask(1));
         let ops = Kernels::choose(&cfg, &Device::Cpu, DType::F32, false);
         assert_eq!(ops.attention, AttentionKernel::Ops);
+        assert!(ops.needs_mask(2) && !ops.needs_mask(1));
         // The CPU's in-place loop is f32 only.
         let bf16 = Kernels::choose(&cfg, &Device::Cpu, DType::BF16, true);
         assert_eq!(bf16.attention, AttentionKernel::Ops);

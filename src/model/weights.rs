@@ -76,7 +76,18 @@ impl Linear {
             Linear::Quantized {
                 q,
                 dense_prefill: true,
-            } if dense_is_faster(q, x)? => dense_matmul(x, &q.dequantize(x.device())?),
+            } if dense_is_faster(q, x)? => {
+                let w = if q.dtype() == GgmlDType::Q5_0 {
+                    super::kernels::qmatmul::dequantize(q)?
+                } else {
+                    q.dequantize(x.device())?
+                };
+                dense_matmul(x, &w)
+            }
+            Linear::Quantized {
+                q,
+                dense_prefill: true,
+            } if q.dtype() == GgmlDType::Q5_0 => super::kernels::qmatmul::forward(x, q),
             Linear::Quantized { q, .. } => x.apply_op1_no_bwd(q.as_ref()),
             Linear::Dense(w) => dense_matmul(x, w),
         }
@@ -239,15 +250,19 @@ fn dense_is_faster(q: &QTensor, x: &Tensor) -> candle_core::Result<bool> {
 }
 
 /// Candle's CPU kernels for Q4_1, Q5_0, Q5_1 and Q8_1 are scalar (no AVX2/NEON), ~3x slower
-/// than its Q8_0 kernel; such blocks are re-quantized to Q8_0 at load. That costs memory
-/// (8.5 bits a weight instead of 5–6) and adds a rounding error well under the original
-/// block's own (Q8 steps are 1/127 of the block's range, Q5's 1/16).
+/// than its Q8_0 kernel. Q5_0 rows of whole blocks keep their blocks for the project's integer
+/// kernel (`kernels::qmatmul`: decode reads 22 bytes per 32 weights, not 34); the others are
+/// re-quantized to Q8_0 at load. That costs memory (8.5 bits a weight instead of 5–6) and adds
+/// a rounding error well under the original block's own (Q8 steps are 1/127 of the block's
+/// range, Q5's 1/16).
 fn with_simd_kernel(q: QTensor, device: &Device) -> Result<QTensor> {
+    let own_kernel =
+        q.dtype() == GgmlDType::Q5_0 && super::kernels::qmatmul::fits(q.shape().dims()[1]);
     let scalar_only = matches!(
         q.dtype(),
         GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1 | GgmlDType::Q8_1
     );
-    if !scalar_only {
+    if !scalar_only || own_kernel {
         return Ok(q);
     }
     Ok(QTensor::quantize(&q.dequantize(device)?, GgmlDType::Q8_0)?)

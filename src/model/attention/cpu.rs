@@ -1,18 +1,32 @@
-//! Decode attention on the CPU: each head's one query over the keys the recipe allows, read
-//! in place from the KV cache through a [`SlotMap`]. The candle-ops path gathers the span into
-//! new tensors, copies V to a contiguous one and runs batched one-row matmuls; on smollm2 that
-//! took decode from 29 tok/s at 1k context to 10 at 4k on a 2-core machine. Prefill chunks
-//! keep the candle path, where the matmuls are large enough to pay.
+//! Attention on the CPU, prefill chunks and decode steps alike: a flash-style loop over tiles
+//! of [`TILE`] keys read in place from the KV cache through a [`SlotMap`] (no gather, no score
+//! matrix, no mask tensor). A task takes the query heads of one KV head (GQA: each key tile
+//! is loaded once for the whole group) at a block of positions, keeps a running max and sum per
+//! query row (online softmax, base 2) and visits only the tiles the recipe lets the block see:
+//! the sink and the last W keys, so a sliding layer costs O(W) per token. Tiles wholly inside
+//! the rule skip the mask; only edge tiles test `AttnRule::allows` per key. Tasks run on
+//! candle's rayon pool (threads of our own contended with its spinning workers on 2 cores); a
+//! decode step, with one block per KV head, also splits the keys between tasks and merges the
+//! partial sums. The candle-ops path gathered keys into new tensors and materialised the
+//! `[H, C, N]` scores: prefill at 4k tokens ran at half its speed at 512.
 
-use candle_core::{CpuStorage, Device, Storage, Tensor, bail};
+use candle_core::{CpuStorage, Device, Layout, Storage, Tensor, bail};
 use rayon::prelude::*;
 
 use super::fused::SlotMap;
+use crate::model::kernels::simd::{self, Isa, TILE};
 use crate::recipe::AttnRule;
 
-/// Attention of `q: [1, H, 1, d]` at position `q0` over the keys `map` picks from the cache
-/// buffers `k, v: [1, KV, capacity, d]`, under `rule`. Returns `[1, 1, H, d]`, token-major like
-/// the CUDA kernel's output.
+/// Query rows (group heads × positions) per task: the packed queries, outputs and one tile of
+/// scores stay in L2 while the key tiles stream past.
+const ROWS: usize = 128;
+/// Fewest key tiles a split of a decode step streams (fewer and merging costs more than it saves).
+const MIN_SPLIT_TILES: usize = 8;
+
+/// Attention of `q: [1, H, C, d]` at positions `q0..q0+C` over the keys `map` picks from the
+/// cache buffers `k, v: [1, KV, capacity, d]`, under `rule`, on the vector path `isa` (a path
+/// the CPU lacks falls back to scalar). Returns `[1, C, H, d]`, token-major like the CUDA
+/// kernel's output.
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
@@ -20,169 +34,356 @@ pub fn attention(
     map: SlotMap,
     rule: AttnRule,
     q0: usize,
+    isa: Isa,
 ) -> candle_core::Result<Tensor> {
     let (_, h, c, d) = q.dims4()?;
     let (_, kv, cap, kd) = k.dims4()?;
-    if c != 1 || kd != d || v.dims() != k.dims() || h % kv != 0 {
+    if kd != d || v.dims() != k.dims() || h % kv != 0 || c == 0 {
         bail!(
-            "CPU decode attention: q {:?} k {:?} v {:?}",
+            "CPU attention: q {:?} k {:?} v {:?}",
             q.dims(),
             k.dims(),
             v.dims()
         );
     }
-    let q: Vec<f32> = q.flatten_all()?.to_vec1()?;
-    // The slot of every key the query sees, in position order.
-    let keys: Vec<usize> = (0..map.n_sink + map.n_recent)
-        .map(|j| {
-            if j < map.n_sink {
-                (j, map.sink_slot0 + j)
-            } else {
-                let t = j - map.n_sink;
-                (map.recent_pos0 + t, map.recent_slot0 + t)
-            }
-        })
-        .filter(|&(pos, _)| rule.allows(q0, pos))
-        .map(|(_, slot)| slot)
-        .collect();
-    if keys.iter().any(|&s| s >= cap) {
-        bail!("CPU decode attention: slot map {map:?} outside a cache of {cap} slots");
+    if map.n_sink > 0 && map.sink_slot0 + map.n_sink > cap || map.recent_slot0 + map.n_recent > cap
+    {
+        bail!("CPU attention: slot map {map:?} outside a cache of {cap} slots");
     }
+    let q = q.contiguous()?;
+    let (qs, ql) = q.storage_and_layout();
     let (ks, kl) = k.storage_and_layout();
     let (vs, vl) = v.storage_and_layout();
-    let (Storage::Cpu(CpuStorage::F32(kb)), Storage::Cpu(CpuStorage::F32(vb))) = (&*ks, &*vs)
+    let (
+        Storage::Cpu(CpuStorage::F32(qb)),
+        Storage::Cpu(CpuStorage::F32(kb)),
+        Storage::Cpu(CpuStorage::F32(vb)),
+    ) = (&*qs, &*ks, &*vs)
     else {
-        bail!("CPU decode attention needs f32 K and V on the CPU");
+        bail!("CPU attention needs f32 q, K and V on the CPU");
     };
-    let rows = |l: &candle_core::Layout| -> candle_core::Result<(usize, usize, usize)> {
-        let s = l.stride();
-        if s[3] != 1 {
-            bail!("CPU decode attention: cache rows must be contiguous");
-        }
-        Ok((l.start_offset(), s[1], s[2]))
+    let g = h / kv;
+    let job = Job {
+        q: &qb[ql.start_offset()..][..h * c * d],
+        k: Rows::new(kb, kl)?,
+        v: Rows::new(vb, vl)?,
+        map,
+        rule,
+        q0,
+        c,
+        d,
+        g,
+        block: (ROWS / g).clamp(1, c),
+        isa: isa.for_rows(d),
     };
-    let (k_at, k_head, k_tok) = rows(kl)?;
-    let (v_at, v_head, v_tok) = rows(vl)?;
-    let (group, scale) = (h / kv, 1.0 / (d as f32).sqrt());
-    let mut out = vec![0f32; h * d];
-    // Heads in parallel on candle's own thread pool (threads of our own would contend with
-    // its spinning workers on a small machine).
-    out.par_chunks_mut(d).enumerate().for_each(|(head, o)| {
-        let kvh = head / group;
-        let qrow = &q[head * d..][..d];
-        let mut scores: Vec<f32> = keys
-            .iter()
-            .map(|&slot| dot(qrow, &kb[k_at + kvh * k_head + slot * k_tok..][..d]) * scale)
-            .collect();
-        let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0f32;
-        for s in scores.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        for (&p, &slot) in scores.iter().zip(&keys) {
-            let vrow = &vb[v_at + kvh * v_head + slot * v_tok..][..d];
-            for (acc, x) in o.iter_mut().zip(vrow) {
-                *acc += p * x;
+    let blocks = c.div_ceil(job.block);
+    let tasks = kv * blocks;
+    // Split the keys only when the blocks alone leave threads idle (decode, short chunks).
+    let want = 2 * rayon::current_num_threads();
+    let longest = job.tiles(q0 + c - job.block.min(c), q0 + c).len();
+    let splits = if tasks >= want {
+        1
+    } else {
+        want.div_ceil(tasks).min(longest / MIN_SPLIT_TILES).max(1)
+    };
+    let parts: Vec<Partial> = (0..tasks * splits)
+        .into_par_iter()
+        .map(|t| {
+            job.run(
+                t / splits / blocks,
+                (t / splits) % blocks,
+                t % splits,
+                splits,
+            )
+        })
+        .collect();
+    let mut out = vec![0f32; c * h * d];
+    for (task, split_parts) in parts.chunks(splits).enumerate() {
+        let (kvh, block) = (task / blocks, task % blocks);
+        let (c0, len) = job.block_span(block);
+        for gi in 0..g {
+            for t in 0..len {
+                let r = gi * len + t;
+                let head = kvh * g + gi;
+                let o = &mut out[((c0 + t) * h + head) * d..][..d];
+                let top = split_parts
+                    .iter()
+                    .map(|p| p.m[r])
+                    .fold(f32::NEG_INFINITY, f32::max);
+                if top == f32::NEG_INFINITY {
+                    continue;
+                }
+                let mut sum = 0f32;
+                for p in split_parts {
+                    let w = (p.m[r] - top).exp2();
+                    sum += w * p.l[r];
+                    for (x, &y) in o.iter_mut().zip(&p.o[r * d..][..d]) {
+                        *x += w * y;
+                    }
+                }
+                o.iter_mut().for_each(|x| *x /= sum);
             }
         }
-        let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
-        o.iter_mut().for_each(|x| *x *= inv);
-    });
-    Tensor::from_vec(out, (1, 1, h, d), &Device::Cpu)
+    }
+    Tensor::from_vec(out, (1, c, h, d), &Device::Cpu)
 }
 
-/// Eight partial sums, so the compiler vectorises the loop (a single f32 sum must keep its
-/// order).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for ((s, x), y) in acc.iter_mut().zip(x).zip(y) {
-            *s += x * y;
+/// A cache buffer `[1, KV, capacity, d]` read row by row.
+struct Rows<'a> {
+    data: &'a [f32],
+    at: usize,
+    head: usize,
+    tok: usize,
+}
+
+impl<'a> Rows<'a> {
+    fn new(data: &'a [f32], l: &Layout) -> candle_core::Result<Self> {
+        let s = l.stride();
+        if s[3] != 1 {
+            bail!("CPU attention: cache rows must be contiguous");
         }
+        Ok(Rows {
+            data,
+            at: l.start_offset(),
+            head: s[1],
+            tok: s[2],
+        })
     }
-    acc.iter().sum::<f32>() + tail
+
+    fn row(&self, kv_head: usize, slot: usize, d: usize) -> &'a [f32] {
+        &self.data[self.at + kv_head * self.head + slot * self.tok..][..d]
+    }
+}
+
+/// Up to [`TILE`] keys at consecutive positions and slots.
+#[derive(Debug, Clone, Copy)]
+struct Tile {
+    pos0: usize,
+    slot0: usize,
+    len: usize,
+}
+
+/// One task's unnormalised output rows with their running max and sum (base 2).
+struct Partial {
+    o: Vec<f32>,
+    m: Vec<f32>,
+    l: Vec<f32>,
+}
+
+/// Everything the tasks of one call share.
+struct Job<'a> {
+    q: &'a [f32],
+    k: Rows<'a>,
+    v: Rows<'a>,
+    map: SlotMap,
+    rule: AttnRule,
+    q0: usize,
+    c: usize,
+    d: usize,
+    /// Query heads per KV head.
+    g: usize,
+    /// Query positions per block.
+    block: usize,
+    isa: Isa,
+}
+
+impl Job<'_> {
+    /// First chunk index and length of block `b`.
+    fn block_span(&self, b: usize) -> (usize, usize) {
+        let c0 = b * self.block;
+        (c0, self.block.min(self.c - c0))
+    }
+
+    /// The key tiles that queries at positions `pa..pb` may see, in position order: the
+    /// sink, the recent keys from the block's window start, and recent keys that are sink
+    /// positions (a chunk whose span starts inside the sink holds them in the recent run).
+    fn tiles(&self, pa: usize, pb: usize) -> Vec<Tile> {
+        let m = self.map;
+        let mut runs = Vec::with_capacity(3);
+        if m.n_sink > 0 {
+            runs.push((0, m.sink_slot0, m.n_sink));
+        }
+        let (rp0, rp1) = (m.recent_pos0, (m.recent_pos0 + m.n_recent).min(pb));
+        let from = self.rule.first_needed(pa).max(rp0);
+        let sinks_end = self.rule.sink.min(rp1).min(from);
+        if sinks_end > rp0 {
+            runs.push((rp0, m.recent_slot0, sinks_end - rp0));
+        }
+        if rp1 > from {
+            runs.push((from, m.recent_slot0 + (from - rp0), rp1 - from));
+        }
+        runs.into_iter()
+            .flat_map(|(pos0, slot0, len)| {
+                (0..len).step_by(TILE).map(move |j| Tile {
+                    pos0: pos0 + j,
+                    slot0: slot0 + j,
+                    len: TILE.min(len - j),
+                })
+            })
+            .collect()
+    }
+
+    /// Whether every query of `pa..pb` may see every key of `t` (no mask needed).
+    fn unmasked(&self, pa: usize, pb: usize, t: Tile) -> bool {
+        let last = t.pos0 + t.len - 1;
+        t.len == TILE
+            && last <= pa
+            && match self.rule.window {
+                None => true,
+                Some(w) => last < self.rule.sink || pb - 1 - t.pos0 < w,
+            }
+    }
+
+    /// Split `split` of `splits` of the key tiles for KV head `kvh` at query block `b`.
+    fn run(&self, kvh: usize, b: usize, split: usize, splits: usize) -> Partial {
+        let (d, g) = (self.d, self.g);
+        let (c0, len) = self.block_span(b);
+        let (pa, pb) = (self.q0 + c0, self.q0 + c0 + len);
+        let rows = g * len;
+        // Queries packed row by row (head-major), pre-scaled so that softmax runs in base 2.
+        let scale = std::f32::consts::LOG2_E / (d as f32).sqrt();
+        let mut qp = Vec::with_capacity(rows * d);
+        for gi in 0..g {
+            let head = kvh * g + gi;
+            for t in 0..len {
+                let row = &self.q[(head * self.c + c0 + t) * d..][..d];
+                qp.extend(row.iter().map(|x| x * scale));
+            }
+        }
+        let mut part = Partial {
+            o: vec![0f32; rows * d],
+            m: vec![f32::NEG_INFINITY; rows],
+            l: vec![0f32; rows],
+        };
+        let (mut kt, mut vt) = (vec![0f32; d * TILE], vec![0f32; TILE * d]);
+        let (mut s, mut alpha) = (vec![0f32; rows * TILE], vec![1f32; rows]);
+        let tiles = self.tiles(pa, pb);
+        let n = tiles.len();
+        for &tile in &tiles[split * n / splits..(split + 1) * n / splits] {
+            for j in 0..tile.len {
+                let slot = tile.slot0 + j;
+                for (e, &x) in self.k.row(kvh, slot, d).iter().enumerate() {
+                    kt[e * TILE + j] = x;
+                }
+                vt[j * d..][..d].copy_from_slice(self.v.row(kvh, slot, d));
+            }
+            simd::scores(self.isa, &qp, rows, d, &kt, &mut s);
+            if !self.unmasked(pa, pb, tile) {
+                for (r, sr) in s.chunks_exact_mut(TILE).enumerate() {
+                    let pos = pa + r % len;
+                    for (j, x) in sr.iter_mut().enumerate() {
+                        if j >= tile.len || !self.rule.allows(pos, tile.pos0 + j) {
+                            *x = f32::NEG_INFINITY;
+                        }
+                    }
+                }
+            }
+            for (r, sr) in s.chunks_exact_mut(TILE).enumerate() {
+                alpha[r] = simd::softmax_step(self.isa, sr, &mut part.m[r], &mut part.l[r]);
+            }
+            simd::weighted_sum(self.isa, &s, &alpha, &vt, d, &mut part.o, rows);
+        }
+        part
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Against a plain f64 softmax over the same keys, for key counts across several tiles
-    /// of the vector loops, GQA groups, windows and an evicted (gapped) layout.
+    /// Against a plain f64 softmax over the keys `allows` admits, on every vector path this
+    /// CPU has: decode steps and prefill chunks (several query blocks), GQA groups, head dims
+    /// of the wide, narrow and scalar loops, windows, sinks, a sink inside the recent run, an
+    /// evicted (gapped) layout, and key counts that end mid-tile.
     #[test]
-    fn matches_a_plain_softmax() {
-        let (kv, d, cap) = (3, 64, 700);
+    fn every_path_matches_a_plain_softmax() {
+        let (kv, cap) = (2, 700);
         let dev = Device::Cpu;
-        for (group, n, window, gap) in [
-            (1, 1, None, 0),
-            (3, 7, None, 0),
-            (3, 301, None, 0),
-            (3, 303, None, 0),
-            (2, 640, Some(100), 0),
-            (3, 500, Some(64), 37),
-        ] {
-            let h = kv * group;
-            let q = Tensor::randn(0f32, 1.0, (1, h, 1, d), &dev).unwrap();
-            let k = Tensor::randn(0f32, 1.0, (1, kv, cap, d), &dev).unwrap();
-            let v = Tensor::randn(0f32, 1.0, (1, kv, cap, d), &dev).unwrap();
-            let rule = AttnRule { window, sink: 4 };
-            let q0 = n - 1 + gap;
-            // Sink positions 0..4 at slots 0..4, the rest from slot 4 + gap.
-            let map = SlotMap {
-                n_sink: 4.min(n),
-                sink_slot0: 0,
-                n_recent: n.saturating_sub(4),
-                recent_slot0: 4 + gap,
-                recent_pos0: 4 + gap,
-            };
-            let got: Vec<f32> = attention(&q, &k, &v, map, rule, q0)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            let (qv, kv_, vv): (Vec<f32>, Vec<f32>, Vec<f32>) = (
-                q.flatten_all().unwrap().to_vec1().unwrap(),
-                k.flatten_all().unwrap().to_vec1().unwrap(),
-                v.flatten_all().unwrap().to_vec1().unwrap(),
-            );
-            for head in 0..h {
-                let kvh = head / group;
-                let keys: Vec<(usize, usize)> = (0..4.min(n))
-                    .map(|j| (j, j))
-                    .chain((0..n.saturating_sub(4)).map(|t| (4 + gap + t, 4 + gap + t)))
-                    .filter(|&(p, _)| rule.allows(q0, p))
-                    .collect();
-                let s: Vec<f64> = keys
-                    .iter()
-                    .map(|&(_, slot)| {
-                        (0..d)
-                            .map(|e| {
-                                qv[head * d + e] as f64 * kv_[(kvh * cap + slot) * d + e] as f64
+        // (group, d, queries, keys before the chunk, window, sink, gap between sink and recent)
+        let cases = [
+            (1, 64, 1, 0, None, 0, 0),
+            (3, 64, 1, 6, None, 0, 0),
+            (7, 64, 1, 600, None, 0, 0),
+            (2, 64, 1, 639, Some(100), 4, 0),
+            (3, 64, 1, 499, Some(64), 4, 37),
+            (7, 64, 40, 300, None, 0, 0),
+            (3, 16, 77, 0, Some(9), 2, 0),
+            (2, 64, 130, 200, Some(50), 4, 20),
+            (1, 48, 33, 3, Some(5), 6, 0),
+            (2, 8, 20, 40, Some(64), 0, 0),
+            (7, 12, 5, 31, Some(1), 1, 0),
+        ];
+        for isa in Isa::available() {
+            for &(group, d, c, before, window, sink, gap) in &cases {
+                let h = kv * group;
+                let q = Tensor::randn(0f32, 1.0, (1, h, c, d), &dev).unwrap();
+                let k = Tensor::randn(0f32, 1.0, (1, kv, cap, d), &dev).unwrap();
+                let v = Tensor::randn(0f32, 1.0, (1, kv, cap, d), &dev).unwrap();
+                let rule = AttnRule { window, sink };
+                // `before + c` tokens written; with a gap, positions from `sink` on sit `gap`
+                // slots later (as after an eviction that kept the sink in place).
+                let q0 = before;
+                let span = rule.key_span(q0, q0 + c);
+                let slot = |p: usize| if p < sink || gap == 0 { p } else { p + gap };
+                let map = SlotMap {
+                    n_sink: span.sink.len(),
+                    sink_slot0: 0,
+                    n_recent: span.recent.len(),
+                    recent_slot0: slot(span.recent.start),
+                    recent_pos0: span.recent.start,
+                };
+                if gap > 0 {
+                    assert!(
+                        span.recent.start >= sink,
+                        "a gapped case keeps the sink apart"
+                    );
+                }
+                let got: Vec<f32> = attention(&q, &k, &v, map, rule, q0, isa)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                let f = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+                let (qv, kv_, vv) = (f(&q), f(&k), f(&v));
+                for head in 0..h {
+                    let kvh = head / group;
+                    for t in 0..c {
+                        let pos = q0 + t;
+                        let keys: Vec<usize> = span
+                            .positions()
+                            .filter(|&p| rule.allows(pos, p))
+                            .map(slot)
+                            .collect();
+                        let s: Vec<f64> = keys
+                            .iter()
+                            .map(|&sl| {
+                                (0..d)
+                                    .map(|e| {
+                                        qv[(head * c + t) * d + e] as f64
+                                            * kv_[(kvh * cap + sl) * d + e] as f64
+                                    })
+                                    .sum::<f64>()
+                                    / (d as f64).sqrt()
                             })
-                            .sum::<f64>()
-                            / (d as f64).sqrt()
-                    })
-                    .collect();
-                let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let w: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
-                let total: f64 = w.iter().sum();
-                for e in 0..d {
-                    let want: f64 = keys
-                        .iter()
-                        .zip(&w)
-                        .map(|(&(_, slot), wi)| wi / total * vv[(kvh * cap + slot) * d + e] as f64)
-                        .sum();
-                    let diff = (got[head * d + e] as f64 - want).abs();
-                    assert!(diff < 1e-4, "group {group} n {n} head {head}: {diff}");
+                            .collect();
+                        let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                        let w: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+                        let total: f64 = w.iter().sum();
+                        for e in 0..d {
+                            let want: f64 = keys
+                                .iter()
+                                .zip(&w)
+                                .map(|(&sl, wi)| wi / total * vv[(kvh * cap + sl) * d + e] as f64)
+                                .sum();
+                            let got = got[(t * h + head) * d + e] as f64;
+                            assert!(
+                                (got - want).abs() < 1e-4,
+                                "{isa:?} group {group} d {d} c {c} before {before} {rule:?} \
+                                 head {head} t {t}: {got} vs {want}"
+                            );
+                        }
+                    }
                 }
             }
         }

@@ -1,6 +1,6 @@
 //! One layer's attention: [`attend`] is the single entry point, and the kernel it runs was
 //! chosen once for the model ([`Kernels`]): the CUDA flash-style kernel (`fused`), the CPU's
-//! in-place decode loop (`cpu`), or candle ops (`ops`, also the dense reference's).
+//! flash-style loop (`cpu`), or candle ops (`ops`, also the dense reference's).
 
 pub mod cpu;
 pub mod fused;
@@ -13,6 +13,7 @@ use candle_core::{Device, Tensor};
 use super::Result;
 use super::decode_graph::Capture;
 use super::device::{AttentionKernel, Kernels};
+use super::kernels::simd::Isa;
 use super::kv_cache::KvCache;
 use crate::recipe::{AttnRule, KeySpan};
 
@@ -76,11 +77,11 @@ pub(crate) fn attend(
             };
             fused::attention(q, &kb, &vb, map, rule, q0, launch)?.flatten_from(2)?
         }
-        AttentionKernel::CpuDecode if q.dim(2)? == 1 => {
+        AttentionKernel::Cpu => {
             let (kb, vb, map) = cache.slot_map(layer, span)?;
-            cpu::attention(q, &kb, &vb, map, rule, q0)?.flatten_from(2)?
+            cpu::attention(q, &kb, &vb, map, rule, q0, Isa::detect())?.flatten_from(2)?
         }
-        AttentionKernel::CpuDecode | AttentionKernel::Ops => {
+        AttentionKernel::Ops => {
             let (kk, vv) = cache.gather(layer, span)?;
             ops::token_major(&ops::attend(q, &kk, &vv, mask.as_ref())?)?
         }
