@@ -209,10 +209,10 @@ fn check_memory(model: &Model, recipe: &Recipe, ctx: usize, chunk: usize) -> any
     let cfg = model.config();
     let per_token = cfg.kv_bytes_per_token_layer(model.dtype().size_in_bytes()) as u64;
     let need = |n: usize| {
+        // Saturating: a context of u64::MAX tokens must be refused, not overflow.
         (0..cfg.layers)
-            .map(|l| recipe.cache_tokens(l, n, chunk) as u64)
-            .sum::<u64>()
-            .saturating_mul(per_token)
+            .map(|l| (recipe.cache_tokens(l, n, chunk) as u64).saturating_mul(per_token))
+            .fold(0u64, u64::saturating_add)
     };
     let budget = free - free / 10;
     if need(ctx) <= budget {

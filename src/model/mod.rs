@@ -34,7 +34,7 @@ pub enum ModelError {
     )]
     NotGguf { path: PathBuf, detail: String },
     #[error(
-        "{path} is truncated or corrupt ({detail}); re-download it (a cached preset: `swaa-chat models verify` finds it, `models fetch` gets it again)"
+        "{path} is truncated or corrupt ({detail}); re-download it (a cached preset: delete the file and `swaa-chat models fetch` gets it again, checked against its SHA-256)"
     )]
     Corrupt { path: PathBuf, detail: String },
     /// An error found in a model file whose message does not name the file yet.
