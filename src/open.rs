@@ -160,8 +160,8 @@ pub fn open_session(cfg: &Config, fetch: &FetchOptions) -> anyhow::Result<(Sessi
             cfg.sampling.max_new_tokens
         );
     }
-    let id = model_id(&cfg.model);
-    let recipe = crate::engine::calibrate::resolve(&model, &tokenizer, Some(&id), recipe)?;
+    let weights = weights_identity(pinned_sha256, &weight_files);
+    let recipe = crate::engine::calibrate::resolve(&model, &tokenizer, weights.as_deref(), recipe)?;
     let chunk = config::prefill_chunk(cfg.chunk, &device);
     check_memory(&model, &recipe, ctx, chunk)?;
     let mut sampling = cfg.sampling.clone();
@@ -175,28 +175,32 @@ pub fn open_session(cfg: &Config, fetch: &FetchOptions) -> anyhow::Result<(Sessi
         context_policy: cfg.context_policy,
         sampling,
         system_prompt: None,
-        read_cache: read_cache(cfg, &device, &name, pinned_sha256, &weight_files),
+        read_cache: read_cache(cfg, &device, &name, weights.as_deref()),
     };
     let mut session = Session::new(model, tokenizer, recipe, opts);
-    session.set_model_id(id);
+    if let Some(id) = weights {
+        session.set_model_id(id);
+    }
     Ok((session, name))
 }
 
-/// Names the weights `--model` points at for what is kept per model under the cache dir: a
-/// file by its path, size and modification time (a changed file is another model), a preset
-/// by its name (its file is pinned by SHA-256).
-pub fn model_id(spec: &str) -> String {
-    let path = Path::new(spec);
-    let Ok(meta) = std::fs::metadata(path) else {
-        return spec.to_string();
-    };
-    let modified = meta
-        .modified()
+/// What the weights are, for what is kept per model (stored reads, calibration scores): a
+/// preset's pinned SHA-256 (its file was checked against it), else the files' SHA-256, hashed
+/// once and remembered by path, size and mtime. None, logged, when it cannot be told: then
+/// nothing is kept for this model.
+pub fn weights_identity(
+    pinned_sha256: Option<&str>,
+    weight_files: &[std::path::PathBuf],
+) -> Option<String> {
+    if let Some(sha) = pinned_sha256 {
+        return Some(sha.to_string());
+    }
+    let hashed = readcache::default_dir()
+        .map_err(|e| e.to_string())
+        .and_then(|dir| readcache::files_identity(weight_files, &dir).map_err(|e| e.to_string()));
+    hashed
+        .map_err(|e| tracing::warn!("nothing kept for this model: cannot hash its files: {e}"))
         .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
-    let path = path.canonicalize().unwrap_or_else(|_| path.into());
-    format!("{}:{}:{modified}", path.display(), meta.len())
 }
 
 /// Refuses a context whose KV cache under `recipe` cannot fit in the memory left after the
@@ -249,28 +253,18 @@ fn read_cache(
     cfg: &Config,
     device: &Device,
     name: &str,
-    pinned_sha256: Option<&str>,
-    weight_files: &[std::path::PathBuf],
+    weights: Option<&str>,
 ) -> Option<ReadCache> {
     if !cfg.read_cache.enabled {
         return None;
     }
+    let weights = weights?;
     let dir = match readcache::default_dir() {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!("no read cache: {e}");
             return None;
         }
-    };
-    let weights = match pinned_sha256 {
-        Some(sha) => sha.to_string(),
-        None => match readcache::files_identity(weight_files, &dir) {
-            Ok(id) => id,
-            Err(e) => {
-                tracing::warn!("no read cache: cannot hash the model files: {e}");
-                return None;
-            }
-        },
     };
     // Weights mode and device change the computed cache (requantized blocks, kernels).
     let device = if device.is_cpu() { "cpu" } else { "cuda" };

@@ -36,6 +36,8 @@ pub(super) fn run(a: CalibrateArgs, cfg: Config) -> Result<()> {
         model,
         tokenizer,
         name,
+        pinned_sha256,
+        weight_files,
         ..
     } = open::load(&cfg.model, &device, cfg.weights, &open::fetch_options())?;
     let d = RecipeDefaults::for_context(model.config().ctx);
@@ -48,8 +50,8 @@ pub(super) fn run(a: CalibrateArgs, cfg: Config) -> Result<()> {
         None => PROSE.to_string(),
     };
     let t0 = Instant::now();
-    let id = open::model_id(&cfg.model);
-    let c = Calibration::cached(&model, &tokenizer, Some(&id), &prose, window, sink)?;
+    let id = open::weights_identity(pinned_sha256, &weight_files);
+    let c = Calibration::cached(&model, &tokenizer, id.as_deref(), &prose, window, sink)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&c)?);
         return Ok(());

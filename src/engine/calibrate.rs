@@ -72,7 +72,7 @@ impl Calibration {
         kept
     }
 
-    /// The scores of `model` (named by `model_id`, e.g. its file and size) for this window and
+    /// The scores of `model` (named by `model_id`, its weights' SHA-256) for this window and
     /// sink over `text`: from the cache dir when an earlier run stored them, else measured and
     /// stored. Without an id nothing is stored: the scores could belong to another model.
     pub fn cached(

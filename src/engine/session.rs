@@ -105,7 +105,7 @@ impl Session {
         }
     }
 
-    /// Names the weights (e.g. file, size and time) so that calibration scores can be kept.
+    /// Names the weights (`open::weights_identity`) so that calibration scores can be kept.
     pub fn set_model_id(&mut self, id: String) {
         self.model_id = Some(id);
     }
