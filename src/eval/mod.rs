@@ -178,9 +178,10 @@ fn row_name(preset: Preset, opts: &EvalOptions) -> String {
     name
 }
 
-/// Presets with interleaved full-attention layers, which `--full-layers` replaces.
+/// Presets with interleaved full-attention layers, which `--full-layers` replaces (as the
+/// preset table says; window and sink do not change it).
 fn has_full_layers(preset: Preset) -> bool {
-    matches!(preset, Preset::SwaInterleave | Preset::Swaa)
+    Recipe::preset(preset, RecipeDefaults::for_context(0)).full_layers != LayerSet::None
 }
 
 fn count_tokens(tok: &ChatTokenizer) -> impl Fn(&str) -> usize + '_ {
