@@ -27,29 +27,37 @@ pub enum Logits {
     Skip,
 }
 
-/// Projections that read the same input, run as one matmul when their weights are dense
-/// (concatenated at load: fewer, larger GEMMs and fewer launches per token), else one each
-/// (quantized blocks cannot be concatenated) with the outputs joined.
+/// Projections that read the same input, run as one matmul when their weights are dense or
+/// tiled of one kind (concatenated at load: fewer, larger GEMMs and fewer launches per token),
+/// else one each (candle's quantized blocks cannot be concatenated) with the outputs joined.
 #[derive(Debug, Clone)]
-struct Joined {
-    parts: Vec<Linear>,
+pub(super) struct Joined {
+    pub(super) parts: Vec<Linear>,
     /// Output width of each projection, in order.
-    widths: Vec<usize>,
+    pub(super) widths: Vec<usize>,
 }
 
 impl Joined {
-    fn new(parts: Vec<Linear>) -> candle_core::Result<Self> {
+    pub(super) fn new(parts: Vec<Linear>) -> candle_core::Result<Self> {
         let widths = parts.iter().map(Linear::out_dim).collect();
         let dense: Option<Vec<Tensor>> = parts
             .iter()
             .map(|p| match p {
                 Linear::Dense(w) => Some(w.clone()),
-                Linear::Quantized { .. } => None,
+                _ => None,
             })
             .collect();
-        let parts = match dense {
-            Some(ws) => vec![Linear::Dense(Tensor::cat(&ws, 0)?)],
-            None => parts,
+        let tiled: Option<Vec<&kernels::qtile::Tiled>> = parts
+            .iter()
+            .map(|p| match p {
+                Linear::Tiled(t) => Some(t.as_ref()),
+                _ => None,
+            })
+            .collect();
+        let parts = match (dense, tiled.and_then(|t| kernels::qtile::Tiled::concat(&t))) {
+            (Some(ws), _) => vec![Linear::Dense(Tensor::cat(&ws, 0)?)],
+            (_, Some(t)) => vec![Linear::Tiled(Arc::new(t))],
+            _ => parts,
         };
         Ok(Joined { parts, widths })
     }
@@ -87,40 +95,40 @@ impl Joined {
 }
 
 #[derive(Debug, Clone)]
-struct Layer {
-    attn_norm: Tensor,
+pub(super) struct Layer {
+    pub(super) attn_norm: Tensor,
     /// q, k, v.
-    qkv: Joined,
+    pub(super) qkv: Joined,
     /// Qwen2: the q/k/v biases, concatenated like the projections.
-    qkv_bias: Option<Tensor>,
-    wo: Linear,
+    pub(super) qkv_bias: Option<Tensor>,
+    pub(super) wo: Linear,
     /// Qwen3: per-head RMSNorm of q and k before RoPE.
-    qk_norm: Option<(Tensor, Tensor)>,
-    ffn_norm: Tensor,
+    pub(super) qk_norm: Option<(Tensor, Tensor)>,
+    pub(super) ffn_norm: Tensor,
     /// gate, up.
-    gate_up: Joined,
-    down: Linear,
+    pub(super) gate_up: Joined,
+    pub(super) down: Linear,
 }
 
 #[derive(Debug, Clone)]
 pub struct Model {
-    cfg: ModelConfig,
-    embed: Tensor,
-    layers: Vec<Layer>,
-    norm: Tensor,
-    lm_head: Linear,
-    device: Device,
-    dtype: DType,
+    pub(super) cfg: ModelConfig,
+    pub(super) embed: Tensor,
+    pub(super) layers: Vec<Layer>,
+    pub(super) norm: Tensor,
+    pub(super) lm_head: Linear,
+    pub(super) device: Device,
+    pub(super) dtype: DType,
     /// Chosen once for the device, dtype and shape ([`Model::set_fused_attention`]).
-    kernels: Kernels,
+    pub(super) kernels: Kernels,
     /// RoPE tables from position 0, grown on demand: a decode step then uploads nothing.
     /// Indexed by [`Table`]; the original one is built only when a recipe asks for it.
-    rope: Arc<Mutex<[Option<Rope>; 2]>>,
+    pub(super) rope: Arc<Mutex<[Option<Rope>; 2]>>,
 }
 
 /// The RoPE table a layer reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Table {
+pub(super) enum Table {
     /// The model's RoPE, with its scaling if it has one.
     Model = 0,
     /// Unscaled, for sliding layers under [`RopeChoice::Original`] when the model scales.
@@ -129,18 +137,18 @@ enum Table {
 
 /// RoPE tables for a run of positions, shared by the layers of one forward pass that use them.
 #[derive(Debug)]
-struct Rope {
-    cos: Tensor,
-    sin: Tensor,
+pub(super) struct Rope {
+    pub(super) cos: Tensor,
+    pub(super) sin: Tensor,
     /// `[C, d]`: cos | sin per token, for the fused kernels (CUDA, bf16 only).
-    cs: Option<Tensor>,
-    style: RopeStyle,
+    pub(super) cs: Option<Tensor>,
+    pub(super) style: RopeStyle,
 }
 
 impl Rope {
     /// Unscaled, the same arithmetic as candle-transformers' `precomput_freqs_cis` (f32), for
     /// bit-level parity; `scaling` as `rope::frequencies` defines it.
-    fn new(
+    pub(super) fn new(
         cfg: &ModelConfig,
         scaling: Option<&RopeScaling>,
         positions: std::ops::Range<usize>,
@@ -194,7 +202,7 @@ impl Rope {
 
 impl Layer {
     /// Normalised input → the joined q/k/v projection `[1, C, (H + 2·KV)·d]`, biases added.
-    fn project(&self, h: &Tensor) -> candle_core::Result<Tensor> {
+    pub(super) fn project(&self, h: &Tensor) -> candle_core::Result<Tensor> {
         let y = self.qkv.forward_on(h, false)?;
         match &self.qkv_bias {
             Some(b) => y.broadcast_add(b),
@@ -259,7 +267,7 @@ impl Layer {
     }
 
     /// Normalised input → the MLP block's output (before the residual add).
-    fn mlp(&self, h: &Tensor, fused: bool) -> candle_core::Result<Tensor> {
+    pub(super) fn mlp(&self, h: &Tensor, fused: bool) -> candle_core::Result<Tensor> {
         let y = self.gate_up.forward_on(h, fused)?;
         let act = if fused {
             kernels::ops::silu_mul(&y)?
@@ -442,7 +450,7 @@ impl Model {
     }
 
     /// Which table layer `layer` reads under `recipe`.
-    fn table(&self, recipe: &Recipe, layer: usize) -> Table {
+    pub(super) fn table(&self, recipe: &Recipe, layer: usize) -> Table {
         match recipe.layer_rope(layer) {
             RopeChoice::Original if self.cfg.rope_scaling.is_some() => Table::Original,
             _ => Table::Model,
@@ -528,7 +536,7 @@ impl Model {
         layers + self.lm_head.bytes() + vec(&self.norm)
     }
 
-    fn embed(&self, tokens: &[u32]) -> Result<Tensor> {
+    pub(super) fn embed(&self, tokens: &[u32]) -> Result<Tensor> {
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab) {
             return Err(candle_core::Error::Msg(format!(
                 "token id {bad} outside the vocabulary ({})",
@@ -627,7 +635,7 @@ impl Model {
 
     /// The model's RoPE (scaled as the file says) for positions `0..t`, built apart from the
     /// tables a forward pass shares, for the dense paths.
-    fn dense_rope(&self, t: usize) -> Result<Rope> {
+    pub(super) fn dense_rope(&self, t: usize) -> Result<Rope> {
         Rope::new(
             &self.cfg,
             self.cfg.rope_scaling.as_ref(),

@@ -68,6 +68,8 @@ pub enum Linear {
         dense_prefill: bool,
     },
     Dense(Tensor),
+    /// Q5_0 / Q8_0 repacked in 16-row tiles for the AVX-512 VNNI kernel (`kernels::qtile`).
+    Tiled(Arc<super::kernels::qtile::Tiled>),
 }
 
 impl Linear {
@@ -76,20 +78,10 @@ impl Linear {
             Linear::Quantized {
                 q,
                 dense_prefill: true,
-            } if dense_is_faster(q, x)? => {
-                let w = if q.dtype() == GgmlDType::Q5_0 {
-                    super::kernels::qmatmul::dequantize(q)?
-                } else {
-                    q.dequantize(x.device())?
-                };
-                dense_matmul(x, &w)
-            }
-            Linear::Quantized {
-                q,
-                dense_prefill: true,
-            } if q.dtype() == GgmlDType::Q5_0 => super::kernels::qmatmul::forward(x, q),
+            } if dense_is_faster(q, x)? => dense_matmul(x, &q.dequantize(x.device())?),
             Linear::Quantized { q, .. } => x.apply_op1_no_bwd(q.as_ref()),
             Linear::Dense(w) => dense_matmul(x, w),
+            Linear::Tiled(t) => super::kernels::qtile::forward(x, t),
         }
     }
 
@@ -108,6 +100,7 @@ impl Linear {
         match self {
             Linear::Quantized { q, .. } => q.shape().dims()[0],
             Linear::Dense(w) => w.dims()[0],
+            Linear::Tiled(t) => t.out_dim(),
         }
     }
 
@@ -116,6 +109,7 @@ impl Linear {
         match self {
             Linear::Quantized { q, .. } => q.storage_size_in_bytes(),
             Linear::Dense(w) => w.elem_count() * w.dtype().size_in_bytes(),
+            Linear::Tiled(t) => t.bytes(),
         }
     }
 }
@@ -147,6 +141,8 @@ struct GgufSource<'a> {
     dtype: DType,
     /// [`WeightsMode::Auto`] on the CPU: see [`with_simd_kernel`] and [`dense_is_faster`].
     fast_cpu: bool,
+    /// The CPU has the tiled kernel's instructions ([`super::kernels::qtile::detect`]).
+    tiled: bool,
 }
 
 impl GgufSource<'_> {
@@ -191,10 +187,22 @@ impl WeightSource for GgufSource<'_> {
         };
         Ok(match dense {
             Some(dt) => Linear::Dense(q.dequantize(&self.device)?.to_dtype(dt)?),
-            None if self.fast_cpu => Linear::Quantized {
-                q: Arc::new(with_simd_kernel(q, &self.device)?),
-                dense_prefill: true,
-            },
+            None if self.fast_cpu => {
+                let tiles = |q: &QTensor| self.tiled && super::kernels::qtile::fits(q);
+                let q = if tiles(&q) {
+                    q
+                } else {
+                    with_simd_kernel(q, &self.device)?
+                };
+                if tiles(&q) {
+                    Linear::Tiled(Arc::new(super::kernels::qtile::Tiled::pack(&q)?))
+                } else {
+                    Linear::Quantized {
+                        q: Arc::new(q),
+                        dense_prefill: true,
+                    }
+                }
+            }
             None => Linear::Quantized {
                 q: Arc::new(q),
                 dense_prefill: false,
@@ -250,19 +258,16 @@ fn dense_is_faster(q: &QTensor, x: &Tensor) -> candle_core::Result<bool> {
 }
 
 /// Candle's CPU kernels for Q4_1, Q5_0, Q5_1 and Q8_1 are scalar (no AVX2/NEON), ~3x slower
-/// than its Q8_0 kernel. Q5_0 rows of whole blocks keep their blocks for the project's integer
-/// kernel (`kernels::qmatmul`: decode reads 22 bytes per 32 weights, not 34); the others are
-/// re-quantized to Q8_0 at load. That costs memory (8.5 bits a weight instead of 5–6) and adds
-/// a rounding error well under the original block's own (Q8 steps are 1/127 of the block's
-/// range, Q5's 1/16).
+/// than its Q8_0 kernel. Where the tiled kernels do not run (no AVX2, or rows of partial
+/// blocks), such weights are re-quantized to Q8_0 at load. That costs memory (8.5 bits a weight
+/// instead of 5–6) and adds a rounding error well under the original block's own (Q8 steps are
+/// 1/127 of the block's range, Q5's 1/16).
 fn with_simd_kernel(q: QTensor, device: &Device) -> Result<QTensor> {
-    let own_kernel =
-        q.dtype() == GgmlDType::Q5_0 && super::kernels::qmatmul::fits(q.shape().dims()[1]);
     let scalar_only = matches!(
         q.dtype(),
         GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1 | GgmlDType::Q8_1
     );
-    if !scalar_only || own_kernel {
+    if !scalar_only {
         return Ok(q);
     }
     Ok(QTensor::quantize(&q.dequantize(device)?, GgmlDType::Q8_0)?)
@@ -352,6 +357,7 @@ fn load_gguf_here(
         dense: mode.dense_dtype(device),
         dtype: mode.activation_dtype(device),
         fast_cpu: mode == WeightsMode::Auto && device.is_cpu(),
+        tiled: super::kernels::qtile::detect().is_some(),
     };
     let model = Model::build(cfg, &mut src)?;
     Ok((model, content.metadata))
@@ -420,7 +426,36 @@ impl SafetensorsSource<'_> {
         if !self.vb.contains_tensor(&hf) {
             return Err(ModelError::MissingTensor(hf, "safetensors"));
         }
-        Ok(self.vb.get(dims, &hf)?.to_dtype(self.dtype)?)
+        let t = self.vb.get(dims, &hf).map_err(|e| match e {
+            candle_core::Error::UnexpectedShape { expected, got, .. } => {
+                ModelError::ShapeMismatch {
+                    keys: config_keys(&hf),
+                    tensor: hf.clone(),
+                    expected: format!("{:?}", expected.dims()),
+                    got: format!("{:?}", got.dims()),
+                }
+            }
+            e => e.into(),
+        })?;
+        Ok(t.to_dtype(self.dtype)?)
+    }
+}
+
+/// The config.json keys that decide a tensor's shape, for a message about a mismatch.
+fn config_keys(tensor: &str) -> &'static str {
+    let part = |p: &str| tensor.contains(p);
+    if part("q_proj") || part("o_proj") {
+        "hidden_size, num_attention_heads, head_dim"
+    } else if part("k_proj") || part("v_proj") {
+        "hidden_size, num_key_value_heads, head_dim"
+    } else if part("q_norm") || part("k_norm") {
+        "head_dim"
+    } else if part("mlp.") {
+        "hidden_size, intermediate_size"
+    } else if part("embed") || part("lm_head") {
+        "vocab_size, hidden_size"
+    } else {
+        "hidden_size"
     }
 }
 
@@ -456,9 +491,22 @@ pub fn load_safetensors_dir(dir: &Path, device: &Device, mode: WeightsMode) -> R
     // SAFETY: the files are memory-mapped read-only; modifying them while loaded is the user's risk,
     // as in every mmap-based loader (candle, llama.cpp).
     // candle's messages on a bad header say what is wrong but not what to do.
-    let corrupt = |e: candle_core::Error| ModelError::Corrupt {
-        path: dir.into(),
-        detail: first_line(&e),
+    // The file named once (candle puts its path inside the message too), and serde's list of
+    // every dtype it knows left out.
+    let corrupt = |e: candle_core::Error| {
+        let (path, e) = match e {
+            candle_core::Error::WithPath { inner, path } => (path, *inner),
+            e => (dir.to_path_buf(), e),
+        };
+        let detail = first_line(&e);
+        ModelError::Corrupt {
+            path,
+            detail: detail
+                .split(", expected one of")
+                .next()
+                .unwrap_or(&detail)
+                .to_string(),
+        }
     };
     let vb =
         unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }.map_err(corrupt)?;

@@ -127,13 +127,7 @@ pub fn check(device: &Device, s: &KernelSpec) -> crate::model::Result<KernelCase
         };
         (lay(&k)?, lay(&v)?, map)
     } else {
-        let map = SlotMap {
-            n_sink: span.sink.len(),
-            sink_slot0: 0,
-            n_recent: span.recent.len(),
-            recent_slot0: span.recent.start,
-            recent_pos0: span.recent.start,
-        };
+        let map = SlotMap::in_place(&span);
         (k.clone(), v.clone(), map)
     };
     let up = |t: &Tensor| -> candle_core::Result<Tensor> {

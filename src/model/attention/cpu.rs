@@ -150,8 +150,9 @@ impl<'a> Rows<'a> {
         })
     }
 
-    fn row(&self, kv_head: usize, slot: usize, d: usize) -> &'a [f32] {
-        &self.data[self.at + kv_head * self.head + slot * self.tok..][..d]
+    /// The buffer from `kv_head`'s row at `slot` on (rows `tok` floats apart).
+    fn from(&self, kv_head: usize, slot: usize) -> &'a [f32] {
+        &self.data[self.at + kv_head * self.head + slot * self.tok..]
     }
 }
 
@@ -260,12 +261,10 @@ impl Job<'_> {
         let tiles = self.tiles(pa, pb);
         let n = tiles.len();
         for &tile in &tiles[split * n / splits..(split + 1) * n / splits] {
+            let (k0, v0) = (self.k.from(kvh, tile.slot0), self.v.from(kvh, tile.slot0));
+            simd::transpose_keys(self.isa, k0, self.k.tok, tile.len, d, &mut kt);
             for j in 0..tile.len {
-                let slot = tile.slot0 + j;
-                for (e, &x) in self.k.row(kvh, slot, d).iter().enumerate() {
-                    kt[e * TILE + j] = x;
-                }
-                vt[j * d..][..d].copy_from_slice(self.v.row(kvh, slot, d));
+                vt[j * d..][..d].copy_from_slice(&v0[j * self.v.tok..][..d]);
             }
             simd::scores(self.isa, &qp, rows, d, &kt, &mut s);
             if !self.unmasked(pa, pb, tile) {
@@ -290,6 +289,60 @@ impl Job<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sliding layer's cost is O(sink + W) per query block, however long the cache: each
+    /// block of a 4,096-token chunk (the bench's sliding prefill, W = 2048, K = 64) and a decode
+    /// step visit only the tiles that hold sink and window keys, while full attention visits
+    /// every key before the block.
+    #[test]
+    fn sliding_blocks_visit_only_sink_and_window_tiles() {
+        let (d, n) = (8, 4096);
+        let data = vec![0f32; n * d];
+        let rows = || Rows {
+            data: &data,
+            at: 0,
+            head: n * d,
+            tok: d,
+        };
+        for (window, sink) in [(None, 0), (Some(2048), 64), (Some(512), 16)] {
+            let rule = AttnRule { window, sink };
+            // Prefill of the whole chunk at once (q0 = 0) and a decode step at position n - 1.
+            for (q0, c) in [(0, n), (n - 1, 1)] {
+                let span = rule.key_span(q0, q0 + c);
+                let map = SlotMap::in_place(&span);
+                let job = Job {
+                    q: &[],
+                    k: rows(),
+                    v: rows(),
+                    map,
+                    rule,
+                    q0,
+                    c,
+                    d,
+                    g: 7,
+                    block: (ROWS / 7).clamp(1, c),
+                    isa: Isa::Scalar,
+                };
+                for b in 0..c.div_ceil(job.block) {
+                    let (c0, len) = job.block_span(b);
+                    let (pa, pb) = (q0 + c0, q0 + c0 + len);
+                    let keys: usize = job.tiles(pa, pb).iter().map(|t| t.len).sum();
+                    let want = match window {
+                        None => pb,
+                        // The sink, then the block's window: from pa + 1 − W to its last query.
+                        Some(w) => pb.min(sink + w - 1 + len),
+                    };
+                    assert!(
+                        keys <= want,
+                        "{rule:?} block at {pa}..{pb}: {keys} keys, at most {want}"
+                    );
+                    if window.is_none() {
+                        assert_eq!(keys, pb, "full attention sees every key before it");
+                    }
+                }
+            }
+        }
+    }
 
     /// Against a plain f64 softmax over the keys `allows` admits, on every vector path this
     /// CPU has: decode steps and prefill chunks (several query blocks), GQA groups, head dims

@@ -5,7 +5,7 @@
 
 use candle_core::{CpuStorage, Layout, Shape, Tensor};
 
-use crate::recipe::AttnRule;
+use crate::recipe::{AttnRule, KeySpan};
 
 /// Where the keys of a span lie in a layer's cache buffer: key `j < n_sink` is position `j`
 /// at slot `sink_slot0 + j`; key `n_sink + t` is position `recent_pos0 + t` at slot
@@ -17,6 +17,19 @@ pub struct SlotMap {
     pub n_recent: usize,
     pub recent_slot0: usize,
     pub recent_pos0: usize,
+}
+
+impl SlotMap {
+    /// `span`'s keys in a cache that never evicted: each key's slot is its position.
+    pub fn in_place(span: &KeySpan) -> SlotMap {
+        SlotMap {
+            n_sink: span.sink.len(),
+            sink_slot0: 0,
+            n_recent: span.recent.len(),
+            recent_slot0: span.recent.start,
+            recent_pos0: span.recent.start,
+        }
+    }
 }
 
 /// Attention of `q: [1, H, C, d]` (positions `q0..q0+C`) over the keys that `map` picks from

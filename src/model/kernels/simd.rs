@@ -38,10 +38,13 @@ impl Isa {
             let mut out = Vec::new();
             #[cfg(target_arch = "x86_64")]
             {
-                if is_x86_feature_detected!("avx512f") {
+                if allowed(Isa::Avx512) && is_x86_feature_detected!("avx512f") {
                     out.push(Isa::Avx512);
                 }
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                if allowed(Isa::Avx2)
+                    && is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                {
                     out.push(Isa::Avx2);
                 }
             }
@@ -70,6 +73,21 @@ impl Isa {
     }
 }
 
+/// Whether the kernels may use `isa`: `SWAA_CHAT_ISA=avx2` caps every kernel at AVX2 and
+/// `=scalar` at plain code, so that a slower CPU's path can be run (and timed) on this one.
+pub fn allowed(isa: Isa) -> bool {
+    static CAP: OnceLock<Isa> = OnceLock::new();
+    let cap = *CAP.get_or_init(
+        || match std::env::var("SWAA_CHAT_ISA").as_deref().map(str::trim) {
+            Ok("avx2") => Isa::Avx2,
+            Ok("scalar") => Isa::Scalar,
+            _ => Isa::Avx512,
+        },
+    );
+    // The variants run from the widest down.
+    isa as u8 >= cap as u8
+}
+
 /// `s[r][j] = q[r] · kt[·][j]` for `rows` query rows `q: [rows, d]` and a transposed key tile
 /// `kt: [d, TILE]`; `s: [rows, TILE]`.
 pub fn scores(isa: Isa, q: &[f32], rows: usize, d: usize, kt: &[f32], s: &mut [f32]) {
@@ -90,6 +108,79 @@ pub fn scores(isa: Isa, q: &[f32], rows: usize, d: usize, kt: &[f32], s: &mut [f
                         *o += qe * k;
                     }
                 }
+            }
+        }
+    }
+}
+
+/// `kt[e][j] = key j's element e` for the `len ≤ TILE` keys whose rows of `d` floats start
+/// every `stride` floats in `src` (a tile's consecutive cache slots); `kt: [d, TILE]`. Columns
+/// from `len` on are left as they were (the caller masks them). The loop it replaces stored
+/// one float at a time and cost a decode step at 4k context more than its dot products.
+pub fn transpose_keys(isa: Isa, src: &[f32], stride: usize, len: usize, d: usize, kt: &mut [f32]) {
+    assert!(len <= TILE && kt.len() >= d * TILE);
+    assert!(len == 0 || src.len() >= (len - 1) * stride + d);
+    match isa.for_rows(d) {
+        // SAFETY: as in `scores`: the features are present, d fits the vectors, and the
+        // slices hold the rows read and the tile written (asserted above).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { transpose_keys_avx512(src, stride, len, d, kt) },
+        _ => {
+            for j in 0..len {
+                for (e, &x) in src[j * stride..][..d].iter().enumerate() {
+                    kt[e * TILE + j] = x;
+                }
+            }
+        }
+    }
+}
+
+/// 16 × 16 blocks transposed in registers (unpack, then two rounds of 128-bit lane shuffles).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_keys_avx512(src: &[f32], stride: usize, len: usize, d: usize, kt: &mut [f32]) {
+    let pd = _mm512_castps_pd;
+    let ps = _mm512_castpd_ps;
+    for h in 0..len.div_ceil(16) {
+        let keys = 16.min(len - 16 * h);
+        for e0 in (0..d).step_by(16) {
+            // SAFETY: rows 16h + i < len lie inside `src` (the caller's assertion).
+            let mut r: [__m512; 16] = std::array::from_fn(|i| {
+                if i < keys {
+                    unsafe { _mm512_loadu_ps(src.as_ptr().add((16 * h + i) * stride + e0)) }
+                } else {
+                    _mm512_setzero_ps()
+                }
+            });
+            let mut t = [_mm512_setzero_ps(); 16];
+            for i in 0..8 {
+                t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+                t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+            }
+            for i in 0..4 {
+                let (a, b, c, e) = (t[4 * i], t[4 * i + 1], t[4 * i + 2], t[4 * i + 3]);
+                r[4 * i] = ps(_mm512_unpacklo_pd(pd(a), pd(c)));
+                r[4 * i + 1] = ps(_mm512_unpackhi_pd(pd(a), pd(c)));
+                r[4 * i + 2] = ps(_mm512_unpacklo_pd(pd(b), pd(e)));
+                r[4 * i + 3] = ps(_mm512_unpackhi_pd(pd(b), pd(e)));
+            }
+            // r[4i + c] holds column c (of 4) of rows 4i..4i+4, one 128-bit lane per group of
+            // 4 columns: gather the lanes of rows 0–15 for each column.
+            for c in 0..4 {
+                let lo = _mm512_shuffle_f32x4::<0x88>(r[c], r[4 + c]);
+                let hi = _mm512_shuffle_f32x4::<0xdd>(r[c], r[4 + c]);
+                let lo2 = _mm512_shuffle_f32x4::<0x88>(r[8 + c], r[12 + c]);
+                let hi2 = _mm512_shuffle_f32x4::<0xdd>(r[8 + c], r[12 + c]);
+                t[c] = _mm512_shuffle_f32x4::<0x88>(lo, lo2);
+                t[4 + c] = _mm512_shuffle_f32x4::<0x88>(hi, hi2);
+                t[8 + c] = _mm512_shuffle_f32x4::<0xdd>(lo, lo2);
+                t[12 + c] = _mm512_shuffle_f32x4::<0xdd>(hi, hi2);
+            }
+            let mask = ((1u32 << keys) - 1) as u16;
+            for (i, v) in t.iter().enumerate() {
+                let at = (e0 + i) * TILE + 16 * h;
+                // SAFETY: element e0 + i < d of the tile's 16-key half h.
+                unsafe { _mm512_mask_storeu_ps(kt.as_mut_ptr().add(at), mask, *v) };
             }
         }
     }
@@ -424,6 +515,32 @@ mod tests {
         (0..n)
             .map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
             .collect()
+    }
+
+    /// The vector transpose puts every key's elements where the scalar loop does, for full and
+    /// partial tiles, and leaves the columns past the keys alone.
+    #[test]
+    fn key_tiles_transpose_as_the_scalar_loop_does() {
+        for isa in Isa::available() {
+            for (d, len, stride) in [
+                (64, 32, 64),
+                (64, 7, 128),
+                (16, 17, 40),
+                (48, 1, 48),
+                (12, 5, 12),
+            ] {
+                let src = noise((len - 1) * stride + d, 3);
+                let mut want = noise(d * TILE, 4);
+                let mut got = want.clone();
+                for j in 0..len {
+                    for e in 0..d {
+                        want[e * TILE + j] = src[j * stride + e];
+                    }
+                }
+                transpose_keys(isa, &src, stride, len, d, &mut got);
+                assert_eq!(got, want, "{isa:?} d {d} len {len}");
+            }
+        }
     }
 
     /// Every path this CPU has, for head dims that take the wide, the narrow and the scalar
