@@ -4,14 +4,15 @@
 //! line chat, `ask`, `eval` and `bench` all open models here.
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::Device;
+use sha2::{Digest, Sha256};
 
 use crate::config::{self, Config};
 use crate::engine::{Backend, Session, SessionOptions};
 use crate::hub::{self, FetchOptions, HubError, Preset};
-use crate::model::{self, Model, ModelError, WeightsMode};
+use crate::model::{self, AdapterCard, Model, ModelError, WeightsMode};
 use crate::readcache::{self, ReadCache, Store};
 use crate::recipe::{Recipe, RecipeDefaults};
 use crate::tokenizer::{ChatTokenizer, TokenizerError};
@@ -145,7 +146,7 @@ pub fn open_session(cfg: &Config, fetch: &FetchOptions) -> anyhow::Result<(Sessi
     // A context past the trained one turns on the preset's documented RoPE scaling.
     model.use_context(cfg.ctx, preset.and_then(|p| p.long_context));
     let recipe = Recipe::resolve(&cfg.recipe, RecipeDefaults::for_context(model.config().ctx))
-        .map_err(anyhow::Error::msg)?;
+        .map_err(config::ConfigError::Setting)?;
     let ctx = if cfg.ctx > 0 {
         cfg.ctx
     } else {
@@ -153,14 +154,24 @@ pub fn open_session(cfg: &Config, fetch: &FetchOptions) -> anyhow::Result<(Sessi
     };
     recipe
         .check(model.config().layers, ctx)
-        .map_err(anyhow::Error::msg)?;
+        .map_err(config::ConfigError::Setting)?;
     if cfg.sampling.max_new_tokens > ctx {
-        anyhow::bail!(
-            "max_new_tokens {} is more than the context ({ctx} tokens): use 1 to {ctx}",
+        return Err(config::ConfigError::Setting(format!(
+            "--max-tokens (max_new_tokens in [sampling]) {} is more than the context ({ctx} tokens): use 1 to {ctx}",
             cfg.sampling.max_new_tokens
-        );
+        ))
+        .into());
     }
-    let weights = weights_identity(pinned_sha256, &weight_files);
+    let mut weights = weights_identity(pinned_sha256, &weight_files);
+    let mut name = name;
+    let mut notes = Vec::new();
+    if let Some(spec) = cfg.adapter_for(&name) {
+        let a = apply_adapter(&mut model, spec, &name, weights.as_deref())?;
+        // What is kept per model (stored reads, calibration) is kept per adapter too.
+        weights = weights.map(|w| format!("{w}+lora:{}", a.sha256));
+        name = format!("{name}+{}", a.name);
+        notes.extend(a.recipe_note(&recipe));
+    }
     let recipe = crate::engine::calibrate::resolve(&model, &tokenizer, weights.as_deref(), recipe)?;
     let chunk = config::prefill_chunk(cfg.chunk, &device);
     check_memory(&model, &recipe, ctx, chunk)?;
@@ -181,7 +192,104 @@ pub fn open_session(cfg: &Config, fetch: &FetchOptions) -> anyhow::Result<(Sessi
     if let Some(id) = weights {
         session.set_model_id(id);
     }
+    for n in notes {
+        tracing::warn!("{n}");
+        session.note(n);
+    }
     Ok((session, name))
+}
+
+/// An adapter merged into a model.
+pub struct Applied {
+    /// Its short name: the file's stem, or its folder's when the file is `adapter.safetensors`.
+    pub name: String,
+    pub sha256: String,
+    pub card: AdapterCard,
+}
+
+impl Applied {
+    /// The one-line warning when the adapter was trained under another recipe than `recipe`.
+    pub fn recipe_note(&self, recipe: &Recipe) -> Option<String> {
+        let trained = &self.card.recipe;
+        (trained.window != recipe.window
+            || trained.sink != recipe.sink
+            || trained.full_layers != recipe.full_layers)
+            .then(|| {
+                format!(
+                    "adapter {} was trained under {}, the model runs {}: used anyway",
+                    self.name,
+                    trained.describe(),
+                    recipe.describe()
+                )
+            })
+    }
+}
+
+/// The adapter file `spec` names: a path, else `<cache>/adapters/SPEC[.safetensors]`.
+pub fn adapter_path(spec: &str) -> anyhow::Result<PathBuf> {
+    let p = Path::new(spec);
+    if p.is_file() {
+        return Ok(p.into());
+    }
+    let dir = hub::cache_dir()?.join("adapters");
+    [dir.join(spec), dir.join(format!("{spec}.safetensors"))]
+        .into_iter()
+        .find(|c| c.is_file())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no adapter file {spec}, nor one of that name in {}: pass the adapter.safetensors that `swaa-chat finetune` wrote",
+                dir.display()
+            )
+        })
+}
+
+/// Merges the adapter `spec` into `model` (called `name`, weights `weights`), refusing one
+/// trained on other weights or whose shapes do not fit, each with both names.
+pub fn apply_adapter(
+    model: &mut Model,
+    spec: &str,
+    name: &str,
+    weights: Option<&str>,
+) -> anyhow::Result<Applied> {
+    let path = adapter_path(spec)?;
+    let (lora, card) = model::lora::load_adapter(&path, model.device())?;
+    let short = |s: &str| s.chars().take(12).collect::<String>();
+    if let (Some(theirs), Some(ours)) = (card.base_identity.as_deref(), weights)
+        && theirs != ours
+    {
+        anyhow::bail!(
+            "adapter {} was trained on {} (weights {}), not on the loaded {name} (weights {}): use an adapter trained on {name}, or --model {}",
+            path.display(),
+            card.base_name,
+            short(theirs),
+            short(ours),
+            card.base_name
+        );
+    }
+    model.check_lora(&lora).map_err(|detail| {
+        anyhow::anyhow!(
+            "adapter {} (trained on {}) does not fit the loaded {name}: {detail}; use an adapter trained on {name}",
+            path.display(),
+            card.base_name
+        )
+    })?;
+    model.merge_lora(&lora)?;
+    let bytes = std::fs::read(&path)?;
+    let stem = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().into_owned());
+    let adapter_name = match stem(&path).as_deref() {
+        Some("adapter") => path
+            .parent()
+            .and_then(|d| d.file_name())
+            .map(|s| s.to_string_lossy().into_owned()),
+        other => other.map(str::to_string),
+    }
+    .unwrap_or_else(|| "lora".into());
+    tracing::info!("merged adapter {} into {name}", path.display());
+    Ok(Applied {
+        name: adapter_name,
+        sha256: format!("{:x}", Sha256::digest(&bytes)),
+        card,
+    })
 }
 
 /// What the weights are, for what is kept per model (stored reads, calibration scores): a

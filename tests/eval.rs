@@ -318,34 +318,63 @@ fn ci_sized_needle_eval_writes_table_json_and_plot_and_full_beats_swa() {
     assert!(t.elapsed().as_secs() < 30, "resumed without re-reading");
 }
 
-/// `--fa-question` runs every sliding recipe with full attention over the question, and
-/// `--full-layers` replaces the interleave; each is reported under its own name, so it sits
-/// beside the plain rows.
+/// `--fa-question` turns full attention over the question on in every sliding recipe that
+/// lacks it (swa-fadec and swaa have it), `--fa-question false` off, `--full-layers`
+/// replaces the interleave and `--think` turns thinking on; each is reported under its own
+/// name, beside the plain rows.
 #[test]
-fn fa_question_and_full_layers_rows_are_named_and_described_apart() {
+fn fa_question_full_layers_and_think_rows_are_named_and_described_apart() {
     let model = common::smollm2().display().to_string();
-    let out = common::temp_dir("eval-faq");
-    let out_s = out.display().to_string();
-    #[rustfmt::skip]
-    let args = [
-        "eval", "--model", &model, "--task", "needle", "--lengths", "512", "--samples", "1",
-        "--haystack", "assets/sample.md", "--out", &out_s, "--recipes", "full,swa,swaa",
-        "--fa-question", "--full-layers", "even", "--max-tokens", "8",
-    ];
-    let o = swaa(&args);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let report = |name: &str, extra: &[&str]| {
+        let out = common::temp_dir(name);
+        let out_s = out.display().to_string();
+        #[rustfmt::skip]
+        let mut args = vec![
+            "eval", "--model", &model, "--task", "needle", "--lengths", "512", "--samples", "1",
+            "--haystack", "assets/sample.md", "--out", &out_s, "--max-tokens", "8",
+        ];
+        args.extend_from_slice(extra);
+        let o = swaa(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read_to_string(out.join("report.md")).unwrap()
+    };
+    let row = |md: &str, name: &str| -> String {
+        md.lines()
+            .find(|l| l.starts_with(&format!("| {name} |")))
+            .unwrap_or_else(|| panic!("no {name} row: {md}"))
+            .to_string()
+    };
+    let md = report(
+        "eval-faq",
+        &[
+            "--recipes",
+            "full,swa,swaa",
+            "--fa-question",
+            "--full-layers",
+            "even",
+        ],
+    );
     assert!(md.lines().any(|l| l.starts_with("| full |")), "{md}");
-    let row = md
-        .lines()
-        .find(|l| l.starts_with("| swa+fa-q |"))
-        .unwrap_or_else(|| panic!("{md}"));
-    assert!(row.contains(" fa-q |"), "the W/K column says so: {row}");
-    let row = md
-        .lines()
-        .find(|l| l.starts_with("| swaa+layers=even+fa-q |"))
-        .unwrap_or_else(|| panic!("{md}"));
-    assert!(row.contains("full=even"), "{row}");
+    assert!(
+        row(&md, "swa+fa-q").contains(" fa-q |"),
+        "the W/K column says so"
+    );
+    let r = row(&md, "swaa+layers=even");
+    assert!(r.contains("full=even") && r.contains("fa-q"), "{r}");
+    let md = report(
+        "eval-no-faq",
+        &["--recipes", "swaa", "--fa-question", "false"],
+    );
+    let r = row(&md, "swaa-fa-q");
+    let detail = r.split('|').nth(2).unwrap_or_default();
+    assert!(detail.contains("fa-dec") && !detail.contains("fa-q"), "{r}");
+    // --think: the step-by-step instruction in every recipe, rows of their own.
+    let md = report("eval-think", &["--recipes", "full", "--think"]);
+    let r = row(&md, "full+think");
+    assert!(
+        r.split('|').nth(2).unwrap_or_default().contains("think"),
+        "{r}"
+    );
 }
 
 #[test]

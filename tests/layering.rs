@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// Top-level modules by layer, lowest first. A module may import from lower layers only.
 const LAYERS: &[&[&str]] = &[
-    &["units", "rng"],
+    &["units", "rng", "optim"],
     &["recipe", "document"],
     &["tokenizer", "model"],
     &["sampling", "hub"],
@@ -17,8 +17,9 @@ const LAYERS: &[&[&str]] = &[
     &["config", "bench", "selftest", "swat"],
     &["open"],
     &["eval"],
+    &["finetune"],
     &["tui"],
-    &["cli"],
+    &["cli", "fuzzing"],
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

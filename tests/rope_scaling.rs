@@ -414,7 +414,12 @@ fn sliding_layers_on_the_original_rope_read_as_the_unscaled_model() {
     assert!(d > 1e-3, "full layers ignored the scaling ({d})");
     // The knob changes what prefill computes.
     assert!(on.needs_reread(&original));
-    assert_eq!(on.to_string(), "W=8 K=2 sliding-rope=scaled");
+    assert_eq!(
+        on.to_string(),
+        "W=8 K=2",
+        "scaled is the default, left unsaid"
+    );
+    assert_eq!(original.to_string(), "W=8 K=2 sliding-rope=original");
 }
 
 #[test]
@@ -599,12 +604,12 @@ fn ctx_past_the_trained_context_warns_in_one_line_in_the_line_chat() {
         "--ctx",
         "4096",
         "--sliding-rope",
-        "scaled",
+        "original",
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("note: "), "{err}");
     assert!(
-        err.contains("sliding-rope=scaled"),
-        "the recipe line shows the knob: {err}"
+        err.contains("sliding-rope=original"),
+        "the recipe line shows the knob away from its default: {err}"
     );
 }

@@ -132,10 +132,16 @@ pub struct EvalOptions {
     pub sink: Option<usize>,
     /// The RoPE of sliding layers when the model's is scaled (a long `--ctx`).
     pub sliding_rope: RopeChoice,
-    /// Full attention over the question in every sliding recipe (named `PRESET+fa-q`).
-    pub fa_question: bool,
+    /// Full attention over the question on or off in every sliding recipe, against each
+    /// preset's own (`None`: the preset's).
+    pub fa_question: Option<bool>,
     /// Full-attention layers of the interleaved presets instead of odd (`auto`: calibrated).
     pub full_layers: Option<LayerSet>,
+    /// A LoRA adapter is merged into the model (rows named `PRESET+lora`).
+    pub adapter: bool,
+    /// Thinking on in every recipe: the model's thinking mode, or the step-by-step
+    /// instruction where it has none (rows named `PRESET+think`).
+    pub think: bool,
     /// Prose to hide facts in; default: the Rust book installed with the toolchain docs.
     pub haystack: Option<PathBuf>,
     pub out: PathBuf,
@@ -162,7 +168,8 @@ pub fn recipe_for(
 }
 
 /// A recipe's name in results and tables: `+layers=SET` when `--full-layers` replaced its
-/// interleave, `+fa-q` when the question gets full attention (`full` has neither).
+/// interleave, `+fa-q` / `-fa-q` when `--fa-question` turned full attention over the question
+/// on or off against the preset's own (`full` has neither), `+lora` with an adapter merged.
 fn row_name(preset: Preset, opts: &EvalOptions) -> String {
     let mut name = preset.name().to_string();
     if let Some(l) = opts
@@ -172,8 +179,17 @@ fn row_name(preset: Preset, opts: &EvalOptions) -> String {
     {
         name += &format!("+layers={l}");
     }
-    if opts.fa_question && preset != Preset::Full {
-        name += "+fa-q";
+    let own = Recipe::preset(preset, RecipeDefaults::for_context(0)).fa_question;
+    match opts.fa_question {
+        Some(true) if !own && preset != Preset::Full => name += "+fa-q",
+        Some(false) if own => name += "-fa-q",
+        _ => {}
+    }
+    if opts.adapter {
+        name += "+lora";
+    }
+    if opts.think {
+        name += "+think";
     }
     name
 }
@@ -346,9 +362,12 @@ pub fn run(session: &mut Session, opts: &EvalOptions) -> Result<EvalOutput> {
             let name = row_name(preset, opts);
             let mut recipe = Recipe {
                 sliding_rope: opts.sliding_rope,
-                fa_question: opts.fa_question && preset != Preset::Full,
                 ..recipe_for(preset, d.length, ctx, opts.window, opts.sink)
             };
+            if let Some(f) = opts.fa_question.filter(|_| preset != Preset::Full) {
+                recipe.fa_question = f;
+            }
+            recipe.think = opts.think;
             if let Some(l) = opts
                 .full_layers
                 .as_ref()
@@ -357,7 +376,7 @@ pub fn run(session: &mut Session, opts: &EvalOptions) -> Result<EvalOutput> {
                 recipe.full_layers = l.clone();
             }
             let recipe = session.resolve_recipe(recipe)?;
-            let detail = recipe.describe();
+            let detail = recipe.to_string();
             let pending: Vec<usize> = (0..d.questions.len())
                 .filter(|&q| !done.contains(&(name.clone(), detail.clone(), d.id.clone(), q)))
                 .collect();
@@ -411,7 +430,7 @@ pub fn run(session: &mut Session, opts: &EvalOptions) -> Result<EvalOutput> {
             let a = session.ask(&q.question, &mut |_| {}, &never)?;
             let r = SampleResult {
                 recipe: name.clone(),
-                recipe_detail: recipe.describe(),
+                recipe_detail: recipe.to_string(),
                 length: d.length,
                 doc: d.id.clone(),
                 question_index: qi,
@@ -554,16 +573,21 @@ pub struct EvalArgs {
     /// Context (default: the model's); past it a preset's documented RoPE scaling turns on.
     #[arg(long)]
     ctx: Option<usize>,
-    /// RoPE of sliding layers when the model's is scaled: scaled or original (default).
-    #[arg(long, default_value = "original")]
+    /// RoPE of sliding layers when the model's is scaled: scaled (default) or original.
+    #[arg(long, default_value = "scaled")]
     sliding_rope: RopeChoice,
-    /// Full attention over the question in every sliding recipe (reported as PRESET+fa-q).
-    #[arg(long)]
-    fa_question: bool,
+    /// Full attention over the question on or off in every sliding recipe, against the
+    /// preset's own (swa-fadec and swaa have it): rows PRESET+fa-q or PRESET-fa-q.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    fa_question: Option<bool>,
     /// Full-attention layers of swa-interleave and swaa instead of odd: even, auto, auto:1/4,
     /// every:N or a list (reported as PRESET+layers=SET).
     #[arg(long)]
     full_layers: Option<LayerSet>,
+    /// Thinking on in every recipe (the step-by-step instruction on models without a thinking
+    /// mode): rows PRESET+think. Give room for the reasoning with --max-tokens.
+    #[arg(long)]
+    think: bool,
 }
 
 /// Runs `swaa-chat eval`: loads the model, evaluates, prints the table and where files are.
@@ -622,6 +646,8 @@ pub fn command(a: EvalArgs, cfg: &Config) -> anyhow::Result<()> {
             sliding_rope: a.sliding_rope,
             fa_question: a.fa_question,
             full_layers: a.full_layers,
+            adapter: cfg.adapter_for(&cfg.model).is_some(),
+            think: a.think,
             haystack: a.haystack,
             out: a.out,
             model_name,

@@ -54,6 +54,11 @@ impl Haystack {
         Ok(Haystack { text, paragraphs })
     }
 
+    /// The prose, as read.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// Any document `document::load` opens.
     pub fn from_file(path: &Path) -> Result<Self, EvalError> {
         Haystack::from_text(&document::load(path)?.text)

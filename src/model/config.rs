@@ -237,8 +237,8 @@ impl ModelConfig {
             rope_parameters: Option<serde_json::Value>,
         }
         // serde's messages give a column, not the key: check the shape's keys first.
-        let v: serde_json::Value =
-            serde_json::from_str(json).map_err(|e| ModelError::BadConfig(e.to_string()))?;
+        let v: serde_json::Value = serde_json::from_str(json)
+            .map_err(|e| ModelError::BadConfig(json_error_at_key(json, &e)))?;
         for key in [
             "vocab_size",
             "hidden_size",
@@ -463,5 +463,25 @@ impl ModelConfig {
             "{}L {}H/{}KV d{}",
             self.layers, self.heads, self.kv_heads, self.hidden
         )
+    }
+}
+
+/// serde_json's message, with the key whose value it failed on (`NaN` is not JSON, and serde
+/// names only a column): the last `"key":` before the error's position.
+fn json_error_at_key(json: &str, e: &serde_json::Error) -> String {
+    let line = json.lines().nth(e.line().saturating_sub(1)).unwrap_or("");
+    let before = &line[..line
+        .char_indices()
+        .nth(e.column().saturating_sub(1))
+        .map_or(line.len(), |(i, _)| i)];
+    let key = before.rfind("\":").and_then(|end| {
+        let start = before[..end].rfind('"')?;
+        Some(&before[start + 1..end])
+    });
+    match key {
+        Some(k) if !k.is_empty() && k.len() <= 64 => {
+            format!("{e}, in the value of \"{k}\": write a JSON number, string or null")
+        }
+        _ => e.to_string(),
     }
 }

@@ -7,6 +7,7 @@ mod device;
 mod gguf_check;
 mod kernels;
 pub mod kv_cache;
+pub mod lora;
 pub mod rope;
 pub mod transformer;
 mod weights;
@@ -15,7 +16,10 @@ pub use config::{Arch, ModelConfig, RopeStyle};
 pub use decode_graph::{DecodeGraphs, GraphStats};
 pub use device::{AttentionKernel, Kernels, device_name, free_memory, parse_device};
 pub use kernels::ops::argmax;
+pub use kernels::qtile::Tiled;
+pub use kernels::use_threads;
 pub use kv_cache::{CacheStats, HeldLayer, KvCache};
+pub use lora::{AdapterCard, Lora, TrainPass};
 pub use rope::{RopeScaling, Yarn};
 pub use transformer::{Logits, Model};
 pub use weights::{Linear, WeightsMode, load_gguf, load_safetensors_dir, random_model};
@@ -61,6 +65,16 @@ pub enum ModelError {
     MissingMetadata(String),
     #[error("config.json is not valid ({0}): fix it, or download the model folder again")]
     BadConfig(String),
+    /// A safetensors tensor whose shape config.json contradicts.
+    #[error(
+        "tensor {tensor} is {got} in the weights but config.json ({keys}) makes it {expected}: fix config.json to match the weights, or download the model folder again"
+    )]
+    ShapeMismatch {
+        tensor: String,
+        expected: String,
+        got: String,
+        keys: &'static str,
+    },
     #[error(
         "bad RoPE scaling in the model file: {key} {detail}; fix or remove that key, or use another model"
     )]
@@ -79,6 +93,8 @@ pub enum ModelError {
         "the cache no longer holds position {pos} (evicted by the recipe it was read with); re-read the document"
     )]
     Evicted { pos: usize },
+    #[error("adapter {path}: {detail}")]
+    BadAdapter { path: PathBuf, detail: String },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
@@ -93,6 +109,7 @@ impl ModelError {
             | ModelError::NotGguf { .. }
             | ModelError::Corrupt { .. }
             | ModelError::InFile { .. }
+            | ModelError::BadAdapter { .. }
             | ModelError::NoCudaBuild
             | ModelError::NoCudaDevice(_)
             | ModelError::UnknownDevice(_) => self,

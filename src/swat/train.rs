@@ -1,21 +1,20 @@
 //! Training: AdamW with warm-up and cosine decay, global-norm clipping, held-out validation,
 //! and checkpoints that resume exactly (weights, optimizer moments, step, data RNG).
 //!
-//! The optimizer is our own AdamW, the same update as `candle_nn::AdamW`, because candle's
-//! keeps its moments private: without them a resumed run would restart the moment estimates
-//! and its next loss would differ from an uninterrupted run's.
+//! The optimizer is `optim::AdamW` (shared with `finetune`), whose moments a checkpoint holds.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::data::{ByteTokenizer, Corpus};
 use super::model::SwatModel;
 use super::{Result, Rng, SwatConfig, SwatError, invalid};
+use crate::optim::{AdamW, clip_global_norm, cosine_lr};
 
 /// Everything a run needs besides the device; saved with each checkpoint so `--resume`
 /// continues with the same settings.
@@ -44,13 +43,7 @@ impl TrainSettings {
     /// Linear warm-up to `lr` over `warmup` steps, then cosine decay to `lr · min_lr_ratio` at
     /// `steps`. `step` counts from 1.
     pub fn lr_at(&self, step: usize) -> f64 {
-        if step <= self.warmup {
-            return self.lr * step as f64 / self.warmup.max(1) as f64;
-        }
-        let span = self.steps.saturating_sub(self.warmup).max(1) as f64;
-        let p = ((step - self.warmup) as f64 / span).min(1.0);
-        let min = self.lr * self.min_lr_ratio;
-        min + 0.5 * (self.lr - min) * (1.0 + (std::f64::consts::PI * p).cos())
+        cosine_lr(self.lr, self.min_lr_ratio, self.warmup, self.steps, step)
     }
 
     fn validate(&self) -> Result<()> {
@@ -139,84 +132,6 @@ const STATE_FILE: &str = "train_state.json";
 /// True when `dir` holds a training checkpoint (weights and state).
 pub fn has_checkpoint(dir: &Path) -> bool {
     dir.join(STATE_FILE).is_file() && dir.join("model.safetensors").is_file()
-}
-
-/// AdamW (Loshchilov & Hutter), the update of `candle_nn::AdamW` with visible moments.
-/// Weight decay applies to matrices only: decaying norm gains towards 0 only hurts.
-struct AdamW {
-    vars: Vec<(String, Var, Tensor, Tensor)>,
-    step: usize,
-    beta1: f64,
-    beta2: f64,
-    eps: f64,
-    weight_decay: f64,
-}
-
-impl AdamW {
-    fn new(vars: Vec<(String, Var)>, weight_decay: f64) -> Result<Self> {
-        let vars = vars
-            .into_iter()
-            .map(|(n, v)| {
-                let z = v.zeros_like()?;
-                Ok((n, v, z.clone(), z))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(AdamW {
-            vars,
-            step: 0,
-            beta1: 0.9,
-            beta2: 0.95,
-            eps: 1e-8,
-            weight_decay,
-        })
-    }
-
-    fn step(&mut self, grads: &HashMap<String, Tensor>, lr: f64) -> Result<()> {
-        self.step += 1;
-        let (b1, b2) = (self.beta1, self.beta2);
-        let scale_m = 1.0 / (1.0 - b1.powi(self.step as i32));
-        let scale_v = 1.0 / (1.0 - b2.powi(self.step as i32));
-        for (name, var, m, v) in self.vars.iter_mut() {
-            let Some(g) = grads.get(name.as_str()) else {
-                continue;
-            };
-            *m = ((&*m * b1)? + (g * (1.0 - b1))?)?;
-            *v = ((&*v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
-            let decay = if var.rank() >= 2 {
-                lr * self.weight_decay
-            } else {
-                0.0
-            };
-            let update = ((&*m * scale_m)? / ((&*v * scale_v)?.sqrt()? + self.eps)?)?;
-            var.set(&((var.as_tensor() * (1.0 - decay))? - (update * lr)?)?)?;
-        }
-        Ok(())
-    }
-
-    fn save(&self, path: &Path) -> Result<()> {
-        let mut t = HashMap::new();
-        for (n, _, m, v) in &self.vars {
-            t.insert(format!("m.{n}"), m.clone());
-            t.insert(format!("v.{n}"), v.clone());
-        }
-        Ok(candle_core::safetensors::save(&t, path)?)
-    }
-
-    fn load(&mut self, path: &Path, step: usize, device: &Device) -> Result<()> {
-        let mut t = candle_core::safetensors::load(path, device)?;
-        for (n, _, m, v) in self.vars.iter_mut() {
-            let mut take = |k: String| {
-                t.remove(&k).ok_or_else(|| SwatError::NotCheckpoint {
-                    path: path.into(),
-                    detail: format!("optimizer state lacks {k}"),
-                })
-            };
-            *m = take(format!("m.{n}"))?;
-            *v = take(format!("v.{n}"))?;
-        }
-        self.step = step;
-        Ok(())
-    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SwatError + '_ {
@@ -327,7 +242,9 @@ pub fn train(
     let mut opt = AdamW::new(model.named_vars(), s.weight_decay)?;
     if resumed {
         model.load_weights(&out.join("model.safetensors"))?;
-        opt.load(&out.join("optimizer.safetensors"), state.step, device)?;
+        let path = out.join("optimizer.safetensors");
+        opt.load(&path, state.step, device)
+            .map_err(|detail| SwatError::NotCheckpoint { path, detail })?;
     }
     let val = corpus.val_batches(s.batch, s.model.seq_len, s.val_windows, device)?;
     if state.val_history.is_empty() {
@@ -346,24 +263,12 @@ pub fn train(
         let loss = model.loss(&x, &y)?;
         let grads = loss.backward()?;
         let mut named: HashMap<String, Tensor> = HashMap::new();
-        let mut sq = 0f64;
         for (name, var) in model.named_vars() {
             if let Some(g) = grads.get(var.as_tensor()) {
-                sq += g
-                    .sqr()?
-                    .sum_all()?
-                    .to_dtype(DType::F64)?
-                    .to_scalar::<f64>()?;
                 named.insert(name, g.clone());
             }
         }
-        let grad_norm = sq.sqrt();
-        if s.clip > 0.0 && grad_norm > s.clip {
-            let k = s.clip / (grad_norm + 1e-6);
-            for g in named.values_mut() {
-                *g = (&*g * k)?;
-            }
-        }
+        let grad_norm = clip_global_norm(&mut named, s.clip)?;
         let lr = s.lr_at(step);
         opt.step(&named, lr)?;
         state.step = step;

@@ -51,7 +51,7 @@ impl RecipeKnob {
                 };
             }
             RecipeKnob::Sink => n.sink = if r.sink > 0 { 0 } else { d.sink },
-            RecipeKnob::FaDecode => n.fa_decode = !r.fa_decode,
+            RecipeKnob::FaDecode => n.set_fa_decode(!r.fa_decode),
             RecipeKnob::Interleave => {
                 n.full_layers = match r.full_layers {
                     LayerSet::None => LayerSet::Every(2),
