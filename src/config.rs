@@ -18,6 +18,12 @@ pub struct Config {
     /// `cpu`, `cuda` or `cuda:N`.
     pub device: String,
     pub weights: WeightsMode,
+    /// CPU threads for matmuls and attention (0: one per core); `--threads` overrides it.
+    pub threads: usize,
+    /// A LoRA adapter merged at load: a file, or a name in the cache's `adapters/`.
+    pub adapter: Option<String>,
+    /// Adapters per preset name, for when `adapter` is unset.
+    pub adapters: std::collections::BTreeMap<String, String>,
     /// The recipe to start with: a preset, then optional overrides.
     pub recipe: RecipeOverrides,
     /// Prefill chunk, tokens per step; 0 picks one for the device ([`prefill_chunk`]).
@@ -83,6 +89,9 @@ impl Default for Config {
             model: crate::hub::DEFAULT_PRESET.into(),
             device: "cpu".into(),
             weights: WeightsMode::Auto,
+            threads: 0,
+            adapter: None,
+            adapters: Default::default(),
             recipe: RecipeOverrides::default(),
             chunk: 0,
             ctx: 0,
@@ -105,6 +114,10 @@ pub struct ModelArgs {
     pub device: Option<String>,
     #[arg(long, value_enum)]
     pub weights: Option<WeightsMode>,
+    /// LoRA adapter (from `finetune`) merged into the weights: a file, or a name in the
+    /// cache's adapters/ folder.
+    #[arg(long, value_name = "FILE")]
+    pub adapter: Option<String>,
     /// Prefill chunk size in tokens.
     #[arg(long)]
     pub chunk: Option<usize>,
@@ -120,6 +133,9 @@ impl ModelArgs {
             c.device = d.clone();
         }
         c.weights = self.weights.unwrap_or(c.weights);
+        if let Some(a) = &self.adapter {
+            c.adapter = Some(a.clone());
+        }
         c.chunk = self.chunk.unwrap_or(c.chunk);
         c
     }
@@ -147,6 +163,10 @@ pub enum ConfigError {
         "cannot find a home directory for config and data; set SWAA_CHAT_CONFIG to a config.toml path"
     )]
     NoHome,
+    /// A flag or config value outside what the model or command allows; the message names
+    /// the flag and the key and gives the allowed range.
+    #[error("{0}")]
+    Setting(String),
 }
 
 fn dirs() -> Option<directories::ProjectDirs> {
@@ -173,6 +193,14 @@ pub fn data_dir() -> Result<PathBuf, ConfigError> {
 }
 
 impl Config {
+    /// The adapter to merge for model `name` (a preset's name, or the short name of a file):
+    /// `adapter`, else the `[adapters]` entry for it.
+    pub fn adapter_for(&self, name: &str) -> Option<&str> {
+        self.adapter
+            .as_deref()
+            .or_else(|| self.adapters.get(name).map(String::as_str))
+    }
+
     /// The file's settings over the defaults; a missing file is the defaults.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = match std::fs::read_to_string(path) {
@@ -191,14 +219,55 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| {
             let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+            let message = plain_types(e.message());
             ConfigError::Parse {
                 path: path.into(),
                 line,
                 column,
-                message: e.message().to_string(),
+                message: match key_at(text, line) {
+                    Some(key) if !message.contains(&key) => format!("{key}: {message}"),
+                    _ => message,
+                },
             }
         })
     }
+}
+
+/// The key set on `line` (1-based) with its table, `[recipe] sink`, when the line is `k = v`.
+fn key_at(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let (key, _) = lines.get(line.checked_sub(1)?)?.split_once('=')?;
+    let key = key.trim();
+    if key.is_empty() || key.len() > 64 {
+        return None;
+    }
+    let table = lines[..line - 1]
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with('[') && l.ends_with(']'));
+    Some(match table {
+        Some(t) => format!("{t} {key}"),
+        None => key.to_string(),
+    })
+}
+
+/// serde's Rust type names in words a config file's reader knows.
+fn plain_types(message: &str) -> String {
+    let mut m = message.replace(" as i128", "");
+    for (rust, plain) in [
+        ("expected usize", "expected a whole number, 0 or more"),
+        ("expected u64", "expected a whole number, 0 or more"),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+    ] {
+        m = m.replace(rust, plain);
+    }
+    m
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {

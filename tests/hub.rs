@@ -372,6 +372,107 @@ fn pip_fallback_assembles_parts_in_order_and_caches() {
     let _ = fs::remove_dir_all(&dir);
 }
 
+/// Sets `path`'s mtime to `t`.
+fn set_mtime(path: &Path, t: std::time::SystemTime) {
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(t))
+        .expect("set mtime");
+}
+
+/// Puts `bytes` at `path` as a new file (a new inode) with the mtime `path` had.
+fn replace_keeping_mtime(path: &Path, bytes: &[u8]) {
+    let mtime = fs::metadata(path)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    let next = path.with_extension("next");
+    fs::write(&next, bytes).expect("write");
+    set_mtime(&next, mtime);
+    fs::rename(&next, path).expect("rename");
+}
+
+/// A cached file is trusted only while its size, mtime and inode are those it was hashed
+/// with; `verify` re-hashes on demand; a fetch starts by removing abandoned `.partial` files.
+#[test]
+fn cached_models_are_rehashed_when_replaced_and_verify_says_ok_changed_missing() {
+    let dir = scratch("verify");
+    let bytes = common::random_bytes(3, 200_000);
+    let sha = sha_of(&bytes, &dir);
+    let p = fake_preset("swaa-fake-verify", &sha, bytes.len() as u64);
+    let cache = dir.join("cache");
+    let models = cache.join("models");
+    fs::create_dir_all(&models).expect("mkdir");
+    let path = models.join("swaa-fake-verify-model.gguf");
+    fs::write(&path, &bytes).expect("write");
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let sink = reports.clone();
+    // pip cannot run: every answer below comes from the cache.
+    let opts = FetchOptions {
+        pip: Some("/nonexistent/python3 -m pip".into()),
+        progress: Some(ProgressFn(Arc::new(move |r| {
+            sink.lock().unwrap().push(r.stage)
+        }))),
+        ..offline_opts(&cache, &dir)
+    };
+    let verified = || {
+        let seen = std::mem::take(&mut *reports.lock().unwrap());
+        seen.contains(&FetchStage::Verifying)
+    };
+
+    // Copied in by hand: verify hashes it and vouches for it; the fetch then trusts it.
+    assert_eq!(hub::verify(p, &opts).expect("verify"), hub::Verdict::Ok);
+    assert!(verified());
+    let stale = models.join("other.gguf.partial");
+    fs::write(&stale, b"half a download").expect("write");
+    set_mtime(
+        &stale,
+        std::time::SystemTime::now() - std::time::Duration::from_secs(3600),
+    );
+    assert_eq!(hub::fetch(p, &opts).expect("cached"), path);
+    assert!(!verified(), "a verified file is not hashed again");
+    assert!(!stale.exists(), "an abandoned .partial was left");
+
+    // The same bytes as a new file (size and mtime kept): hashed again, then trusted.
+    replace_keeping_mtime(&path, &bytes);
+    assert_eq!(hub::fetch(p, &opts).expect("same bytes"), path);
+    assert!(verified(), "a replaced file was used without hashing it");
+
+    // Other bytes of the same size under the same mtime: the new inode gives them away.
+    let mut tampered = bytes.clone();
+    tampered[7] ^= 0xff;
+    replace_keeping_mtime(&path, &tampered);
+    assert!(hub::fetch(p, &opts).is_err(), "a changed file was served");
+    assert!(!path.exists(), "a file failing its pin stays in the cache");
+
+    // verify: changed (and no longer trusted), then missing, each saying what to do.
+    fs::write(&path, &tampered).expect("write");
+    let changed = hub::verify(p, &opts).expect("verify");
+    assert!(
+        matches!(&changed, hub::Verdict::Changed { actual } if *actual != sha),
+        "{changed:?}"
+    );
+    assert!(
+        changed
+            .line(p)
+            .contains("models fetch swaa-fake-verify-model")
+    );
+    let _ = verified();
+    assert!(
+        hub::fetch(p, &opts).is_err(),
+        "a file verify found changed was served"
+    );
+    assert!(verified(), "a file verify found changed was used unhashed");
+    let missing = hub::verify(p, &opts).expect("verify");
+    assert_eq!(missing, hub::Verdict::Missing);
+    assert!(
+        missing
+            .line(p)
+            .contains("missing: run `swaa-chat models fetch")
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn checksum_mismatch_is_refused_and_leaves_nothing() {
     let dir = scratch("mismatch");

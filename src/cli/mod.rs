@@ -1,5 +1,5 @@
-//! The command line: `swaa-chat [FILE]`, `ask`, `extract`, `bench`, `eval`, `selftest`, `models`,
-//! `cache`.
+//! The command line: `swaa-chat [FILE]`, `ask`, `extract`, `bench`, `eval`, `finetune`,
+//! `selftest`, `models`, `cache`.
 //! This file parses and dispatches; `chat` is the line chat and `ask`, `bench`, `selftest` and
 //! `models` their commands. Models are opened by [`crate::open`].
 
@@ -7,16 +7,17 @@ mod bench;
 mod cache;
 mod calibrate;
 mod chat;
+mod finetune;
 mod models;
 mod selftest;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, Config, ModelArgs};
+use crate::config::{self, Config, ConfigError, ModelArgs};
 use crate::document;
 use crate::engine::ContextPolicy;
 use crate::recipe::RecipeOverrides;
@@ -42,6 +43,10 @@ pub struct Cli {
     /// Print the merged configuration (file + flags) and where the file is, then exit.
     #[arg(long)]
     print_config: bool,
+    /// CPU threads for matmuls and attention, with any subcommand (default: config.toml's
+    /// `threads`, 0: one per core).
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -83,6 +88,9 @@ enum Cmd {
     /// Score each layer for --full-layers auto: the attention mass a full-attention read of
     /// prose puts outside sink + window, per layer (kept in the cache dir).
     Calibrate(calibrate::CalibrateArgs),
+    /// Train a LoRA adapter under a recipe on self-distilled answers (SWA-aware fine-tuning);
+    /// `--adapter` merges it at load.
+    Finetune(finetune::FinetuneArgs),
     /// List or clear the stored reads (documents read before, restored on reopening).
     Cache {
         #[command(subcommand)]
@@ -129,15 +137,146 @@ struct RunArgs {
     max_tokens: Option<usize>,
 }
 
-/// Errors that are the user's input rather than ours exit with 2.
+/// Exit status per kind of failure, the same from every front end: 2 for input that was
+/// refused (flags, config values, documents; clap's own usage errors are 2 too), 3 for a
+/// model that cannot be used (missing, corrupt, unsupported, not fetched), 1 for the rest.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
-    if e.downcast_ref::<document::DocumentError>().is_some()
-        || e.downcast_ref::<config::ConfigError>().is_some()
-    {
-        2
-    } else {
-        1
+    use crate::model::ModelError;
+    use crate::open::LoadError;
+    for cause in e.chain() {
+        if cause.is::<document::DocumentError>() || cause.is::<config::ConfigError>() {
+            return 2;
+        }
+        // Transparent: its chain goes on below the error it wraps.
+        let model = match cause.downcast_ref::<LoadError>() {
+            Some(LoadError::Model(m)) => Some(m),
+            Some(_) => return 3,
+            None => cause.downcast_ref::<ModelError>(),
+        };
+        match model {
+            Some(ModelError::UnknownDevice(_)) => return 2,
+            Some(
+                ModelError::NoCudaBuild
+                | ModelError::NoCudaDevice(_)
+                | ModelError::Evicted { .. }
+                | ModelError::Candle(_),
+            ) => return 1,
+            Some(_) => return 3,
+            None => {}
+        }
+        if cause.is::<crate::hub::HubError>() || cause.is::<crate::tokenizer::TokenizerError>() {
+            return 3;
+        }
     }
+    1
+}
+
+/// The one line printed for `e`: its message with each cause it does not already quote, the
+/// first line only, controls neutralised, and very long words (a 10,000-byte href, a 50 MB
+/// config value) cut in the middle.
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1).map(ToString::to_string) {
+        if !msg.contains(&cause) {
+            msg = format!("{msg}: {cause}");
+        }
+    }
+    let line = msg.lines().next().unwrap_or_default();
+    shorten_words(&crate::units::printable(line), 80)
+}
+
+/// Words (runs without spaces) longer than `max` characters keep their ends around an
+/// ellipsis and their length.
+fn shorten_words(line: &str, max: usize) -> String {
+    line.split(' ')
+        .map(|w| {
+            let n = w.chars().count();
+            if n <= max {
+                return w.to_string();
+            }
+            let head: String = w.chars().take(max / 2).collect();
+            let tail: String = w.chars().skip(n - max / 4).collect();
+            format!("{head}…{tail} ({} characters)", crate::units::int(n))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Prints a command-line parse error as one line that names the flag and says what it takes,
+/// and exits 2; `--help` and `--version` print as clap prints them.
+pub fn usage_exit(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit()
+    }
+    eprintln!(
+        "error: {}",
+        shorten_words(&crate::units::printable(&usage_line(&e)), 80)
+    );
+    std::process::exit(2)
+}
+
+/// clap's message (which names the flag and the value), with what the flag takes instead of
+/// the parser's words, the values it accepts, clap's suggestion, and where the help is.
+fn usage_line(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let rendered = e.render().to_string();
+    let mut line = rendered
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_string();
+    if let Some(source) = std::error::Error::source(e) {
+        let wants = if let Some(p) = source.downcast_ref::<std::num::ParseIntError>() {
+            Some(match p.kind() {
+                std::num::IntErrorKind::PosOverflow => {
+                    format!("expected a whole number up to {}", usize::MAX)
+                }
+                _ => "expected a whole number, 0 or more (no sign, no decimals)".to_string(),
+            })
+        } else if source.is::<std::num::ParseFloatError>() {
+            Some("expected a number such as 0.7".to_string())
+        } else {
+            None
+        };
+        if let Some(wants) = wants {
+            let words = format!(": {source}");
+            line = format!("{}: {wants}", line.strip_suffix(&words).unwrap_or(&line));
+        }
+    }
+    if let Some(ContextValue::Strings(args)) = e.get(ContextKind::InvalidArg)
+        && e.kind() == clap::error::ErrorKind::MissingRequiredArgument
+    {
+        line = format!("{} {}", line.trim_end_matches(':'), args.join(" "));
+    }
+    if let Some(ContextValue::Strings(values)) = e.get(ContextKind::ValidValue) {
+        line.push_str(&format!(": use one of {}", values.join(", ")));
+    }
+    for kind in [
+        ContextKind::SuggestedArg,
+        ContextKind::SuggestedSubcommand,
+        ContextKind::SuggestedValue,
+    ] {
+        if let Some(ContextValue::String(s)) = e.get(kind) {
+            line.push_str(&format!(" (did you mean '{s}'?)"));
+        }
+    }
+    // The command whose help lists the flags: `swaa-chat ask` for `swaa-chat ask … --sink x`.
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut command = "swaa-chat".to_string();
+    for arg in std::env::args().skip(1) {
+        if let Some(sub) = cmd.find_subcommand(&arg).cloned() {
+            command = format!("{command} {}", sub.get_name());
+            cmd = sub;
+        }
+    }
+    format!("{line}; see `{command} --help`")
 }
 
 fn init_logging() -> Option<tracing_appender::non_blocking::WorkerGuard> {
@@ -167,7 +306,9 @@ pub fn main_with(cli: Cli) -> Result<()> {
 
 fn dispatch(cli: Cli) -> Result<()> {
     let path = config::config_path()?;
-    let file_cfg = Config::load(&path)?;
+    let mut file_cfg = Config::load(&path)?;
+    file_cfg.threads = cli.threads.unwrap_or(file_cfg.threads);
+    crate::model::use_threads(file_cfg.threads).map_err(anyhow::Error::msg)?;
     match cli.cmd {
         None => {
             let cfg = merge(file_cfg, &cli.run);
@@ -186,11 +327,23 @@ fn dispatch(cli: Cli) -> Result<()> {
                     .as_deref()
                     .map(|p| {
                         p.parse()
-                            .map_err(|e: String| anyhow::anyhow!("--pages: {e}"))
+                            .map_err(|e: String| ConfigError::Setting(format!("--pages: {e}")))
                     })
                     .transpose()?;
                 if pages.is_some() && cli.file.is_none() {
-                    bail!("--pages needs a document: swaa-chat FILE --pages RANGE");
+                    return Err(ConfigError::Setting(
+                        "--pages needs a document: swaa-chat FILE --pages RANGE".into(),
+                    )
+                    .into());
+                }
+                // A missing document is the line chat's error and exit status here too.
+                if let Some(f) = &cli.file {
+                    std::fs::metadata(f).map_err(|source| {
+                        document::DocumentError::Unreadable {
+                            path: f.clone(),
+                            source,
+                        }
+                    })?;
                 }
                 crate::tui::run(&cfg, cli.file.as_deref(), pages)
             } else {
@@ -213,11 +366,12 @@ fn dispatch(cli: Cli) -> Result<()> {
         ),
         Some(Cmd::Eval(a)) => crate::eval::command(a, &merge(file_cfg, &cli.run)),
         Some(cmd) if cli.run != RunArgs::default() || cli.file.is_some() || cli.pages.is_some() => {
-            bail!(
+            Err(ConfigError::Setting(format!(
                 "flags and a document before `{}` do not apply to it: put them after the subcommand (see `swaa-chat {} --help`)",
                 cmd.name(),
                 cmd.name()
-            )
+            ))
+            .into())
         }
         Some(Cmd::Extract { file, json }) => {
             let text = document::extract(&file, json)?;
@@ -226,6 +380,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Some(Cmd::Bench(b)) => bench::run(b),
         Some(Cmd::Calibrate(a)) => calibrate::run(a, file_cfg),
+        Some(Cmd::Finetune(a)) => finetune::run(a, file_cfg),
         Some(Cmd::Selftest { device, json }) => selftest::run(&device, json),
         Some(Cmd::Models { cmd }) => models::run(cmd),
         Some(Cmd::Cache { cmd }) => cache::run(cmd, &file_cfg),
@@ -242,6 +397,7 @@ impl Cmd {
             Cmd::Selftest { .. } => "selftest",
             Cmd::Eval(_) => "eval",
             Cmd::Calibrate(_) => "calibrate",
+            Cmd::Finetune(_) => "finetune",
             Cmd::Models { .. } => "models",
             Cmd::Cache { .. } => "cache",
             Cmd::Swat { .. } => "swat",

@@ -45,13 +45,18 @@ pub(super) fn marker_path(model: &Path) -> PathBuf {
     with_suffix(model, ".sha256")
 }
 
-/// Verified-marker: the file had `sha256` when it had this size and mtime.
+/// Verified-marker: the file had `sha256` when it had this size, mtime and inode (a file
+/// replaced by another of the same size and mtime has another inode).
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 struct Marker {
     sha256: String,
     size: u64,
     mtime_secs: u64,
     mtime_nanos: u32,
+    /// 0 where the platform has none; markers written before it was kept read as 0, so
+    /// those files are checked once more.
+    #[serde(default)]
+    inode: u64,
 }
 
 impl Marker {
@@ -59,12 +64,32 @@ impl Marker {
         let meta = fs::metadata(path).ok()?;
         // No mtime on this platform: no marker, so the file is re-hashed each time (safe).
         let mtime = meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+        #[cfg(not(unix))]
+        let inode = 0;
         Some(Self {
             sha256: sha256.to_ascii_lowercase(),
             size: meta.len(),
             mtime_secs: mtime.as_secs(),
             mtime_nanos: mtime.subsec_nanos(),
+            inode,
         })
+    }
+
+    /// What differs between the file as it was checked and as it is now.
+    fn changes(&self, now: &Marker) -> Vec<&'static str> {
+        let mut what = Vec::new();
+        if self.size != now.size {
+            what.push("size");
+        }
+        if (self.mtime_secs, self.mtime_nanos) != (now.mtime_secs, now.mtime_nanos) {
+            what.push("modification time");
+        }
+        if self.inode != now.inode {
+            what.push("inode");
+        }
+        what
     }
 }
 
@@ -84,11 +109,14 @@ pub(super) fn write_marker(model: &Path, sha256: &str) {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum CacheState {
-    /// File present and its marker matches the pin, size and mtime.
+    /// File present and its marker matches the pin, size, mtime and inode.
     Verified,
-    /// File present but not (or no longer) vouched for by a marker: must be hashed.
+    /// File present, checked once, but its size, mtime or inode moved since (the list says
+    /// which): it must be hashed again before use.
+    Changed(Vec<&'static str>),
+    /// File present but never vouched for by a marker (copied in by hand, or the pin moved).
     Unverified,
     Missing,
 }
@@ -101,9 +129,60 @@ pub(super) fn cache_state(p: &Preset, model: &Path) -> CacheState {
         .ok()
         .and_then(|text| serde_json::from_str(&text).ok());
     match (stored, Marker::for_file(model, p.sha256)) {
-        (Some(stored), Some(now)) if stored == now => CacheState::Verified,
+        (Some(stored), Some(now)) if stored.sha256 == now.sha256 => {
+            let what = stored.changes(&now);
+            if what.is_empty() {
+                CacheState::Verified
+            } else {
+                CacheState::Changed(what)
+            }
+        }
         _ => CacheState::Unverified,
     }
+}
+
+/// Removes what killed fetches left in `cache`: scratch folders of wheels in `tmp/`
+/// (`{preset}-{pid}-{nanos}`) whose process is gone (Linux: no `/proc/PID`; elsewhere: a
+/// day old), and `models/*.partial` files nothing has written to for ten minutes (a live
+/// fetch writes to its own continuously). Runs at the start of every fetch, so also when
+/// a cached model is opened.
+pub(super) fn remove_stale_downloads(cache: &Path) {
+    if let Ok(entries) = fs::read_dir(cache.join("tmp")) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+            let gone = match pid {
+                Some(pid) if Path::new("/proc/self").exists() => {
+                    !Path::new("/proc").join(pid.to_string()).exists()
+                }
+                _ => older_than(&e.path(), 86_400),
+            };
+            if gone && fs::remove_dir_all(e.path()).is_ok() {
+                tracing::info!("removed a stale partial download: {}", e.path().display());
+            }
+        }
+        // Empty now unless a fetch is running (then remove_dir fails, as it should).
+        let _ = fs::remove_dir(cache.join("tmp"));
+    }
+    if let Ok(entries) = fs::read_dir(cache.join("models")) {
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == "partial")
+                && older_than(&path, 600)
+                && fs::remove_file(&path).is_ok()
+            {
+                tracing::info!("removed a stale partial download: {}", path.display());
+            }
+        }
+    }
+}
+
+fn older_than(path: &Path, secs: u64) -> bool {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age.as_secs() > secs)
 }
 
 /// The cached, verified file of preset `p`, if any. No network and no hashing: a file without
@@ -162,4 +241,39 @@ pub(super) fn install(partial: &Path, dest: &Path, sha256: &str) -> Result<(), H
     fs::rename(partial, dest).map_err(io_err("cannot move into place", dest))?;
     write_marker(dest, sha256);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_partial_downloads_are_removed_and_live_ones_kept() {
+        let cache = std::env::temp_dir().join(format!("swaa-stale-{}", std::process::id()));
+        let tmp = cache.join("tmp");
+        let dead = tmp.join("smollm2-135m-4000000000-1");
+        let live = tmp.join(format!("smollm2-135m-{}-2", std::process::id()));
+        for d in [&dead, &live] {
+            fs::create_dir_all(d).unwrap();
+            fs::write(d.join("part.whl"), b"x").unwrap();
+        }
+        let models = cache.join("models");
+        fs::create_dir_all(&models).unwrap();
+        let (old, new) = (models.join("a.gguf.partial"), models.join("b.gguf.partial"));
+        for f in [&old, &new] {
+            fs::write(f, b"x").unwrap();
+        }
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        File::options()
+            .write(true)
+            .open(&old)
+            .and_then(|f| f.set_modified(hour_ago))
+            .unwrap();
+        remove_stale_downloads(&cache);
+        assert!(!dead.exists(), "a dead process's download stays");
+        assert!(live.exists(), "a running fetch's download was removed");
+        assert!(!old.exists(), "an abandoned .partial stays");
+        assert!(new.exists(), "a .partial being written was removed");
+        fs::remove_dir_all(&cache).unwrap();
+    }
 }

@@ -4,9 +4,14 @@ use std::path::PathBuf;
 
 use crate::recipe::RecipeDefaults;
 
-use super::cache::{CacheState, cache_state, model_file};
+use super::cache::{
+    CacheState, cache_state, hash_file, marker_path, model_file, remove_stale_downloads,
+    write_marker,
+};
+use super::progress::Meter;
 use super::{
-    DEFAULT_PRESET, FetchOptions, HubError, PRESETS, cache_dir, cached_path, fetch, preset,
+    DEFAULT_PRESET, FetchOptions, FetchStage, HubError, PRESETS, Preset, cache_dir, cached_path,
+    fetch, io_err, preset,
 };
 
 fn human_bytes(n: u64) -> String {
@@ -36,7 +41,7 @@ pub fn list_text() -> String {
         let cached = match &cache {
             Some(c) => match cache_state(p, &model_file(c, p)) {
                 CacheState::Verified => "yes",
-                CacheState::Unverified => "unverified",
+                CacheState::Unverified | CacheState::Changed(_) => "unverified",
                 CacheState::Missing => "no",
             },
             None => "?",
@@ -92,5 +97,70 @@ pub fn cmd_path(name: &str) -> Result<PathBuf, HubError> {
     let p = preset(name)?;
     cached_path(p).ok_or_else(|| HubError::NotFetched {
         name: p.name.to_string(),
+    })
+}
+
+/// What `models verify` found for one preset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The cached file hashes to the pin (and is trusted again without hashing).
+    Ok,
+    /// The cached file hashes to `actual`, not the pin: no longer trusted.
+    Changed { actual: String },
+    /// Not in the cache.
+    Missing,
+}
+
+impl Verdict {
+    /// One line for `p`: the finding and what to do.
+    pub fn line(&self, p: &Preset) -> String {
+        match self {
+            Verdict::Ok => format!("{}: OK (sha256 {})", p.name, p.sha256),
+            Verdict::Changed { actual } => format!(
+                "{}: changed (sha256 {actual}, pinned {}): run `swaa-chat models fetch {}` to replace it",
+                p.name, p.sha256, p.name
+            ),
+            Verdict::Missing => format!(
+                "{}: missing: run `swaa-chat models fetch {}` to download it",
+                p.name, p.name
+            ),
+        }
+    }
+}
+
+/// Body of `swaa-chat models verify [NAME]`: [`verify`] for `name`, or every preset.
+pub fn cmd_verify(
+    name: Option<&str>,
+    opts: &FetchOptions,
+) -> Result<Vec<(&'static Preset, Verdict)>, HubError> {
+    let presets: Vec<&'static Preset> = match name {
+        Some(n) => vec![preset(n)?],
+        None => PRESETS.iter().collect(),
+    };
+    presets
+        .into_iter()
+        .map(|p| Ok((p, verify(p, opts)?)))
+        .collect()
+}
+
+/// Re-hashes the cached file of `p` against its pinned SHA-256, whatever its marker says.
+/// A file that matches gets a fresh marker; one that does not loses its marker, so nothing
+/// uses it unchecked (the next fetch hashes it again and replaces it).
+pub fn verify(p: &Preset, opts: &FetchOptions) -> Result<Verdict, HubError> {
+    let cache = opts.cache_root()?;
+    remove_stale_downloads(&cache);
+    let path = model_file(&cache, p);
+    if !path.is_file() {
+        return Ok(Verdict::Missing);
+    }
+    let mut meter = Meter::new(p, FetchStage::Verifying, p.size_bytes, opts);
+    let actual = hash_file(&path, &mut |n| meter.inc(n)).map_err(io_err("cannot read", &path))?;
+    meter.finish();
+    Ok(if actual.eq_ignore_ascii_case(p.sha256) {
+        write_marker(&path, p.sha256);
+        Verdict::Ok
+    } else {
+        let _ = std::fs::remove_file(marker_path(&path));
+        Verdict::Changed { actual }
     })
 }

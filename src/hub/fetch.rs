@@ -8,7 +8,8 @@ use std::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::cache::{
-    CacheState, cache_dir, cache_state, hash_file, marker_path, model_file, write_marker,
+    CacheState, cache_dir, cache_state, hash_file, marker_path, model_file, remove_stale_downloads,
+    write_marker,
 };
 use super::progress::{Meter, done};
 use super::{FetchStage, HubError, Preset, ProgressFn, hf, io_err, pip};
@@ -33,7 +34,7 @@ pub struct FetchOptions {
 }
 
 impl FetchOptions {
-    fn cache_root(&self) -> Result<PathBuf, HubError> {
+    pub(super) fn cache_root(&self) -> Result<PathBuf, HubError> {
         match &self.cache_dir {
             Some(dir) => Ok(dir.clone()),
             None => cache_dir(),
@@ -89,13 +90,24 @@ pub(super) enum SourceError {
 /// tests) may pass presets of their own.
 pub fn fetch(p: &Preset, opts: &FetchOptions) -> Result<PathBuf, HubError> {
     let cache = opts.cache_root()?;
+    remove_stale_downloads(&cache);
     let dest = model_file(&cache, p);
     match cache_state(p, &dest) {
         CacheState::Verified => {
             debug!("{}: cached and verified at {}", p.name, dest.display());
             return Ok(dest);
         }
-        CacheState::Unverified => {
+        state @ (CacheState::Unverified | CacheState::Changed(_)) => {
+            if let CacheState::Changed(what) = state {
+                note(
+                    opts,
+                    &format!(
+                        "note: {}: the cached file's {} changed since its SHA-256 was checked: checking it again",
+                        p.name,
+                        what.join(", ")
+                    ),
+                );
+            }
             let mut meter = Meter::new(p, FetchStage::Verifying, p.size_bytes, opts);
             let actual =
                 hash_file(&dest, &mut |n| meter.inc(n)).map_err(io_err("cannot read", &dest))?;
@@ -106,6 +118,13 @@ pub fn fetch(p: &Preset, opts: &FetchOptions) -> Result<PathBuf, HubError> {
                 return Ok(dest);
             }
             // Only verified files may live in models/: drop it and fetch a good one.
+            note(
+                opts,
+                &format!(
+                    "note: {}: the cached file does not match its pinned SHA-256: removed, fetching it again",
+                    p.name
+                ),
+            );
             warn!(
                 "{}: cached file {} has sha256 {actual}, expected {}; removing it and fetching again",
                 p.name,
@@ -154,6 +173,15 @@ pub fn fetch(p: &Preset, opts: &FetchOptions) -> Result<PathBuf, HubError> {
         reason: reasons.join("; "),
         hint: unavailable_hint(p, &dest),
     })
+}
+
+/// A line the user should see: on stderr from a command line; a caller with a progress
+/// callback (the reader) shows the stage instead. Logged either way.
+fn note(opts: &FetchOptions, line: &str) {
+    warn!("{line}");
+    if opts.progress.is_none() {
+        eprintln!("{line}");
+    }
 }
 
 /// Runs one source, timed for the log, and reports [`FetchStage::Done`] when it delivers.

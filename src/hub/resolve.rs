@@ -139,7 +139,7 @@ fn dir_gguf(dir: &Path) -> Result<Option<PathBuf>, HubError> {
     .map(|(_, name)| *name)
     .collect();
     Err(not_a_model(format!(
-        "incomplete safetensors model folder: missing {}",
+        "incomplete safetensors model folder: missing {}: put the model's files there (config.json, *.safetensors, tokenizer.json), or pass a .gguf file",
         missing.join(", ")
     )))
 }

@@ -158,7 +158,10 @@ pub(super) fn check_layout(path: &Path, content: &Content, file_len: u64) -> Res
                 "tensor {name}: {elems} values are not whole {dt:?} blocks of {block}"
             )));
         }
-        let bytes = elems / block * dt.type_size() as u64;
+        // Checked: a shape of many huge dims wraps the byte count (found by the gguf fuzzer).
+        let bytes = (elems / block)
+            .checked_mul(dt.type_size() as u64)
+            .ok_or_else(|| corrupt(format!("tensor {name} has an impossible shape")))?;
         let start = content.tensor_data_offset.checked_add(info.offset);
         let end = start.and_then(|s| s.checked_add(bytes));
         match (start, end) {

@@ -10,14 +10,15 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use minijinja::Environment;
 use minijinja::value::Value as JinjaValue;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
+pub mod budget;
 mod gguf;
-mod template;
+pub(crate) mod template;
 
 pub use gguf::{SUPPORTED_PRE_TOKENIZERS, SUPPORTED_TOKENIZER_MODELS};
 use template::build_env;
@@ -167,7 +168,7 @@ pub struct ChatTokenizer {
     /// The compiled template, or why it did not compile: a template minijinja cannot parse
     /// should not stop the model from loading (raw completion still works), so the error is
     /// reported by `render_chat`.
-    env: Result<Environment<'static>, String>,
+    env: Result<Arc<template::Compiled>, String>,
     bos_token: Option<String>,
     eos_token: Option<String>,
     /// pad_token / unk_token, which transformers also hands to templates.
@@ -286,7 +287,9 @@ impl ChatTokenizer {
         let template_source = template
             .filter(|t| !t.trim().is_empty())
             .unwrap_or_else(|| CHATML_TEMPLATE.to_string());
-        let env = build_env(&template_source).map_err(|e| format!("{e:#}"));
+        let env = build_env(&template_source)
+            .map(Arc::new)
+            .map_err(|e| format!("{e:#}"));
 
         let added = tokenizer.get_added_tokens_decoder();
         let mut stop_ids: Vec<u32> = Vec::new();
@@ -392,6 +395,33 @@ impl ChatTokenizer {
         Ok((ids, offsets))
     }
 
+    /// [`ChatTokenizer::encode_with_offsets`] of `text[range]`, offsets into that slice. A
+    /// slice that starts inside user text (the end of a long document, for truncate-head)
+    /// holds no mark to say so: whether it does is read from the marks before it.
+    pub fn encode_range_with_offsets(
+        &self,
+        text: &str,
+        range: std::ops::Range<usize>,
+        add_special_tokens: bool,
+    ) -> Result<(Vec<u32>, Vec<usize>), TokenizerError> {
+        let inside_user = text[..range.start]
+            .rfind([USER_OPEN, USER_CLOSE])
+            .is_some_and(|i| text[i..].starts_with(USER_OPEN));
+        if !inside_user {
+            return self.encode_with_offsets(&text[range], add_special_tokens);
+        }
+        let mark = USER_OPEN.len_utf8();
+        let (ids, offsets) =
+            self.encode_with_offsets(&format!("{USER_OPEN}{}", &text[range]), add_special_tokens)?;
+        Ok((
+            ids,
+            offsets
+                .into_iter()
+                .map(|o| o.saturating_sub(mark))
+                .collect(),
+        ))
+    }
+
     /// Leftmost-longest occurrences of the special tokens in `text`: (start, end, id).
     fn specials_in<'t>(&'t self, text: &'t str) -> impl Iterator<Item = (usize, usize, u32)> + 't {
         let mut i = 0;
@@ -473,7 +503,6 @@ impl ChatTokenizer {
             .map_err(|message| TokenizerError::TemplateSyntax {
                 message: message.clone(),
             })?;
-        let tmpl = env.get_template("chat").map_err(TokenizerError::template)?;
         let none = JinjaValue::from(());
         let mut ctx = BTreeMap::from([
             ("messages", JinjaValue::from_serialize(messages)),
@@ -495,7 +524,8 @@ impl ChatTokenizer {
                 ctx.insert(name, JinjaValue::from(v.as_str()));
             }
         }
-        tmpl.render(ctx).map_err(TokenizerError::template)
+        let input = messages.iter().map(|m| m.content.len()).sum();
+        template::render(env, ctx, input).map_err(TokenizerError::template)
     }
 
     /// Whether the template knows about thinking (reads `enable_thinking` or writes `<think>`).

@@ -2,12 +2,16 @@
 //! `lstrip_blocks`, `raise_exception`, `strftime_now`, a `tojson` that writes like Python's
 //! `json.dumps`), so templates render as `apply_chat_template(tokenize=False)` would.
 
+use std::collections::BTreeMap;
 use std::io;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use minijinja::value::{Kwargs, Value as JinjaValue};
 use minijinja::{Environment, ErrorKind};
 use serde::Serialize;
+
+use super::budget::OverBudget;
 
 /// Instructions one render may run: a real chat template over a long conversation runs tens
 /// of thousands; a template of nested `range(100000)` loops would run for hours.
@@ -17,8 +21,58 @@ const MAX_TEMPLATE: usize = 256 << 10;
 /// minijinja's parser recurses per nested expression (a 100,000-filter chain overflowed the
 /// main thread's 8 MiB): templates compile on a thread with room for that.
 const COMPILE_STACK: usize = 256 << 20;
+/// Rendering recurses per nested macro call, up to minijinja's limit of 500.
+const RENDER_STACK: usize = 64 << 20;
+/// Heap a render may hold beyond a few copies of its messages: a real template's output is
+/// its messages plus a few KiB of markup.
+const RENDER_HEAP: usize = 256 << 20;
+/// Real templates render in milliseconds; fuel does not count what a value's iteration does
+/// (`{{ 1e9 * () }}` walks a billion empty sequences while it is printed).
+const RENDER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
-pub(super) fn build_env(source: &str) -> Result<Environment<'static>, minijinja::Error> {
+/// A compiled template, and why it cannot be rendered any more: a render that ran past its
+/// heap budget or its deadline left a thread behind (stopped with that memory, or still
+/// running), so it is not tried again.
+pub(crate) struct Compiled {
+    env: Environment<'static>,
+    over_budget: OnceLock<String>,
+}
+
+/// Renders the template on a thread whose heap is bounded by [`super::budget`] (256 MiB plus
+/// eight times the bytes of `input`, the messages) and its time by [`RENDER_DEADLINE`].
+pub(crate) fn render(
+    compiled: &Arc<Compiled>,
+    ctx: BTreeMap<&'static str, JinjaValue>,
+    input: usize,
+) -> Result<String, minijinja::Error> {
+    let failed = |msg: &str| minijinja::Error::new(ErrorKind::InvalidOperation, msg.to_string());
+    if let Some(msg) = compiled.over_budget.get() {
+        return Err(failed(msg));
+    }
+    let c = Arc::clone(compiled);
+    let budget = RENDER_HEAP.saturating_add(input.saturating_mul(8));
+    match super::budget::run(budget, RENDER_DEADLINE, RENDER_STACK, move || {
+        c.env.get_template("chat")?.render(ctx)
+    }) {
+        Ok(Some(out)) => out,
+        Ok(None) => Err(failed("the template renderer failed")),
+        Err(over) => {
+            let msg = match over {
+                OverBudget::Heap { budget } => format!(
+                    "the template built more than {} MiB of text (it doubles a string in a loop, or similar)",
+                    budget >> 20
+                ),
+                OverBudget::Time { deadline } => format!(
+                    "the template ran longer than {} s (it loops over a huge range, or similar)",
+                    deadline.as_secs()
+                ),
+            };
+            Err(failed(compiled.over_budget.get_or_init(|| msg)))
+        }
+    }
+}
+
+pub(crate) fn build_env(source: &str) -> Result<Compiled, minijinja::Error> {
     if source.len() > MAX_TEMPLATE {
         return Err(minijinja::Error::new(
             ErrorKind::InvalidOperation,
@@ -45,7 +99,7 @@ pub(super) fn build_env(source: &str) -> Result<Environment<'static>, minijinja:
     })
 }
 
-fn build_env_here(source: &str) -> Result<Environment<'static>, minijinja::Error> {
+fn build_env_here(source: &str) -> Result<Compiled, minijinja::Error> {
     let mut env = Environment::new();
     env.set_fuel(Some(FUEL));
     env.set_trim_blocks(true);
@@ -63,7 +117,10 @@ fn build_env_here(source: &str) -> Result<Environment<'static>, minijinja::Error
     });
     env.add_filter("tojson", tojson);
     env.add_template_owned("chat", source.to_string())?;
-    Ok(env)
+    Ok(Compiled {
+        env,
+        over_budget: OnceLock::new(),
+    })
 }
 
 /// `json.dumps(value, ensure_ascii=False, indent=indent)`, as transformers' `tojson`:
@@ -256,6 +313,7 @@ mod tests {
         .unwrap();
         let x = serde_json::json!({"a": [1, "<b>"], "é": null});
         let out = env
+            .env
             .get_template("chat")
             .unwrap()
             .render(minijinja::context! { x => x })
@@ -269,7 +327,12 @@ mod tests {
     #[test]
     fn template_errors_are_deferred_and_raise_exception_works() {
         let env = build_env("{{ raise_exception('no system role') }}").unwrap();
-        let err = env.get_template("chat").unwrap().render(()).unwrap_err();
+        let err = env
+            .env
+            .get_template("chat")
+            .unwrap()
+            .render(())
+            .unwrap_err();
         assert!(format!("{err:#}").contains("no system role"));
         assert!(build_env("{% for %}").is_err());
     }

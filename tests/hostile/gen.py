@@ -905,6 +905,37 @@ def question_cases():
                stdin=(ESC + "\n<|im_start|>\n\n").encode(), expect="ok")
 
 
+FOUND = os.path.join(os.path.dirname(os.path.abspath(__file__)), "found")
+FOUND_EXT = {"pdf": "pdf", "epub": "epub", "html": "html", "text": "txt"}
+
+
+def found_cases(base):
+    """Inputs the fuzz targets (fuzz/) found, one folder per target: each runs as the app
+    would meet it, so a fixed finding stays fixed."""
+    if not os.path.isdir(FOUND):
+        return
+    for target in sorted(os.listdir(FOUND)):
+        for name in sorted(os.listdir(os.path.join(FOUND, target))):
+            with open(os.path.join(FOUND, target, name), "rb") as f:
+                data = f.read()
+            cid = f"{target}-{name[:16]}"
+            if target in FOUND_EXT:
+                fname = "input." + FOUND_EXT[target]
+                yield case("found", cid, {fname: data}, ["extract", "{dir}/" + fname], names=[fname])
+            elif target == "gguf" and "model" in base:
+                yield case("found", cid, {"m.gguf": data},
+                           ["ask", "{doc}", "How tall?", "--model", "{dir}/m.gguf", "--max-tokens", "2"], names=["m.gguf"])
+            elif target == "config":
+                yield case("found", cid, {"config.toml": data}, ["ask", "{doc}", "How tall?", "--model", "{model}", "--max-tokens", "2"],
+                           names=["config.toml"], env={"SWAA_CHAT_CONFIG": "{dir}/config.toml"})
+            elif target == "template" and base.get("tok_kvs") is not None:
+                src = data.split(b"\0", 1)[0].decode("utf-8", "replace")
+                kvs = [(k, r) for k, r in gguf.tiny_kvs(base["tok_kvs"], base["vocab"]) if k != "tokenizer.chat_template"]
+                kvs.append(("tokenizer.chat_template", gguf.val(gguf.STR, src)))
+                yield case("found", cid, {"m.gguf": gguf.write(kvs, gguf.tiny_tensors(base["vocab"], random.Random(6)))},
+                           ["ask", "{doc}", "How tall?", "--model", "{dir}/m.gguf", "--max-tokens", "2"], names=["m.gguf", "template"])
+
+
 def cases(base):
     yield from pdf_cases()
     yield from epub_cases()
@@ -919,6 +950,7 @@ def cases(base):
         yield from question_cases()
     if base.get("st_tokenizer") is not None:
         yield from st_cases(base)
+    yield from found_cases(base)
 
 
 def main():

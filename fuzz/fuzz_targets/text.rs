@@ -1,0 +1,3 @@
+#![no_main]
+// Arbitrary bytes as a .txt document, through detection and extraction.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| swaa_chat::fuzzing::document(data, "txt"));
