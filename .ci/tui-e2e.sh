@@ -4,6 +4,9 @@
 # whose answer is in the sample (assets/sample-facts.json), changes a recipe with a `:`
 # command, copies the answer (OSC 52, kept by tmux as a paste buffer), saves, stops an answer
 # with Ctrl-C and quits with a second one, which saves the conversation again (same file).
+# Re-read decisions: FA decode and thinking apply at once (and the next question prefills only
+# itself), a window change re-reads (its re-reads are cut short by the next step, so they cost
+# seconds).
 # Every step polls the screen with a timeout; the captured screens are kept in $TUI_E2E_OUT
 # (default target/tui-e2e). Exits non-zero, printing the last screen, on any failure.
 #
@@ -93,6 +96,16 @@ copied=$(T show-buffer 2>/dev/null || true)
 echo "tui-e2e: copied: $(echo "$copied" | tr '\n' ' ' | cut -c1-80)"
 grep -Eiq -- "$ACCEPT" <<<"$copied" || fail "no OSC 52 copy of the answer reached tmux: '$copied'"
 
+# A window changes what reading computed: the reader re-reads the document and the chat, with
+# a reading bar; back to full attention it re-reads again (the one started is stopped first).
+T send-keys -t e2e -l ":window 1024"
+T send-keys -t e2e Enter
+wait_for rereading 're-reading with W=1024' 30
+wait_for rereading-bar 'reading [0-9,]+ / [0-9,]+ tok' 60
+T send-keys -t e2e -l ":window full"
+T send-keys -t e2e Enter
+wait_for rereading-full 're-reading with full' 60
+
 # `:pages` reads the sections again for a new conversation, in which smollm2, asked to repeat
 # a word, repeats a sentence: the loop stop ends the answer with a note, before the token cap.
 T send-keys -t e2e -l ":pages 1-7"
@@ -118,10 +131,31 @@ first_words=$(echo "$answer" | grep -m1 -E '[[:alnum:]]' \
 grep -qF -- "$first_words" "$OUT/answered.txt" || fail "the answer '$first_words' is not on the screen"
 
 # Ctrl-C as in shells: the first stops the answer running, the second quits, saving the
-# conversation (the one file saved above, now with the stopped answer too).
+# conversation (the one file saved above, now with the stopped answer too). Thinking is turned
+# on first: it applies at once (smollm2 gets a step-by-step line on new questions only), so the
+# question after it prefills only itself (one chunk, no bar), where a re-rendered conversation
+# would show a long prompt bar from its start.
+T send-keys -t e2e -l ":think on"
+T send-keys -t e2e Enter
+wait_for think 'think applies at once: no re-read needed' 30
 T send-keys -t e2e -l "Describe every section of the text in detail."
 T send-keys -t e2e Enter
-wait_for answering2 'answering' 60
+# The question's prefill is a fraction of a second and smollm2's answer a few seconds on a
+# fast CPU: the screen is polled tightly, and Ctrl-C goes as soon as the answer runs.
+start=$SECONDS seen=
+while screen > "$OUT/answering2.txt" 2>/dev/null; do
+  if grep -Eq 'prompt [0-9,]+ / [0-9,]+ tok' "$OUT/answering2.txt"; then
+    fail "the question after :think on prefilled the conversation again"
+  fi
+  if grep -q 'reading the question' "$OUT/answering2.txt"; then
+    seen=1
+  elif [ -n "$seen" ] || grep -q 'answering… Esc cancels' "$OUT/answering2.txt"; then
+    break
+  fi
+  (( SECONDS - start < 120 )) || fail "no answer began within 120 s (answering2)"
+  sleep 0.05
+done
+echo "tui-e2e: the question after :think on answered after $(( SECONDS - start )) s, no re-read"
 T send-keys -t e2e C-c
 wait_for stopped '— cancelled|Ctrl-C again quits' 60
 grep -q 'reader exited' "$OUT/stopped.txt" && fail "the first Ctrl-C quit instead of stopping the answer"

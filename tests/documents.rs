@@ -216,6 +216,12 @@ fn chapter(heading: &str, body: &str) -> String {
 }
 
 fn epub(path: &Path, nav: bool, extra: &[(&str, &[u8])]) {
+    let cover = r#"<html xmlns="http://www.w3.org/1999/xhtml"><body><img src="images/cover.png" alt=""/></body></html>"#;
+    epub_with_cover(path, nav, cover, extra)
+}
+
+/// [`epub`] whose first spine item (no TOC entry) is `cover`.
+fn epub_with_cover(path: &Path, nav: bool, cover: &str, extra: &[(&str, &[u8])]) {
     let one = chapter(
         "1. Arrival",
         "<p>The ship came in at dawn &amp; the gulls rose.</p>",
@@ -225,7 +231,6 @@ fn epub(path: &Path, nav: bool, extra: &[(&str, &[u8])]) {
         "<p id=\"start\">Nets lay drying on the quay.</p><p id=\"later\">Later, it rained.</p>",
     );
     let three = chapter("Three: Departure", "<p>They left on the evening tide.</p>");
-    let cover = r#"<html xmlns="http://www.w3.org/1999/xhtml"><body><img src="images/cover.png" alt=""/></body></html>"#;
     let opf = opf(nav);
     let mut files: Vec<(&str, &[u8])> = vec![
         ("mimetype", b"application/epub+zip"),
@@ -245,6 +250,13 @@ fn epub(path: &Path, nav: bool, extra: &[(&str, &[u8])]) {
     zip_file(path, &files);
 }
 
+/// The chapter titles of the test EPUB (`epub`): from its TOC, and the third from its heading.
+const CHAPTERS: [Option<&str>; 3] = [
+    Some("Chapter One: Arrival"),
+    Some("Chapter Two: The Harbour"),
+    Some("Three: Departure"),
+];
+
 #[test]
 fn epub_chapters_in_spine_order_titled_from_the_toc() {
     let dir = common::temp_dir("docs-epub");
@@ -255,14 +267,7 @@ fn epub_chapters_in_spine_order_titled_from_the_toc() {
     assert_eq!(doc.title, "A Small Book");
     assert_tiles(&doc);
     // The cover has no text, so no chapter; chapter three is not in the TOC: its heading names it.
-    assert_eq!(
-        titles(&doc),
-        [
-            Some("Chapter One: Arrival"),
-            Some("Chapter Two: The Harbour"),
-            Some("Three: Departure")
-        ]
-    );
+    assert_eq!(titles(&doc), CHAPTERS);
     assert_eq!(seen.last(), Some(&LoadProgress { done: 4, total: 4 }));
     assert!(section_text(&doc, 1).contains("The ship came in at dawn & the gulls rose."));
     assert!(section_text(&doc, 2).contains("Nets lay drying on the quay.\n\nLater, it rained."));
@@ -284,6 +289,21 @@ fn epub_chapters_in_spine_order_titled_from_the_toc() {
             Some("Two (from the NCX)"),
             Some("Three: Departure")
         ]
+    );
+
+    // A title page before the first chapter the TOC lists is front matter of chapter 1: the
+    // chapters count as the book does (it was chapter 1, and "Chapter One" chapter 2).
+    let front = dir.join("front.epub");
+    let title_page = chapter("A Small Book", "<p>Published by the Isles Press.</p>");
+    epub_with_cover(&front, true, &title_page, &[]);
+    let doc = document::load(&front).unwrap();
+    assert_tiles(&doc);
+    assert_eq!(titles(&doc), CHAPTERS);
+    let one = section_text(&doc, 1);
+    assert!(
+        one.starts_with("A Small Book\n\nPublished by the Isles Press.")
+            && one.contains("The ship came in"),
+        "{one}"
     );
 
     // Misnamed: the content says zip + EPUB.

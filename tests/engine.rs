@@ -125,6 +125,63 @@ fn cancel_stops_a_read_within_one_chunk() {
     assert!(after <= 1, "{after} chunks ran after cancel");
 }
 
+/// Issue 17: a question queued behind a read ran when the read was cancelled for a recipe
+/// change, under the old recipe. A cancel covers every command sent before it; a recipe sent
+/// before it still applies (only its re-read stops); what is sent after it runs.
+#[test]
+fn cancel_covers_the_commands_queued_before_it_and_none_after() {
+    let engine = Engine::spawn(Box::new(session(Recipe::full(), opts(16, 8))));
+    engine.send(Command::LoadDocument {
+        title: "t".into(),
+        text: doc(1000),
+    });
+    engine.send(Command::Read);
+    engine.send(Command::Ask {
+        question: "queued behind the read?".into(),
+    });
+    let w64 = Recipe {
+        window: Some(64),
+        sink: 4,
+        ..Recipe::full()
+    };
+    engine.send(Command::SetRecipe(w64.clone()));
+    loop {
+        let e = engine.events().recv_timeout(Duration::from_secs(60));
+        if matches!(e.unwrap(), Event::Progress { .. }) {
+            break;
+        }
+    }
+    engine.cancel();
+    engine.send(Command::Ask {
+        question: "sent after the cancel?".into(),
+    });
+    let mut seen = Vec::new();
+    let answer = loop {
+        match engine
+            .events()
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap()
+        {
+            Event::Done(a) => break a,
+            Event::Cancelled => seen.push("cancelled".to_string()),
+            Event::RecipeApplied { reread, .. } => seen.push(format!("applied reread={reread}")),
+            Event::Error { message } => panic!("{message}"),
+            _ => {}
+        }
+    };
+    assert_eq!(
+        seen,
+        ["cancelled", "cancelled", "applied reread=true", "cancelled"],
+        "the read, the queued question, the recipe's re-read"
+    );
+    assert!(!answer.cancelled);
+    assert_eq!(answer.question, "sent after the cancel?");
+    assert_eq!(
+        answer.recipe, w64,
+        "the recipe sent before the cancel applies"
+    );
+}
+
 #[test]
 fn context_overflow_is_refused_before_any_work_unless_a_policy_says_truncate() {
     let mut s = session(

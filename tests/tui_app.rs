@@ -1240,7 +1240,7 @@ fn colon_commands_reach_every_setting_and_bad_ones_say_why() {
     // A value the model cannot run is refused with its range, and stays in the box.
     assert!(send(&mut app, ":window 100000").is_empty());
     assert!(
-        app.status().unwrap().1.contains("use 1 to"),
+        app.status().unwrap().1.contains("1 to 8192"),
         "{:?}",
         app.status()
     );
@@ -1775,4 +1775,340 @@ fn chapters_that_fit_are_offered_by_their_titles() {
         matches!(&fx[0], Effect::Engine(Command::LoadDocument { title, .. }) if title == "Book (chapters 3–4 of 4)"),
         "{fx:?}"
     );
+}
+
+/// Issue 17: a question asked during the first read waits behind it; a key that needs a
+/// re-read then cancelled the read, and the waiting question ran under the old recipe.
+/// Now it is cancelled with the read and asked again after the re-read, once.
+#[test]
+fn with_an_engine_a_reread_key_during_a_read_asks_the_queued_question_with_the_new_recipe() {
+    // ~3,300 tokens in 32-token chunks: long enough to type and press a key during the read.
+    let (mut app, engine, fx) = opening_on_a_tiny_engine(1100);
+    pump(&mut app, &engine, fx, |a| a.progress().is_some());
+    typed(&mut app, "What is this?");
+    let fx = app.update(key(KeyCode::Enter));
+    pump(&mut app, &engine, fx, |_| true);
+    assert!(app.reading() && app.answering());
+    let fx = app.update(key(KeyCode::F(2)));
+    assert!(
+        matches!(&fx[..], [Effect::CancelEngine, Effect::Engine(Command::SetRecipe(r))] if r.window == Some(128)),
+        "{fx:?}"
+    );
+    let (events, said) = pump_statuses(&mut app, &engine, fx, |a| !a.busy() && !a.applying());
+    let answers: Vec<&Answer> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Done(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answers.len(), 1, "{:?}", kinds(&events));
+    assert!(
+        !answers[0].cancelled && answers[0].recipe.window == Some(128),
+        "answered under {}",
+        answers[0].recipe
+    );
+    assert_eq!(
+        app.chat.turns.len(),
+        1,
+        "one turn, not a cancelled one and a copy"
+    );
+    assert_eq!(app.chat.turns[0].state, TurnState::Done);
+    assert!(app.chat.turns[0].recipe.contains("W=128"));
+    assert!(said.iter().any(|s| s.contains("asked again")), "{said:?}");
+    assert!(
+        !said
+            .iter()
+            .any(|s| s == "cancelled" || s.starts_with("reading cancelled")),
+        "{said:?}"
+    );
+    assert_eq!(app.read_with().unwrap().window, Some(128));
+}
+
+/// An app on a tiny engine (W=64 K=4, FA decode) given a text of `words` words, and the
+/// effects that start its read.
+fn opening_on_a_tiny_engine(words: usize) -> (App, Engine, Vec<Effect>) {
+    let recipe = Recipe {
+        window: Some(64),
+        sink: 4,
+        fa_decode: true,
+        ..Recipe::full()
+    };
+    let (engine, info) = tiny_engine(&recipe);
+    let mut app = App::new("tiny", true, Theme::default());
+    app.update(Msg::Resize(120, 40));
+    let mut fx = app.update(Msg::ModelReady(info, recipe));
+    fx.extend(app.update(Msg::DocumentReady(doc_text(words))));
+    (app, engine, fx)
+}
+
+/// An app on a tiny engine (W=64 K=4, FA decode) that read a short text and answered one
+/// question, and whose second, long question has started its prompt.
+fn asking_a_long_question() -> (App, Engine) {
+    let (mut app, engine, fx) = opening_on_a_tiny_engine(300);
+    pump(&mut app, &engine, fx, |a| !a.reading());
+    typed(&mut app, "What is this?");
+    let fx = app.update(key(KeyCode::Enter));
+    pump(&mut app, &engine, fx, |a| !a.answering());
+    // ~1,800 tokens in 32-token chunks: the prompt runs long enough to press a key in it.
+    app.update(Msg::Paste(
+        (0..800).map(|i| format!("q{} ", i % 13)).collect(),
+    ));
+    let fx = app.update(key(KeyCode::Enter));
+    pump(&mut app, &engine, fx, |a| a.progress().is_some());
+    assert_eq!(app.chat.turns[1].state, TurnState::Waiting);
+    (app, engine)
+}
+
+/// Events by kind, short enough for an assertion message.
+fn kinds(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| !matches!(e, Event::Stats(_) | Event::Token { .. }))
+        .map(|e| match e {
+            Event::Progress { done, total, .. } => format!("Progress {done}/{total}"),
+            Event::RecipeApplied { reread, .. } => format!("RecipeApplied reread={reread}"),
+            Event::Done(a) => format!("Done cancelled={}", a.cancelled),
+            Event::DocumentTokens { .. } => "DocumentTokens".into(),
+            e => format!("{e:?}"),
+        })
+        .collect()
+}
+
+/// What the status line said after each event, until `done` holds.
+fn pump_statuses(
+    app: &mut App,
+    engine: &Engine,
+    fx: Vec<Effect>,
+    done: impl Fn(&App) -> bool,
+) -> (Vec<Event>, Vec<String>) {
+    let (mut events, mut said) = (Vec::new(), Vec::new());
+    let mut fx = fx;
+    while !done(app) {
+        let got = pump(app, engine, fx, |_| true);
+        assert!(got.is_empty());
+        let ev = engine
+            .events()
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the engine answered in time");
+        fx = app.update(Msg::Engine(ev.clone()));
+        events.push(ev);
+        if let Some((_, s)) = app.status()
+            && said.last() != Some(s)
+        {
+            said.push(s.clone());
+        }
+    }
+    pump(app, engine, fx, |_| true);
+    (events, said)
+}
+
+/// Issue 17: a key that needs a re-read, pressed while a question's prompt is prefilled,
+/// stopped the question for good (an empty "cancelled" turn the user had to type again).
+/// Now the re-read runs and the same question is answered under the new recipe.
+#[test]
+fn with_an_engine_a_reread_key_during_a_questions_prompt_asks_it_again_after_the_reread() {
+    let (mut app, engine) = asking_a_long_question();
+    let fx = app.update(key(KeyCode::F(2)));
+    assert!(
+        matches!(&fx[..], [Effect::CancelEngine, Effect::Engine(Command::SetRecipe(r))] if r.window == Some(128)),
+        "{fx:?}"
+    );
+    assert!(
+        app.status().unwrap().1.contains("asked again"),
+        "{:?}",
+        app.status()
+    );
+    let (events, said) = pump_statuses(&mut app, &engine, fx, |a| !a.busy() && !a.applying());
+    let at = |f: &dyn Fn(&Event) -> bool| events.iter().position(f).unwrap_or(usize::MAX);
+    let cancelled = at(&|e| matches!(e, Event::Cancelled));
+    let reread = at(&|e| matches!(e, Event::RecipeApplied { reread: true, .. }));
+    let done = at(&|e| matches!(e, Event::Done(_)));
+    assert!(cancelled < reread && reread < done, "{:?}", kinds(&events));
+    let Event::Done(a) = &events[done] else {
+        unreachable!()
+    };
+    assert!(
+        !a.cancelled && a.recipe.window == Some(128),
+        "{} {}",
+        a.cancelled,
+        a.recipe
+    );
+    assert_eq!(a.question, app.chat.turns[1].question);
+    assert_eq!(
+        app.chat.turns.len(),
+        2,
+        "one turn, not a cancelled one and a copy"
+    );
+    assert_eq!(app.chat.turns[1].state, TurnState::Done);
+    assert!(app.chat.turns[1].recipe.contains("W=128"));
+    assert!(
+        said.iter()
+            .any(|s| s.contains("then the question is answered")),
+        "{said:?}"
+    );
+    assert!(!said.iter().any(|s| s == "cancelled"), "{said:?}");
+    // The question was answered after the re-read: the cache holds the document, both
+    // questions and both answers, read with the new window.
+    assert_eq!(app.read_with().unwrap().window, Some(128));
+    assert!(app.stats.engine.cache.next_pos > 1800);
+}
+
+/// A change that needs no re-read (FA decode off) during a question's prompt waits for the
+/// answer, which keeps its recipe; the next question adds only itself, and so it does after
+/// thinking is toggled (past questions are rendered as they were asked).
+#[test]
+fn with_an_engine_keys_that_need_no_reread_leave_the_question_and_the_cache() {
+    let (mut app, engine) = asking_a_long_question();
+    let fx = app.update(key(KeyCode::F(4)));
+    assert!(
+        matches!(&fx[..], [Effect::Engine(Command::SetRecipe(r))] if !r.fa_decode),
+        "nothing is cancelled: {fx:?}"
+    );
+    let (events, said) = pump_statuses(&mut app, &engine, fx, |a| !a.busy() && !a.applying());
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Cancelled)),
+        "{:?}",
+        kinds(&events)
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::RecipeApplied { reread: false, .. }))
+    );
+    assert!(
+        matches!(&app.chat.turns[1], t if t.state == TurnState::Done && t.recipe.contains("fa-dec")),
+        "the answer running keeps the recipe it was asked with"
+    );
+    assert!(
+        said.iter().any(|s| s.contains("applies at once")),
+        "{said:?}"
+    );
+    for what in ["thinking on", "thinking off"] {
+        let held = app.stats.engine.cache.next_pos;
+        let fx = app.update(key(KeyCode::F(6)));
+        let (events, _) = pump_statuses(&mut app, &engine, fx, |a| !a.busy() && !a.applying());
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::RecipeApplied { reread: false, .. })),
+            "{what}: {:?}",
+            kinds(&events)
+        );
+        typed(&mut app, "Next?");
+        let fx = app.update(key(KeyCode::Enter));
+        let events = pump(&mut app, &engine, fx, |a| !a.answering());
+        let first = events.iter().find_map(|e| match e {
+            Event::Progress { done, .. } => Some(*done),
+            _ => None,
+        });
+        assert!(
+            first.is_some_and(|d| d > held),
+            "{what}: the next question re-read from {first:?} (cache held {held})"
+        );
+    }
+}
+
+/// Issue 17: after a cancelled re-read of a conversation every recipe key said "applies at
+/// once" and the next question silently read everything again as one long question. Now the
+/// engine re-reads (and says so), and a question after a cancelled re-read reads the document
+/// as a read, mapped, before prefilling only itself.
+#[test]
+fn with_an_engine_a_cancelled_reread_is_read_again_not_applied_at_once() {
+    let (mut app, engine) = asking_a_long_question();
+    pump(&mut app, &engine, Vec::new(), |a| !a.busy());
+    let fx = app.update(key(KeyCode::F(2)));
+    pump(&mut app, &engine, fx, |a| {
+        a.reading() && a.progress().is_some()
+    });
+    let fx = app.update(key(KeyCode::Esc));
+    pump(&mut app, &engine, fx, |a| !a.busy() && !a.applying());
+    // FA decode off needs no re-read of a whole cache; of an emptied one it does.
+    let fx = app.update(key(KeyCode::F(4)));
+    let (events, said) = pump_statuses(&mut app, &engine, fx, |a| !a.busy() && !a.applying());
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::RecipeApplied { reread: true, .. })),
+        "{:?}",
+        kinds(&events)
+    );
+    assert!(said.iter().any(|s| s.contains("re-reading")), "{said:?}");
+    // Cancel the re-read again: the next question reads document and chat first (with their
+    // token map), then only itself.
+    let fx = app.update(key(KeyCode::F(4)));
+    pump(&mut app, &engine, fx, |a| {
+        a.reading() && a.progress().is_some()
+    });
+    let fx = app.update(key(KeyCode::Esc));
+    pump(&mut app, &engine, fx, |a| !a.busy() && !a.applying());
+    typed(&mut app, "Still there?");
+    let fx = app.update(key(KeyCode::Enter));
+    let events = pump(&mut app, &engine, fx, |a| !a.answering());
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::DocumentTokens { .. })),
+        "{:?}",
+        kinds(&events)
+    );
+    let Some(Event::Done(a)) = events.iter().find(|e| matches!(e, Event::Done(_))) else {
+        panic!("{:?}", kinds(&events))
+    };
+    assert!(
+        a.stats.prefill_tokens < 40,
+        "only the question is its prompt: {}",
+        a.stats.prefill_tokens
+    );
+}
+
+/// `:pages` during a read stops it first and reads the part once the engine says it stopped:
+/// that `Cancelled` used to end the new read in the reader's state (no "read" line, a prompt
+/// bar), which the tmux script met after a cut-short re-read.
+#[test]
+fn pages_during_a_read_reads_the_part_after_the_read_stops() {
+    let (mut app, _) = loaded_app();
+    assert!(app.reading());
+    typed(&mut app, ":pages 2");
+    assert_eq!(app.update(key(KeyCode::Enter)), [Effect::CancelEngine]);
+    let fx = app.update(Msg::Engine(Event::Cancelled));
+    assert!(
+        matches!(
+            &fx[..],
+            [
+                Effect::Engine(Command::LoadDocument { .. }),
+                Effect::Engine(Command::Read)
+            ]
+        ),
+        "{fx:?}"
+    );
+    assert!(app.reading(), "the new read is running");
+    assert_eq!(app.part().unwrap().label, "page 2 of 2");
+    app.update(Msg::Engine(Event::Progress {
+        done: 500,
+        total: 500,
+        window: None,
+    }));
+    assert!(!app.reading());
+    let said = &app.status().unwrap().1;
+    assert!(said.starts_with("read 500 tokens (page 2 of 2)"), "{said}");
+
+    // A read that ends by itself before the stop lands: the part starts then, once.
+    let (mut app, _) = loaded_app();
+    typed(&mut app, ":pages 1");
+    assert_eq!(app.update(key(KeyCode::Enter)), [Effect::CancelEngine]);
+    let fx = app.update(Msg::Engine(Event::Progress {
+        done: 1000,
+        total: 1000,
+        window: None,
+    }));
+    assert_eq!(fx.len(), 2, "{fx:?}");
+    assert!(app.reading());
+    // Esc meanwhile drops the part asked for.
+    let (mut app, _) = loaded_app();
+    typed(&mut app, ":pages 1");
+    app.update(key(KeyCode::Enter));
+    app.update(key(KeyCode::Esc));
+    assert!(app.update(Msg::Engine(Event::Cancelled)).is_empty());
+    assert!(!app.reading() && app.part().is_none());
 }

@@ -4,10 +4,10 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, anyhow};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::document::{self, Document, SectionRange};
 use crate::engine::{EngineError, Event, kv_summary};
 use crate::open::{Opened, fetch_options, open};
@@ -59,10 +59,10 @@ fn load_part(file: &Path, pages: Option<&str>) -> Result<(Document, Option<Strin
     let range = pages
         .map(str::parse::<SectionRange>)
         .transpose()
-        .map_err(|e| anyhow!("--pages: {e}"))?;
+        .map_err(|e| ConfigError::Setting(format!("--pages: {e}")))?;
     document::load(file)?
         .part(range)
-        .map_err(|e| anyhow!("{}: {e}", file.display()))
+        .map_err(|e| ConfigError::Setting(format!("{}: --pages: {e}", file.display())).into())
 }
 
 /// A document that does not fit the context gets, instead of the engine's general advice, its
@@ -77,7 +77,12 @@ fn explain_overflow(e: EngineError, file: &Path, doc: &Document) -> anyhow::Erro
     else {
         return e.into();
     };
-    let room = ctx.saturating_sub(rest);
+    // The question and the answer's budget fill the context by themselves: the document is
+    // not what to shorten.
+    if rest >= ctx {
+        return EngineError::QuestionTooLong { needed: rest, ctx }.into();
+    }
+    let room = ctx - rest;
     let n = doc.sections.len();
     let noun = doc.section_noun();
     // Tokens per section vary: aim a little under the proportional share.
@@ -161,7 +166,10 @@ pub(super) fn ask(
 /// answer each line.
 pub(super) fn chat(cfg: &Config, file: Option<&Path>, pages: Option<&str>) -> Result<()> {
     if pages.is_some() && file.is_none() {
-        bail!("--pages needs a document: swaa-chat FILE --pages RANGE");
+        return Err(ConfigError::Setting(
+            "--pages needs a document: swaa-chat FILE --pages RANGE".into(),
+        )
+        .into());
     }
     let doc = file
         .map(|f| load_part(f, pages).map(|d| (f, d)))

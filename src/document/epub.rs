@@ -97,6 +97,13 @@ pub(super) fn parse(
     }
 
     let toc = toc(&mut zip, &manifest, ncx_id.as_deref());
+    // Front matter (title page, copyright, contents: spine items before the first one the
+    // table of contents lists) goes into the first listed chapter, so that chapters count as
+    // the book counts them ("2. The Debian Archive" was chapter 3 after a title page).
+    let mut front = chapters
+        .iter()
+        .any(|c| toc.contains_key(&c.path))
+        .then(String::new);
     let mut parts = Vec::with_capacity(chapters.len());
     let mut book = 0u64;
     for (i, ch) in chapters.iter().enumerate() {
@@ -110,17 +117,29 @@ pub(super) fn parse(
         }
         let markup = text::decode(&raw).unwrap_or_else(|| String::from_utf8_lossy(&raw).into());
         let c = html::convert(&markup);
-        // A cover or a page of images has no text: no section for it.
-        if !c.text.trim().is_empty() {
-            let title = toc
-                .get(&ch.path)
-                .cloned()
-                .or_else(|| c.headings.first().map(|h| h.title.clone()));
-            parts.push(Part {
-                number: parts.len() + 1,
-                title,
-                text: c.text,
-            });
+        let listed = toc.get(&ch.path).cloned();
+        let nothing_yet = front.as_ref().is_none_or(|f| f.is_empty());
+        match &mut front {
+            Some(f) if listed.is_none() => {
+                if !c.text.trim().is_empty() {
+                    f.push_str(c.text.trim());
+                    f.push_str("\n\n");
+                }
+            }
+            // A cover or a page of images has no text: no section for it.
+            _ if c.text.trim().is_empty() && nothing_yet => {}
+            _ => {
+                let title = listed.or_else(|| c.headings.first().map(|h| h.title.clone()));
+                let text = match front.take() {
+                    Some(f) => f + &c.text,
+                    None => c.text,
+                };
+                parts.push(Part {
+                    number: parts.len() + 1,
+                    title,
+                    text,
+                });
+            }
         }
         progress(LoadProgress {
             done: i + 1,

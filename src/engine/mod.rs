@@ -13,7 +13,7 @@ mod session;
 mod stats;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 
@@ -226,10 +226,16 @@ impl Backend for Session {
 }
 
 /// A session on its own thread. Cancel is a flag, not a command: the thread is busy when it
-/// matters, and checks the flag between chunks and tokens.
+/// matters, and checks the flag between chunks and tokens. A cancel stops every command sent
+/// before it, queued ones too (a question queued behind a read would otherwise run under the
+/// recipe the user just changed); commands sent after it run.
 pub struct Engine {
-    tx: Sender<Command>,
+    tx: Sender<(u64, Command)>,
     rx: Receiver<Event>,
+    /// Commands sent so far; each is numbered by this count when it goes.
+    sent: AtomicU64,
+    /// Every command numbered up to this one is cancelled.
+    cancelled_upto: Arc<AtomicU64>,
     cancel: Arc<AtomicBool>,
     /// Set with `cancel`: only the running recipe of a comparison stops.
     skip: Arc<AtomicBool>,
@@ -238,11 +244,16 @@ pub struct Engine {
 
 impl Engine {
     pub fn spawn(mut backend: Box<dyn Backend>) -> Self {
-        let (tx, cmd_rx) = channel::<Command>();
+        let (tx, cmd_rx) = channel::<(u64, Command)>();
         let (ev_tx, rx) = channel::<Event>();
+        let cancelled_upto = Arc::new(AtomicU64::new(0));
         let cancel = Arc::new(AtomicBool::new(false));
         let skip = Arc::new(AtomicBool::new(false));
-        let flags = (cancel.clone(), skip.clone());
+        let flags = Flags {
+            cancelled_upto: cancelled_upto.clone(),
+            cancel: cancel.clone(),
+            skip: skip.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name("swaa-engine".into())
             .spawn(move || run(backend.as_mut(), cmd_rx, ev_tx, flags))
@@ -250,27 +261,35 @@ impl Engine {
         Engine {
             tx,
             rx,
+            sent: AtomicU64::new(0),
+            cancelled_upto,
             cancel,
             skip,
             thread: Some(thread),
         }
     }
 
-    /// Sends a command; a new command clears a pending cancel.
+    /// Sends a command; it runs after those sent before it, unless cancelled.
     pub fn send(&self, cmd: Command) {
+        let seq = self.sent.fetch_add(1, Ordering::SeqCst) + 1;
         // A closed channel means the thread ended; its last event said why.
-        let _ = self.tx.send(cmd);
+        let _ = self.tx.send((seq, cmd));
     }
 
+    /// Cancels the running command and every one sent before this call: each says
+    /// [`Event::Cancelled`] (a recipe change still applies, only its re-read is cancelled).
     pub fn cancel(&self) {
-        self.cancel.store(true, Ordering::Relaxed);
+        // The mark before the flag: the thread clears the flag, then reads the mark.
+        self.cancelled_upto
+            .store(self.sent.load(Ordering::SeqCst), Ordering::SeqCst);
+        self.cancel.store(true, Ordering::SeqCst);
     }
 
     /// Stops the recipe a comparison is answering with and goes on with the next; anything
-    /// else it cancels.
+    /// else running it cancels, and nothing queued.
     pub fn skip(&self) {
-        self.skip.store(true, Ordering::Relaxed);
-        self.cancel();
+        self.skip.store(true, Ordering::SeqCst);
+        self.cancel.store(true, Ordering::SeqCst);
     }
 
     pub fn events(&self) -> &Receiver<Event> {
@@ -287,31 +306,47 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.cancel();
-        let _ = self.tx.send(Command::Shutdown);
+        let _ = self.tx.send((u64::MAX, Command::Shutdown));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn run(
-    s: &mut dyn Backend,
-    rx: Receiver<Command>,
-    tx: Sender<Event>,
-    (cancel, skip): (Arc<AtomicBool>, Arc<AtomicBool>),
-) {
+/// The engine's side of [`Engine::cancel`] and [`Engine::skip`].
+struct Flags {
+    cancelled_upto: Arc<AtomicU64>,
+    cancel: Arc<AtomicBool>,
+    skip: Arc<AtomicBool>,
+}
+
+fn run(s: &mut dyn Backend, rx: Receiver<(u64, Command)>, tx: Sender<Event>, flags: Flags) {
     let mut emit = |e: Event| {
         let _ = tx.send(e);
     };
-    while let Ok(cmd) = rx.recv() {
-        cancel.store(false, Ordering::Relaxed);
-        skip.store(false, Ordering::Relaxed);
+    let Flags {
+        cancelled_upto,
+        cancel,
+        skip,
+    } = flags;
+    while let Ok((seq, cmd)) = rx.recv() {
+        skip.store(false, Ordering::SeqCst);
+        cancel.store(false, Ordering::SeqCst);
+        // A cancel that came before this command was taken, or while the flag was cleared.
+        let cancelled = seq <= cancelled_upto.load(Ordering::SeqCst);
+        if cancelled {
+            cancel.store(true, Ordering::SeqCst);
+        }
         let reads = matches!(cmd, Command::Read);
         let result = match cmd {
             Command::Shutdown => break,
             Command::LoadDocument { title, text } => {
                 s.load_document(&title, &text);
                 Ok(())
+            }
+            // Work cancelled before it began is not begun: the question is not in the chat.
+            Command::Read | Command::Ask { .. } | Command::Compare { .. } if cancelled => {
+                Err(EngineError::Cancelled)
             }
             Command::Read => s.read(&mut emit, &cancel),
             Command::Ask { question } => s

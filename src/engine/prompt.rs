@@ -25,6 +25,8 @@ pub(super) struct Prompt<'a> {
     pub system: Option<&'a str>,
     /// Title and text of the loaded document.
     pub document: Option<(&'a str, &'a str)>,
+    /// Past questions as the model read them (with the instruction when it was added) and
+    /// their answers.
     pub history: &'a [(String, String)],
     /// Ask for step-by-step reasoning in the question (models without a native thinking mode).
     pub step_by_step: bool,
@@ -34,6 +36,17 @@ pub(super) struct Prompt<'a> {
 pub(super) const QUESTION_MARKER: &str = "\u{1}QUESTION\u{1}";
 
 impl Prompt<'_> {
+    /// The question as the model reads it. Only the question being asked gets the
+    /// step-by-step instruction: past turns stay as they were asked, so toggling thinking
+    /// keeps the cached conversation a prefix of the next prompt (no silent re-read).
+    pub fn question(&self, q: &str) -> String {
+        if self.step_by_step {
+            format!("{q}\nThink step by step, then give the answer.")
+        } else {
+            q.to_string()
+        }
+    }
+
     /// The chat messages: the document goes into the first user turn, before its question.
     pub fn messages(&self, question: Option<&str>) -> Vec<ChatMessage> {
         let mut m = Vec::new();
@@ -45,16 +58,11 @@ impl Prompt<'_> {
         }
         let mut first = true;
         let mut user = |q: &str| {
-            let q = if self.step_by_step {
-                format!("{q}\nThink step by step, then give the answer.")
-            } else {
-                q.to_string()
-            };
             let content = match (self.document, first) {
                 (Some((title, text)), true) => {
                     format!("Read this document, then answer.\n\n# {title}\n\n{text}\n\n---\n\n{q}")
                 }
-                _ => q,
+                _ => q.to_string(),
             };
             first = false;
             ChatMessage {
@@ -70,7 +78,7 @@ impl Prompt<'_> {
             });
         }
         if let Some(q) = question {
-            m.push(user(q));
+            m.push(user(&self.question(q)));
         }
         m
     }
@@ -135,5 +143,22 @@ mod tests {
         assert_eq!(m.len(), 3);
         assert!(m[0].content.contains("# T\n\nbody") && m[0].content.ends_with("q1"));
         assert_eq!(m[2].content, "q2");
+    }
+
+    #[test]
+    fn only_the_question_asked_gets_the_step_by_step_instruction() {
+        let history = vec![("q1".to_string(), "a1".to_string())];
+        let p = |step_by_step| Prompt {
+            system: None,
+            document: Some(("T", "body")),
+            history: &history,
+            step_by_step,
+        };
+        let on = p(true).messages(Some("q2"));
+        assert!(on[0].content.ends_with("q1"), "past turns as asked");
+        assert_eq!(on[2].content, p(true).question("q2"));
+        assert!(on[2].content.contains("step by step"));
+        // Toggling it changes nothing that is already in the cache.
+        assert_eq!(p(false).messages(None), p(true).messages(None));
     }
 }

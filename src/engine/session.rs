@@ -105,6 +105,11 @@ impl Session {
         }
     }
 
+    /// A note for the user, emitted with the next read or answer (`Event::Note`).
+    pub fn note(&mut self, message: String) {
+        self.notes.push(message);
+    }
+
     /// Names the weights (`open::weights_identity`) so that calibration scores can be kept.
     pub fn set_model_id(&mut self, id: String) {
         self.model_id = Some(id);
@@ -168,10 +173,13 @@ impl Session {
     /// that decides: the engine tells a UI with [`Event::RecipeApplied`]. `auto` full layers
     /// must be resolved first ([`Session::resolve_recipe`]; the engine's backend does).
     pub fn set_recipe(&mut self, recipe: Recipe) -> bool {
-        let reread = self
-            .built_with
-            .as_ref()
-            .is_some_and(|b| recipe.needs_reread(b));
+        // A cancelled re-read of a conversation leaves nothing to build on: any recipe reads
+        // it again (it said "applies at once", and the next question re-read it silently).
+        let reread = self.conversation_lost()
+            || self
+                .built_with
+                .as_ref()
+                .is_some_and(|b| recipe.needs_reread(b));
         if reread {
             self.clear_cache();
         } else if (0..self.model.config().layers)
@@ -182,6 +190,11 @@ impl Session {
         }
         self.recipe = recipe;
         reread
+    }
+
+    /// The conversation is not in the cache (a re-read of it was cancelled).
+    fn conversation_lost(&self) -> bool {
+        !self.history.is_empty() && self.held.tokens.is_empty()
     }
 
     fn prompt(&self) -> Prompt<'_> {
@@ -227,7 +240,7 @@ impl Session {
     ) -> Result<(Vec<u32>, Vec<usize>)> {
         let (ids, starts) = self
             .tok
-            .encode_with_offsets(&text[range.clone()], false)
+            .encode_range_with_offsets(text, range.clone(), false)
             .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
         let (start, len) = match &self.document {
             Some((_, doc)) => (text.find(doc.as_str()).unwrap_or(0), doc.len()),
@@ -272,6 +285,30 @@ impl Session {
             &self.render(Some(QUESTION_MARKER))?,
             text,
         )))
+    }
+
+    /// The ids a first question about the loaded document is prefilled with, encoded as
+    /// `read` and `ask` encode them (the document part, then the question's part), and where
+    /// the question's part starts: `finetune` trains on exactly what the reader runs.
+    pub fn prompt_ids(&self, question: &str) -> Result<(Vec<u32>, usize)> {
+        let prefix = self.document_prefix()?.unwrap_or_default();
+        let full = self.render(Some(question))?;
+        let Some(rest) = full.strip_prefix(prefix.as_str()) else {
+            return Ok((self.encode(&full)?, 0));
+        };
+        let mut ids = self.encode(&prefix)?;
+        let start = ids.len();
+        ids.extend(self.encode(rest)?);
+        Ok((ids, start))
+    }
+
+    /// Runs `model` (the same shape and tokenizer, other weights: an adapter merged) from now
+    /// on, with an empty cache; returns the one it replaces.
+    pub fn replace_model(&mut self, model: Model) -> Model {
+        self.finish_save(true);
+        let old = std::mem::replace(&mut self.model, model);
+        self.reset();
+        old
     }
 
     /// Captures the cache and conversation, e.g. right after `read`, so that every later
@@ -730,6 +767,10 @@ impl Session {
     ) -> Result<Answer> {
         let t0 = Instant::now();
         self.read(emit, cancel)?;
+        if self.conversation_lost() {
+            // Read as a re-read is (document and chat, mapped), not as one long question.
+            self.reread(emit, cancel)?;
+        }
         let full = self.render(Some(question))?;
         // A follow-up extends what is cached; anything else starts over.
         if !full.starts_with(&self.held.text) {
@@ -822,7 +863,9 @@ impl Session {
         }
         let decode_secs = d0.elapsed().as_secs_f64();
         self.held.text.push_str(&text);
-        self.history.push((question.to_string(), text.clone()));
+        // As the model read it: a later render of this turn must match the cache.
+        let asked = self.prompt().question(question);
+        self.history.push((asked, text.clone()));
         self.last_stats
             .record_prefill(total, new_tokens.len(), prefill_secs);
         self.last_stats.record_decode(out_ids.len(), decode_secs);

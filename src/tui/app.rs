@@ -19,7 +19,7 @@ use super::keys::{self, Action};
 use super::layout::{doc_text_width, inner_height, layout};
 use super::msg::{Effect, Msg, Reopen};
 use super::panes::ask::AskPane;
-use super::panes::chat::{self, ChatPane};
+use super::panes::chat::{self, ChatPane, TurnState};
 use super::panes::compare::{CompareState, Comparison};
 use super::panes::document::{DocView, DocumentPane, Parsing};
 use super::panes::part::{Part, Picker};
@@ -111,6 +111,13 @@ pub struct App {
     overflow: Option<(usize, usize)>,
     /// Whether the mouse is captured (wheel scrolling) or left to the terminal.
     pub mouse: bool,
+    /// A question whose prompt a recipe change stopped before its answer began: asked again
+    /// (after the re-read) once the engine says it stopped.
+    reask: Option<String>,
+    /// A part to read once the read running has stopped (`:pages` during a read): started
+    /// on its `Cancelled`, or when it ends first. Starting at once let that `Cancelled` end
+    /// the new read in the reader's state (no "read" message, its bar a prompt's).
+    queued_part: Option<Option<Part>>,
 }
 
 impl App {
@@ -146,6 +153,8 @@ impl App {
             picker: None,
             overflow: None,
             mouse: false,
+            reask: None,
+            queued_part: None,
         }
     }
 
@@ -523,13 +532,18 @@ impl App {
                     self.progress = None;
                     if reading {
                         self.activity.read_ended();
+                        if let Some(part) = self.queued_part.take() {
+                            return self.read_queued(part);
+                        }
                         let what = self
                             .read_label()
                             .map_or(String::new(), |l| format!(" ({l})"));
-                        self.info(format!(
-                            "read {} tokens{what}: ask a question (F1 for help)",
-                            fmt::int(total)
-                        ));
+                        let next = if self.answering() {
+                            "answering the question…"
+                        } else {
+                            "ask a question (F1 for help)"
+                        };
+                        self.info(format!("read {} tokens{what}: {next}", fmt::int(total)));
                     }
                 }
             }
@@ -570,9 +584,14 @@ impl App {
             Event::RecipeApplied { recipe, reread } => {
                 self.recipe.pending = self.recipe.pending.saturating_sub(1);
                 if reread {
+                    let then = if self.answering() {
+                        ", then the question is answered"
+                    } else {
+                        ""
+                    };
                     self.start_reread(
                         recipe.clone(),
-                        format!("re-reading with {recipe}: the chat is kept (Esc cancels)"),
+                        format!("re-reading with {recipe}: the chat is kept{then} (Esc cancels)"),
                     );
                 } else {
                     // Commands run in order: any read before this one has ended.
@@ -581,6 +600,8 @@ impl App {
                 }
             }
             Event::Done(a) => {
+                // The answer had begun when the recipe changed: it stays, cancelled.
+                self.reask = None;
                 self.activity.answer_ended();
                 self.progress = None;
                 self.chat.done(&a);
@@ -597,8 +618,23 @@ impl App {
             Event::Note { message } => self.info(message),
             Event::Cancelled => {
                 self.progress = None;
+                if matches!(self.activity, Activity::Answering)
+                    && let Some(question) = self.reask.take()
+                {
+                    // Stopped in its prompt, nothing answered: the engine has the new recipe
+                    // queued, and the question goes after it (the turn keeps waiting).
+                    self.info("the question is asked again with the new recipe");
+                    return vec![Effect::Engine(Command::Ask { question })];
+                }
                 if self.reading() {
                     self.activity.read_ended();
+                    if let Some(part) = self.queued_part.take() {
+                        return self.read_queued(part);
+                    }
+                    if self.reask.is_some() {
+                        // The question's own Cancelled follows; the recipe's re-read then reads.
+                        return Vec::new();
+                    }
                     self.info(if self.interrupted {
                         "reading stopped: the next question reads the rest · Ctrl-C again quits"
                     } else {
@@ -614,6 +650,7 @@ impl App {
             }
             Event::Error { message } => {
                 self.progress = None;
+                self.reask = None;
                 if self.reading() {
                     self.activity.read_ended();
                 } else if self.answering() {
@@ -858,6 +895,8 @@ impl App {
     /// Ctrl-C as in shells and llama-cli: the first stops what runs, a second (or one when
     /// nothing runs) quits.
     fn interrupt(&mut self) -> Vec<Effect> {
+        self.reask = None;
+        self.queued_part = None;
         if self.busy() && !self.interrupted {
             self.interrupted = true;
             self.info("stopping… Ctrl-C again quits");
@@ -924,6 +963,8 @@ impl App {
             return vec![Effect::SkipRecipe];
         }
         if self.busy() {
+            self.reask = None;
+            self.queued_part = None;
             self.info("cancelling…");
             return vec![Effect::CancelEngine];
         }
@@ -990,7 +1031,7 @@ impl App {
         match cmd {
             Cmd::Window(w) => self.set_recipe(|r| r.window = w),
             Cmd::Sink(k) => self.set_recipe(|r| r.sink = k),
-            Cmd::FaDecode(on) => self.set_recipe(|r| r.fa_decode = on),
+            Cmd::FaDecode(on) => self.set_recipe(|r| r.set_fa_decode(on)),
             Cmd::FullLayers(l) => self.set_recipe(|r| r.full_layers = l),
             Cmd::Think(on) => self.set_recipe(|r| r.think = on),
             Cmd::Preset(p) => {
@@ -1094,15 +1135,21 @@ impl App {
         if self.answering() || self.comparing() {
             return self.refuse("busy: wait for the answer to finish, or Esc cancels it");
         }
-        let mut fx = Vec::new();
         if self.reading() {
-            fx.push(Effect::CancelEngine);
+            self.queued_part = Some(part);
+            self.info("stopping the read running first…");
+            return vec![Effect::CancelEngine];
         }
+        self.read_queued(part)
+    }
+
+    /// Reads `part` (None: the whole document) for a new conversation.
+    fn read_queued(&mut self, part: Option<Part>) -> Vec<Effect> {
         let what = part
             .as_ref()
             .map_or("the whole document".to_string(), |p| p.label.clone());
         self.part = part;
-        fx.extend(self.start_reading());
+        let fx = self.start_reading();
         if !fx.is_empty() {
             self.info(format!(
                 "reading {what}: the model starts a new conversation"
@@ -1249,8 +1296,21 @@ impl App {
         if discards && self.busy() {
             // The running read or answer is for a cache about to be thrown away.
             effects.push(Effect::CancelEngine);
+            // A question still in its prompt is not the user's to lose: it is asked again.
+            // One queued behind the read is cancelled with it (the engine cancels everything
+            // sent before the cancel), and asked again too.
+            if let (Activity::Answering | Activity::Reading { then_answer: true }, Some(t)) =
+                (&self.activity, self.chat.turns.last())
+                && t.state == TurnState::Waiting
+            {
+                self.reask = Some(t.question.clone());
+            }
         }
-        self.info(format!("applying {next}…"));
+        self.info(if self.reask.is_some() {
+            format!("applying {next}: the question is asked again with it…")
+        } else {
+            format!("applying {next}…")
+        });
         self.recipe.recipe = next.clone();
         self.recipe.pending += 1;
         effects.push(Effect::Engine(Command::SetRecipe(next)));
