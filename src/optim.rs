@@ -8,6 +8,13 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 
+/// A checkpoint's JSON state file, parsed; the error is the detail a trainer reports with
+/// the file's name.
+pub fn read_state<T: serde::de::DeserializeOwned>(path: &Path) -> std::result::Result<T, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    serde_json::from_str(&text).map_err(|e| e.to_string())
+}
+
 /// Linear warm-up to `lr` over `warmup` steps, then cosine decay to `lr · min_ratio` at
 /// `steps`. `step` counts from 1.
 pub fn cosine_lr(lr: f64, min_ratio: f64, warmup: usize, steps: usize, step: usize) -> f64 {

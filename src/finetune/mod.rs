@@ -409,13 +409,10 @@ pub fn has_checkpoint(out: &Path) -> bool {
 }
 
 fn read_state(out: &Path) -> Result<State> {
-    let path = out.join(STATE);
-    let not = |detail: String| FinetuneError::NotCheckpoint {
+    crate::optim::read_state(&out.join(STATE)).map_err(|detail| FinetuneError::NotCheckpoint {
         path: out.into(),
         detail: format!("{STATE}: {detail}"),
-    };
-    let text = std::fs::read_to_string(&path).map_err(|e| not(e.to_string()))?;
-    serde_json::from_str(&text).map_err(|e| not(e.to_string()))
+    })
 }
 
 fn save_checkpoint(out: &Path, vars: &LoraVars, opt: &AdamW, state: &State) -> Result<()> {

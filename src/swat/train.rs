@@ -171,13 +171,10 @@ pub fn validation_loss(model: &SwatModel, batches: &[(Tensor, Tensor)]) -> Resul
 }
 
 fn read_state(out: &Path) -> Result<TrainState> {
-    let path = out.join(STATE_FILE);
-    let not_ckpt = |e: String| SwatError::NotCheckpoint {
+    crate::optim::read_state(&out.join(STATE_FILE)).map_err(|detail| SwatError::NotCheckpoint {
         path: out.into(),
-        detail: format!("{STATE_FILE}: {e}"),
-    };
-    let text = std::fs::read_to_string(&path).map_err(|e| not_ckpt(e.to_string()))?;
-    serde_json::from_str(&text).map_err(|e| not_ckpt(e.to_string()))
+        detail: format!("{STATE_FILE}: {detail}"),
+    })
 }
 
 /// The state of the checkpoint in `out`, without loading its weights or data.
