@@ -7,6 +7,21 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+/// What a training run reports after each step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepReport {
+    pub step: usize,
+    /// The run's total.
+    pub steps: usize,
+    pub loss: f32,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens_per_s: f64,
+    /// Held-out loss, on validation steps (`swat train`; `finetune` measures it at the end).
+    pub val_loss: Option<f32>,
+}
 
 /// A checkpoint's JSON state file, parsed; the error is the detail a trainer reports with
 /// the file's name.

@@ -424,16 +424,7 @@ fn save_checkpoint(out: &Path, vars: &LoraVars, opt: &AdamW, state: &State) -> R
     std::fs::write(&path, json).map_err(io_err(&path))
 }
 
-/// What each step reports.
-#[derive(Debug, Clone)]
-pub struct StepReport {
-    pub step: usize,
-    pub steps: usize,
-    pub loss: f32,
-    pub lr: f64,
-    pub grad_norm: f64,
-    pub tokens_per_s: f64,
-}
+use crate::optim::StepReport;
 
 /// Trains `settings`' adapter on `samples` into the checkpoint folder `out` (which must
 /// exist), or continues the one there when `resume`. Stops after the run's steps, or earlier
@@ -507,6 +498,7 @@ pub fn train(
             lr,
             grad_norm,
             tokens_per_s: sample.tokens.len() as f64 / secs.max(1e-9),
+            val_loss: None,
         });
         if s.save_every > 0 && step % s.save_every == 0 {
             save_checkpoint(out, &vars, &opt, &state)?;

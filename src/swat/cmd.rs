@@ -17,8 +17,9 @@ use super::heads;
 use super::model::SwatModel;
 use super::ppl::{self, PplRow};
 use super::report::{ModelResult, Report};
-use super::train::{self, Start, StepReport, TrainSettings, TrainSummary};
+use super::train::{self, Start, TrainSettings, TrainSummary};
 use super::{Activation, Corpus, Positions, Slopes, SwatConfig, parse_length};
+use crate::optim::StepReport;
 use crate::sampling::SamplingParams;
 
 #[derive(Subcommand, Debug)]

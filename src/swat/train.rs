@@ -58,19 +58,7 @@ impl TrainSettings {
     }
 }
 
-/// What the run reports after each step.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StepReport {
-    pub step: usize,
-    /// The run's total.
-    pub steps: usize,
-    pub loss: f32,
-    pub lr: f64,
-    pub grad_norm: f64,
-    pub tokens_per_s: f64,
-    /// Held-out loss, on validation steps.
-    pub val_loss: Option<f32>,
-}
+use crate::optim::StepReport;
 
 /// Step counter, data RNG and history: the rest of a checkpoint besides tensors.
 #[derive(Debug, Clone, Serialize, Deserialize)]
