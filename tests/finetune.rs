@@ -32,14 +32,7 @@ fn sample(cfg: &ModelConfig, t: usize, q: usize, a: usize, seed: u64) -> Sample 
 fn recipes() -> Vec<Recipe> {
     let d = RecipeDefaults { window: 5, sink: 2 };
     let mut out = Vec::new();
-    for p in [
-        Preset::Full,
-        Preset::Swa,
-        Preset::SwaFadec,
-        Preset::SwaSink,
-        Preset::SwaInterleave,
-        Preset::Swaa,
-    ] {
+    for p in Preset::ALL {
         let r = Recipe::preset(p, d);
         out.push(Recipe {
             fa_question: true,
