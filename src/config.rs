@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::book::Focus;
 use crate::engine::ContextPolicy;
 use crate::model::WeightsMode;
 use crate::recipe::RecipeOverrides;
@@ -31,6 +32,11 @@ pub struct Config {
     /// Override of the model's context length (0: the model's own).
     pub ctx: usize,
     pub context_policy: ContextPolicy,
+    /// How a question chooses what it reads of a document longer than the effective context.
+    pub focus: Focus,
+    /// The most context the model answers well from, in tokens (0: the preset's; a model
+    /// file's whole context): a longer document is answered in book mode.
+    pub effective_ctx: usize,
     pub sampling: SamplingParams,
     pub read_cache: ReadCacheConfig,
     pub tui: TuiConfig,
@@ -96,6 +102,8 @@ impl Default for Config {
             chunk: 0,
             ctx: 0,
             context_policy: ContextPolicy::Error,
+            focus: Focus::default(),
+            effective_ctx: 0,
             sampling: SamplingParams::default(),
             read_cache: ReadCacheConfig::default(),
             tui: TuiConfig::default(),

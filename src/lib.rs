@@ -3,7 +3,8 @@
 //!
 //! Modules are layered; each imports only from layers below it (`tests/layering.rs` checks):
 //! - foundations: `units`, `rng`, `optim` (AdamW and the schedule both trainers use), `recipe` (the mask rule), `document`, `tokenizer`, `model`,
-//!   `sampling`, `hub` (presets and fetching), `readcache` (stored reads on disk);
+//!   `sampling`, `hub` (presets and fetching), `book` (passages a question selects from a long
+//!   document, and the pages an answer cites), `readcache` (stored reads on disk);
 //! - `engine`: a session reading and answering, on its own thread;
 //! - `config`, `bench`, `selftest`, `swat` (trained models, an engine backend of their own);
 //! - `open`: the composition root, where models and sessions are put together;
@@ -11,6 +12,7 @@
 //!   `fuzzing` (hidden) for the targets in `fuzz/`.
 
 pub mod bench;
+pub mod book;
 pub mod cli;
 pub mod config;
 pub mod document;

@@ -187,6 +187,11 @@ pub fn open_session(cfg: &Config, fetch: &FetchOptions) -> anyhow::Result<(Sessi
         sampling,
         system_prompt: None,
         read_cache: read_cache(cfg, &device, &name, weights.as_deref()),
+        focus: cfg.focus,
+        effective_ctx: match cfg.effective_ctx {
+            0 => preset.map(|p| p.effective_ctx),
+            n => Some(n),
+        },
     };
     let mut session = Session::new(model, tokenizer, recipe, opts);
     if let Some(id) = weights {

@@ -132,6 +132,8 @@ fn cuda_without_a_cuda_build_and_context_overflow_say_what_to_do() {
             m,
             "--ctx",
             "1024",
+            "--focus",
+            "off",
         ]),
         1,
         &["context", "truncate"],
@@ -348,10 +350,41 @@ fn ask_reads_a_page_range_and_says_which() {
             "600",
             "--max-tokens",
             "8",
+            "--focus",
+            "off",
         ]),
         1,
         &["big.pdf", "--pages 1-", "of 40", "truncate-tail", "--ctx"],
     );
+    // In book mode (the default) the same book is answered from the pages the question
+    // selects, and the answer says which pages it read and cites some of them.
+    let out = swaa(&[
+        "ask",
+        big.to_str().unwrap(),
+        "What is on page 27?",
+        "--model",
+        m,
+        "--ctx",
+        "600",
+        "--max-tokens",
+        "8",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let read = j["read"].as_str().unwrap();
+    assert!(
+        read.starts_with("pages ") && read.ends_with("of 40"),
+        "{read}"
+    );
+    let cited: Vec<u64> = j["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["page"].as_u64().unwrap())
+        .collect();
+    assert!(!cited.is_empty(), "{j}");
+    assert!(j["stats"]["prompt_tokens"].as_u64().unwrap() <= 600);
 }
 
 /// Out-of-range recipe and sampling values are refused with the setting and its range, not

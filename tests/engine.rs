@@ -6,6 +6,8 @@ mod common;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use swaa_chat::book::Focus;
+use swaa_chat::document::Format;
 use swaa_chat::engine::{Command, ContextPolicy, Engine, EngineError, Event, SessionOptions};
 use swaa_chat::recipe::{Preset, Recipe, RecipeDefaults};
 
@@ -50,6 +52,8 @@ fn engine_streams_progress_then_tokens_then_done() {
     engine.send(Command::LoadDocument {
         title: "t".into(),
         text: doc(300),
+        sections: vec![],
+        format: Format::Text,
     });
     engine.send(Command::Ask {
         question: "What is this?".into(),
@@ -94,6 +98,8 @@ fn cancel_stops_a_read_within_one_chunk() {
     engine.send(Command::LoadDocument {
         title: "t".into(),
         text: doc(1000),
+        sections: vec![],
+        format: Format::Text,
     });
     engine.send(Command::Read);
     // Loading the document reports stats; then reading starts.
@@ -134,6 +140,8 @@ fn cancel_covers_the_commands_queued_before_it_and_none_after() {
     engine.send(Command::LoadDocument {
         title: "t".into(),
         text: doc(1000),
+        sections: vec![],
+        format: Format::Text,
     });
     engine.send(Command::Read);
     engine.send(Command::Ask {
@@ -184,10 +192,12 @@ fn cancel_covers_the_commands_queued_before_it_and_none_after() {
 
 #[test]
 fn context_overflow_is_refused_before_any_work_unless_a_policy_says_truncate() {
+    // With book mode off: on, the question would read the pages it selects.
     let mut s = session(
         Recipe::full(),
         SessionOptions {
             ctx: Some(400),
+            focus: Focus::Off,
             ..opts(64, 16)
         },
     );
@@ -373,6 +383,7 @@ fn a_read_that_overflows_tells_a_ui_its_size_and_room() {
         Recipe::full(),
         SessionOptions {
             ctx: Some(400),
+            focus: Focus::Off,
             ..opts(64, 16)
         },
     );
@@ -380,6 +391,8 @@ fn a_read_that_overflows_tells_a_ui_its_size_and_room() {
     engine.send(Command::LoadDocument {
         title: "t".into(),
         text: doc(2000),
+        sections: vec![],
+        format: Format::Text,
     });
     engine.send(Command::Read);
     // Every command ends with the stats; the read's answer is the first other event.

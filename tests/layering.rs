@@ -11,7 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["units", "rng", "optim"],
     &["recipe", "document"],
     &["tokenizer", "model"],
-    &["sampling", "hub"],
+    &["sampling", "hub", "book"],
     &["readcache"],
     &["engine"],
     &["config", "bench", "selftest", "swat"],

@@ -557,6 +557,8 @@ fn engine_chat_on_the_trained_model(model: SwatModel) {
     engine.send(Command::LoadDocument {
         title: "Notes".into(),
         text: text.clone(),
+        sections: vec![],
+        format: swaa_chat::document::Format::Text,
     });
     let answer = |q: &str| {
         engine.send(Command::Ask { question: q.into() });

@@ -104,6 +104,7 @@ fn answer(app: &App, text: &str, cancelled: bool) -> Event {
         },
         cancelled,
         note: None,
+        focus: None,
     })
 }
 
@@ -779,6 +780,7 @@ fn f9_and_eval_compare_the_question_under_every_preset() {
             stats: s.clone(),
             cancelled: true,
             note: None,
+            focus: None,
         },
         reread: true,
         read_seconds: 1.5,
@@ -826,6 +828,7 @@ fn f9_and_eval_compare_the_question_under_every_preset() {
                 stats: Stats::default(),
                 cancelled: false,
                 note: None,
+                focus: None,
             },
             recipe,
             reread: false,
@@ -1456,7 +1459,7 @@ fn a_book_longer_than_the_context_offers_parts_and_reads_the_one_picked() {
     app.update(key(KeyCode::Down));
     let fx = app.update(key(KeyCode::Enter));
     let [
-        Effect::Engine(Command::LoadDocument { title, text }),
+        Effect::Engine(Command::LoadDocument { title, text, .. }),
         Effect::Engine(Command::Read),
     ] = fx.as_slice()
     else {
@@ -1618,6 +1621,7 @@ fn stats_over_a_synthetic_stream_with_known_times() {
         stats: s.clone(),
         cancelled: false,
         note: None,
+        focus: None,
     })));
     assert!(
         row(&app, "prefill").contains("625.0 tok/s"),
@@ -2111,4 +2115,72 @@ fn pages_during_a_read_reads_the_part_after_the_read_stops() {
     app.update(key(KeyCode::Esc));
     assert!(app.update(Msg::Engine(Event::Cancelled)).is_empty());
     assert!(!app.reading() && app.part().is_none());
+}
+
+#[test]
+fn a_book_mode_read_ends_at_once_and_ctrl_g_shows_each_cited_page() {
+    let (mut app, _) = loaded_app();
+    // Book mode reads nothing before a question: the engine says so and ends the read.
+    app.update(Msg::Engine(Event::Note {
+        message: "book mode: “Logbook” is about 250,000 tokens…".into(),
+    }));
+    app.update(Msg::Engine(Event::Progress {
+        done: 0,
+        total: 0,
+        window: None,
+    }));
+    assert!(!app.reading());
+    assert!(
+        app.status().unwrap().1.starts_with("book mode"),
+        "the note stays"
+    );
+    // Before any answer, nothing to show.
+    app.update(ctrl('g'));
+    assert_eq!(app.status().unwrap().0, StatusKind::Error);
+
+    typed(&mut app, "Which line?");
+    app.update(key(KeyCode::Enter));
+    let text = &document().text;
+    let at = |s: &str| text.find(s).unwrap();
+    let evidence = |page, line: &str, score| swaa_chat::book::Evidence {
+        page,
+        score,
+        text: line.into(),
+        range: at(line)..at(line) + line.len(),
+    };
+    let Event::Done(mut a) = answer(&app, "Line 150.", false) else {
+        unreachable!()
+    };
+    a.focus = Some(swaa_chat::engine::Focused {
+        selector: "lexical".into(),
+        read: "pages 1–2 of 2".into(),
+        tokens: 900,
+        evidence: vec![
+            evidence(2, "Line 150 of the logbook.", 0.7),
+            evidence(1, "Line 3 of the logbook.", 0.3),
+        ],
+        noun: "page".into(),
+    });
+    app.update(Msg::Engine(Event::Done(a)));
+    let note = app.chat.turns.last().unwrap().note.clone().unwrap();
+    assert!(
+        note.contains("read pages 1–2 of 2") && note.contains("page 2 (70%)"),
+        "{note}"
+    );
+
+    app.update(ctrl('g'));
+    let shown = app.cited_bytes().unwrap();
+    assert_eq!(&text[shown], "Line 150 of the logbook.");
+    assert!(app.status().unwrap().1.contains("page 2 (70%"));
+    let view = app.document().unwrap();
+    let line = view.view().unwrap().line_of(at("Line 150 of"));
+    assert!(view.top(10, None) <= line && line < view.top(10, None) + 10);
+    // Again: the next citation, then around.
+    app.update(ctrl('g'));
+    assert_eq!(&text[app.cited_bytes().unwrap()], "Line 3 of the logbook.");
+    app.update(ctrl('g'));
+    assert_eq!(
+        &text[app.cited_bytes().unwrap()],
+        "Line 150 of the logbook."
+    );
 }

@@ -143,6 +143,7 @@ fn answering(w: u16, h: u16) -> App {
         stats: s.clone(),
         cancelled: false,
         note: None,
+        focus: None,
     })));
     app.update(Msg::Paste("Where was the granite quarried?".into()));
     app.update(Msg::Key(crossterm::event::KeyEvent::from(
@@ -259,6 +260,7 @@ fn comparing_recipes() {
         stats: stats(&recipe, 1660),
         cancelled: false,
         note: None,
+        focus: None,
     })));
     app.update(Msg::Key(crossterm::event::KeyEvent::from(
         crossterm::event::KeyCode::F(9),
@@ -294,6 +296,7 @@ fn comparing_recipes() {
                     stats: s,
                     cancelled: false,
                     note: None,
+                    focus: None,
                 },
                 reread: i > 0,
                 read_seconds: if i > 0 { 3.5 } else { 0.0 },

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::config::{Config, ConfigError};
 use crate::document::{self, Document, SectionRange};
-use crate::engine::{EngineError, Event, kv_summary};
+use crate::engine::{EngineError, Event, Focused, kv_summary};
 use crate::open::{Opened, fetch_options, open};
 use crate::units::printable;
 
@@ -120,7 +120,7 @@ pub(super) fn ask(
     if let Some(note) = context_note {
         eprintln!("{note}");
     }
-    session.load_document(&doc.title, &doc.text);
+    session.load(&doc);
     if let Some(p) = &part
         && !json
     {
@@ -133,11 +133,17 @@ pub(super) fn ask(
         .map_err(|e| explain_overflow(e, file, &doc))?;
     pb.finish_and_clear();
     if json {
+        let read = match &answer.focus {
+            Some(f) => f.read.clone(),
+            None => part.unwrap_or_else(|| "the whole document".into()),
+        };
         let out = serde_json::json!({
             "model": name,
-            "read": part.unwrap_or_else(|| "the whole document".into()),
+            "read": read,
             "question": answer.question,
             "answer": answer.text,
+            "evidence": answer.focus.as_ref().map(|f| &f.evidence),
+            "focus": answer.focus,
             "recipe": answer.recipe,
             "stats": answer.stats,
         });
@@ -146,6 +152,7 @@ pub(super) fn ask(
     } else {
         let s = &answer.stats;
         println!();
+        print_evidence(answer.focus.as_ref());
         eprintln!(
             "[{name} · {} · {} · prompt {} tok (read {} at {:.0} tok/s) · {} tok at {:.1} tok/s · TTFT {:.2}s · KV {}]",
             s.device,
@@ -187,7 +194,7 @@ pub(super) fn chat(cfg: &Config, file: Option<&Path>, pages: Option<&str>) -> Re
     let never = AtomicBool::new(false);
     let pb = progress_bar(false);
     if let Some((file, (doc, _))) = &doc {
-        session.load_document(&doc.title, &doc.text);
+        session.load(doc);
         eprintln!("{name} · {recipe} · reading “{}”…", printable(&doc.title));
         session
             .read(&mut printer(&pb, true), &never)
@@ -198,11 +205,16 @@ pub(super) fn chat(cfg: &Config, file: Option<&Path>, pages: Option<&str>) -> Re
             Some(_) => "restored".to_string(),
             None => format!("read at {:.0} tok/s", s.read_tokens_per_s),
         };
-        eprintln!(
-            "{} tokens {how} · KV cache {}. Ask a question (Ctrl-D quits).",
-            s.prompt_tokens,
-            kv_summary(&s.cache)
-        );
+        if s.prompt_tokens == 0 {
+            // Book mode (its note said so): each question reads what it selects.
+            eprintln!("Ask a question (Ctrl-D quits).");
+        } else {
+            eprintln!(
+                "{} tokens {how} · KV cache {}. Ask a question (Ctrl-D quits).",
+                s.prompt_tokens,
+                kv_summary(&s.cache)
+            );
+        }
     } else {
         eprintln!("{name} · {recipe} · chat (Ctrl-D quits).");
     }
@@ -221,6 +233,7 @@ pub(super) fn chat(cfg: &Config, file: Option<&Path>, pages: Option<&str>) -> Re
             Ok(a) => {
                 let s = &a.stats;
                 println!();
+                print_evidence(a.focus.as_ref());
                 eprintln!(
                     "[{} · {:.1} tok/s · TTFT {:.2}s · KV {}]",
                     s.recipe,
@@ -233,4 +246,27 @@ pub(super) fn chat(cfg: &Config, file: Option<&Path>, pages: Option<&str>) -> Re
         }
     }
     Ok(())
+}
+
+/// Under a book-mode answer: what the question read, and the pages the answer drew on with
+/// the sentence it attended to most on each.
+fn print_evidence(focus: Option<&Focused>) {
+    let Some(f) = focus else {
+        return;
+    };
+    println!(
+        "[read {} ({} tokens, {})]",
+        f.read,
+        crate::units::int(f.tokens),
+        f.selector
+    );
+    for e in &f.evidence {
+        println!(
+            "  {} {} ({:.0}%): “{}”",
+            f.noun,
+            e.page,
+            e.score * 100.0,
+            printable(&e.text)
+        );
+    }
 }

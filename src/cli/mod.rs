@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
+use crate::book::Focus;
 use crate::config::{self, Config, ConfigError, ModelArgs};
 use crate::document;
 use crate::engine::ContextPolicy;
@@ -119,6 +120,14 @@ struct RunArgs {
     ctx: Option<usize>,
     #[arg(long, value_enum)]
     context_policy: Option<ContextPolicy>,
+    /// Book mode for a document longer than --effective-ctx: each question reads the pages
+    /// it selects (lexical: BM25; attention: the question's attention over the book read
+    /// once; hybrid: both) and the answer cites them; off reads the whole document.
+    #[arg(long, value_enum)]
+    focus: Option<Focus>,
+    /// The most context the model answers well from (default: the preset's; 0 too).
+    #[arg(long, value_name = "TOKENS")]
+    effective_ctx: Option<usize>,
     #[command(flatten)]
     recipe: RecipeOverrides,
     /// Sampling temperature (0: greedy).
@@ -409,6 +418,8 @@ fn merge(c: Config, a: &RunArgs) -> Config {
     let mut c = a.model.apply(c);
     c.ctx = a.ctx.unwrap_or(c.ctx);
     c.context_policy = a.context_policy.unwrap_or(c.context_policy);
+    c.focus = a.focus.unwrap_or(c.focus);
+    c.effective_ctx = a.effective_ctx.unwrap_or(c.effective_ctx);
     let s = &mut c.sampling;
     s.temperature = a.temperature.unwrap_or(s.temperature);
     s.top_k = a.top_k.unwrap_or(s.top_k);

@@ -124,5 +124,6 @@ fn nothing(session: &Session, question: &str, recipe: &Recipe) -> Answer {
         stats: session.stats(),
         cancelled: true,
         note: None,
+        focus: None,
     }
 }

@@ -21,9 +21,10 @@ use serde::Serialize;
 
 pub use compare::{RecipeAnswer, compare_recipes};
 pub use prompt::ContextPolicy;
-pub use session::{Session, SessionOptions, Snapshot};
-pub use stats::{Answer, Restored, Stats, kv_other_fa_decode, kv_summary, rate};
+pub use session::{Choose, Session, SessionOptions, Snapshot};
+pub use stats::{Answer, Focused, Restored, Stats, kv_other_fa_decode, kv_summary, rate};
 
+use crate::document::{Document, Format, Section};
 use crate::model::ModelError;
 use crate::recipe::Recipe;
 use crate::sampling::SamplingParams;
@@ -125,6 +126,9 @@ pub enum Command {
     LoadDocument {
         title: String,
         text: String,
+        /// Its pages or chapters (empty: one section), which book mode selects from and cites.
+        sections: Vec<Section>,
+        format: Format,
     },
     /// Prefill the document now (otherwise the first question does).
     Read,
@@ -148,6 +152,11 @@ pub enum Command {
 pub trait Backend: Send {
     /// Replaces the document and forgets the conversation.
     fn load_document(&mut self, title: &str, text: &str);
+    /// [`Backend::load_document`] with the document's pages or chapters, which book mode
+    /// selects from and cites.
+    fn load(&mut self, doc: &Document) {
+        self.load_document(&doc.title, &doc.text)
+    }
     /// Reads the document into the cache, with progress events.
     fn read(&mut self, emit: &mut dyn FnMut(Event), cancel: &AtomicBool) -> Result<()>;
     /// Answers a question about the document (or a plain chat turn), streaming tokens.
@@ -185,6 +194,9 @@ pub trait Backend: Send {
 impl Backend for Session {
     fn load_document(&mut self, title: &str, text: &str) {
         Session::load_document(self, title, text)
+    }
+    fn load(&mut self, doc: &Document) {
+        Session::load(self, doc)
     }
     fn read(&mut self, emit: &mut dyn FnMut(Event), cancel: &AtomicBool) -> Result<()> {
         Session::read(self, emit, cancel)
@@ -340,8 +352,18 @@ fn run(s: &mut dyn Backend, rx: Receiver<(u64, Command)>, tx: Sender<Event>, fla
         let reads = matches!(cmd, Command::Read);
         let result = match cmd {
             Command::Shutdown => break,
-            Command::LoadDocument { title, text } => {
-                s.load_document(&title, &text);
+            Command::LoadDocument {
+                title,
+                text,
+                sections,
+                format,
+            } => {
+                s.load(&Document {
+                    title,
+                    format,
+                    text,
+                    sections,
+                });
                 Ok(())
             }
             // Work cancelled before it began is not begun: the question is not in the chat.

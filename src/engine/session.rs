@@ -6,9 +6,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+mod book;
+
+pub use book::Choose;
+
 use super::prompt::{self, ContextPolicy, Prompt, QUESTION_MARKER};
 use super::stats::{Answer, Restored, Stats};
 use super::{EngineError, Event, Result};
+use crate::book::{Focus, Selection};
+use crate::document::{Document, Section};
 use crate::model::{DecodeGraphs, KvCache, Logits, Model};
 use crate::readcache::{self, About, Key, Lookup, ReadCache, Saved};
 use crate::recipe::{Phase, Recipe, RecipeDefaults};
@@ -26,6 +32,11 @@ pub struct SessionOptions {
     pub system_prompt: Option<String>,
     /// Where finished reads are stored and restored from (None: every open reads).
     pub read_cache: Option<ReadCache>,
+    /// How a question chooses what it reads of a document longer than `effective_ctx`.
+    pub focus: Focus,
+    /// The most context the model answers well from (None: its whole context): a longer
+    /// document is answered in book mode.
+    pub effective_ctx: Option<usize>,
 }
 
 impl Default for SessionOptions {
@@ -37,6 +48,8 @@ impl Default for SessionOptions {
             sampling: SamplingParams::default(),
             system_prompt: None,
             read_cache: None,
+            focus: Focus::default(),
+            effective_ctx: None,
         }
     }
 }
@@ -82,6 +95,14 @@ pub struct Session {
     saving: Option<JoinHandle<std::result::Result<Saved, String>>>,
     /// Notes for the user not yet emitted (a save that failed).
     notes: Vec<String>,
+    /// The loaded document for book mode.
+    book: Option<book::BookState>,
+    /// What the question being answered in book mode reads.
+    excerpts: Option<Selection>,
+    /// The whole book as the attention selector read it.
+    book_read: Option<book::BookRead>,
+    /// Byte offsets in the document of the last read's tokens (see `encode_mapped`).
+    doc_offsets: Vec<usize>,
 }
 
 impl Session {
@@ -102,6 +123,10 @@ impl Session {
             tokenizer_id: OnceLock::new(),
             saving: None,
             notes: Vec::new(),
+            book: None,
+            excerpts: None,
+            book_read: None,
+            doc_offsets: Vec::new(),
         }
     }
 
@@ -152,12 +177,32 @@ impl Session {
 
     /// Replaces the document and forgets the conversation.
     pub fn load_document(&mut self, title: &str, text: &str) {
+        self.load_sections(title, "section", text, &[]);
+    }
+
+    /// [`Session::load_document`] with the document's pages or chapters, which book mode
+    /// selects from and cites.
+    pub fn load(&mut self, doc: &Document) {
+        self.load_sections(&doc.title, doc.section_noun(), &doc.text, &doc.sections);
+    }
+
+    /// [`Session::load`] from the parts of a document: `noun` names a section ("page").
+    pub fn load_sections(&mut self, title: &str, noun: &str, text: &str, sections: &[Section]) {
         self.document = Some((title.to_string(), text.to_string()));
+        self.book = Some(book::BookState::new(title, noun, sections));
+        self.excerpts = None;
+        self.book_read = None;
         self.reset();
     }
 
-    /// Forgets the conversation and the cache (the document stays loaded).
+    /// Forgets the conversation and the cache (the document stays loaded; in book mode the
+    /// whole document again, not the last question's excerpts).
     pub fn reset(&mut self) {
+        if self.excerpts.take().is_some()
+            && let Some(book) = self.book()
+        {
+            self.document = Some((book.title.clone(), book.text.clone()));
+        }
         self.history.clear();
         self.clear_cache();
     }
@@ -173,6 +218,7 @@ impl Session {
     /// that decides: the engine tells a UI with [`Event::RecipeApplied`]. `auto` full layers
     /// must be resolved first ([`Session::resolve_recipe`]; the engine's backend does).
     pub fn set_recipe(&mut self, recipe: Recipe) -> bool {
+        self.book_recipe_changes(&recipe);
         // A cancelled re-read of a conversation leaves nothing to build on: any recipe reads
         // it again (it said "applies at once", and the next question re-read it silently).
         let reread = self.conversation_lost()
@@ -341,6 +387,10 @@ impl Session {
 
     /// Keys `[from, to)` besides the sink that the newest token sees in a sliding layer.
     fn window_range(&self) -> Option<(usize, usize)> {
+        // Excerpts' positions are not the document's: no window to show in it.
+        if self.excerpts.is_some() {
+            return None;
+        }
         let q = self.cache.next_pos();
         let layer = (0..self.model.config().layers).find(|&l| !self.recipe.is_full_layer(l))?;
         let rule = self.recipe.rule(layer, Phase::Prefill);
@@ -430,6 +480,10 @@ impl Session {
         if !self.history.is_empty() || self.held.text.len() >= prefix.len() {
             return Ok(());
         }
+        if self.book_mode()? && self.excerpts.is_none() {
+            // Each question reads the passages it chooses.
+            return self.read_for_book_mode(emit, cancel);
+        }
         let budget = self.ctx().saturating_sub(self.question_budget());
         let (mut tokens, mut offsets, scale) = self.encode_bounded(&prefix, budget)?;
         if tokens.len() > budget {
@@ -474,7 +528,11 @@ impl Session {
                 }
             }
         }
-        emit(Event::DocumentTokens { offsets });
+        self.doc_offsets = offsets.clone();
+        // Excerpts' offsets are not the document's: a UI would highlight the wrong text.
+        if self.excerpts.is_none() {
+            emit(Event::DocumentTokens { offsets });
+        }
         let done = self.held.tokens.len();
         if done == 0
             && let Some(r) = self.load_stored(&tokens, emit)
@@ -558,7 +616,12 @@ impl Session {
     /// one (a note says why an entry could not be used); the caller records what the cache
     /// now holds and says so.
     fn load_stored(&mut self, tokens: &[u32], emit: &mut dyn FnMut(Event)) -> Option<Restored> {
-        let rc = self.opts.read_cache.clone()?;
+        // Excerpts chosen for one question are not worth a stored read.
+        let rc = self
+            .opts
+            .read_cache
+            .clone()
+            .filter(|_| self.excerpts.is_none())?;
         // The entry may be the one still being written (a recipe switched back and forth).
         self.finish_save(true);
         self.flush_notes(emit);
@@ -588,7 +651,12 @@ impl Session {
     /// Stores the read just finished (the cache holds exactly `tokens`) on a thread of its
     /// own, so the first answer does not wait for the disk.
     fn save_read(&mut self, tokens: &[u32]) {
-        let Some(rc) = self.opts.read_cache.clone() else {
+        let Some(rc) = self
+            .opts
+            .read_cache
+            .clone()
+            .filter(|_| self.excerpts.is_none())
+        else {
             return;
         };
         self.finish_save(true);
@@ -765,6 +833,21 @@ impl Session {
         emit: &mut dyn FnMut(Event),
         cancel: &AtomicBool,
     ) -> Result<Answer> {
+        if self.book_mode()? {
+            let choose = Choose::Focus(self.opts.focus);
+            return self.ask_book(question, choose, emit, cancel);
+        }
+        self.ask_read(question, emit, cancel)
+    }
+
+    /// Answers from what the document part of the prompt holds: the whole document, or the
+    /// excerpts a book-mode question chose.
+    fn ask_read(
+        &mut self,
+        question: &str,
+        emit: &mut dyn FnMut(Event),
+        cancel: &AtomicBool,
+    ) -> Result<Answer> {
         let t0 = Instant::now();
         self.read(emit, cancel)?;
         if self.conversation_lost() {
@@ -890,6 +973,7 @@ impl Session {
             stats,
             cancelled,
             note,
+            focus: None,
         })
     }
 }

@@ -144,6 +144,44 @@ pub struct Answer {
     /// Why the answer stopped, when not the model's own end: a loop, the token cap.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// In book mode: what the question read, and the pages the answer drew on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub focus: Option<Focused>,
+}
+
+/// What a book-mode question read and what its answer cites.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Focused {
+    /// How the passages were chosen: "lexical", or "pages" (given, as an eval's ceiling).
+    pub selector: String,
+    /// "pages 12–14, 47, 88 of 311"
+    pub read: String,
+    /// Tokens of the excerpts read.
+    pub tokens: usize,
+    /// Pages (chapters, sections) the answer drew on, by its attention, highest first.
+    pub evidence: Vec<crate::book::Evidence>,
+    /// What a section is called ("page").
+    pub noun: String,
+}
+
+impl Focused {
+    /// One line under an answer: "read pages 12–14, 47 of 311 (7,400 tokens) · cites page 47
+    /// (62%) “The default port is 8421.”, page 12 (20%)".
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "read {} ({} tokens)",
+            self.read,
+            crate::units::int(self.tokens)
+        );
+        for (i, e) in self.evidence.iter().enumerate() {
+            s += if i == 0 { " · cites " } else { ", " };
+            s += &format!("{} {} ({:.0}%)", self.noun, e.page, e.score * 100.0);
+            if i == 0 {
+                s += &format!(" “{}”", e.text);
+            }
+        }
+        s
+    }
 }
 
 #[cfg(test)]

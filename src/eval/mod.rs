@@ -20,9 +20,10 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
+use crate::book::Focus;
 use crate::config::{Config, ModelArgs};
 use crate::document::DocumentError;
-use crate::engine::{EngineError, Event, Session};
+use crate::engine::{Answer, Choose, EngineError, Event, Session};
 use crate::model;
 use crate::recipe::{LayerSet, Preset, Recipe, RecipeDefaults, RopeChoice};
 use crate::sampling::SamplingParams;
@@ -117,10 +118,38 @@ impl std::fmt::Display for Task {
     }
 }
 
+/// How a question reads its document: whole (`off`), the passages it selects (`lexical`,
+/// book mode), or the gold pages and their neighbours within the same budget (`gold`: the
+/// ceiling of book mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    Off,
+    Lexical,
+    Attention,
+    Hybrid,
+    Gold,
+}
+
+impl Mode {
+    /// The suffix of its rows' names: `swaa`, `swaa@lexical`, `swaa@gold`.
+    fn suffix(self) -> &'static str {
+        match self {
+            Mode::Off => "",
+            Mode::Lexical => "@lexical",
+            Mode::Attention => "@attention",
+            Mode::Hybrid => "@hybrid",
+            Mode::Gold => "@gold",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct EvalOptions {
     pub task: Task,
     pub recipes: Vec<Preset>,
+    /// How each question reads its document; a mode a document cannot run in (`off` past the
+    /// context, `gold` without evidence pages) is skipped for it.
+    pub modes: Vec<Mode>,
     /// Document lengths in tokens (generated tasks).
     pub lengths: Vec<usize>,
     /// Documents per length.
@@ -324,8 +353,9 @@ pub fn run(session: &mut Session, opts: &EvalOptions) -> Result<EvalOutput> {
         docs.iter().map(|d| count(&d.text)).collect()
     };
     // Chat template and question: a generous 256 tokens, as the engine's own budget.
+    let fits = |n: usize| n + 256 + max_new <= ctx;
     for (d, &n) in docs.iter().zip(&doc_tokens) {
-        if n + 256 + max_new > ctx {
+        if generated && !fits(n) {
             return Err(EvalError::TooLong {
                 what: format!("{} ({n} tokens)", d.id),
                 needed: n + 256 + max_new,
@@ -358,8 +388,20 @@ pub fn run(session: &mut Session, opts: &EvalOptions) -> Result<EvalOutput> {
     // Work: (document, recipe name, recipe, questions still to answer).
     let mut plan = Vec::new();
     for (di, d) in docs.iter().enumerate() {
-        for &preset in &opts.recipes {
-            let name = row_name(preset, opts);
+        for (&preset, &mode) in opts
+            .recipes
+            .iter()
+            .flat_map(|p| opts.modes.iter().map(move |m| (p, m)))
+        {
+            if mode == Mode::Off && !fits(doc_tokens[di]) {
+                tracing::info!(
+                    "{}: {} tokens do not fit the context of {ctx}: no `off` rows",
+                    d.id,
+                    doc_tokens[di]
+                );
+                continue;
+            }
+            let name = format!("{}{}", row_name(preset, opts), mode.suffix());
             let mut recipe = Recipe {
                 sliding_rope: opts.sliding_rope,
                 ..recipe_for(preset, d.length, ctx, opts.window, opts.sink)
@@ -378,10 +420,11 @@ pub fn run(session: &mut Session, opts: &EvalOptions) -> Result<EvalOutput> {
             let recipe = session.resolve_recipe(recipe)?;
             let detail = recipe.to_string();
             let pending: Vec<usize> = (0..d.questions.len())
+                .filter(|&q| mode != Mode::Gold || !d.questions[q].evidence.is_empty())
                 .filter(|&q| !done.contains(&(name.clone(), detail.clone(), d.id.clone(), q)))
                 .collect();
             if !pending.is_empty() {
-                plan.push((di, name, recipe, pending));
+                plan.push((di, name, recipe, mode, pending));
             }
         }
     }
@@ -407,11 +450,46 @@ pub fn run(session: &mut Session, opts: &EvalOptions) -> Result<EvalOutput> {
     let never = AtomicBool::new(false);
     let mut base = 0u64;
     let mut answered = 0;
-    for (di, name, recipe, pending) in &plan {
+    for (di, name, recipe, mode, pending) in &plan {
         let d = &docs[*di];
         pb.set_message(format!("{name} · {}", d.id));
         session.set_recipe(recipe.clone());
-        session.load_document(&d.title, &d.text);
+        fn choose(mode: Mode, q: &tasks::Question) -> Choose<'_> {
+            match mode {
+                Mode::Gold => Choose::Pages(&q.evidence),
+                Mode::Attention => Choose::Focus(Focus::Attention),
+                Mode::Hybrid => Choose::Focus(Focus::Hybrid),
+                _ => Choose::Focus(Focus::Lexical),
+            }
+        }
+        session.set_focus(match mode {
+            Mode::Off => Focus::Off,
+            _ => Focus::Lexical,
+        });
+        session.load_sections(&d.title, d.noun, &d.text, &d.sections);
+        if *mode != Mode::Off {
+            for &qi in pending {
+                let q = &d.questions[qi];
+                let a = session.ask_book(&q.question, choose(*mode, q), &mut |_| {}, &never)?;
+                let focus = a.focus.as_ref();
+                let r = SampleResult {
+                    doc_tokens: focus.map_or(0, |f| f.tokens),
+                    prefill_s: a.stats.read_seconds + a.stats.prefill_seconds,
+                    cited: focus.map_or(vec![], |f| f.evidence.iter().map(|e| e.page).collect()),
+                    read: focus.map(|f| f.read.clone()),
+                    ..sample(name, recipe, d, qi, &a)
+                };
+                log_result(&r);
+                report::append_result(&mut file, &r).map_err(|source| EvalError::Io {
+                    path: results_path.clone(),
+                    source,
+                })?;
+                answered += 1;
+                base += (doc_tokens[*di] / pending.len().max(1)) as u64;
+                pb.set_position(base);
+            }
+            continue;
+        }
         let t0 = Instant::now();
         session.read(
             &mut |e| {
@@ -429,29 +507,11 @@ pub fn run(session: &mut Session, opts: &EvalOptions) -> Result<EvalOutput> {
             session.restore(&snap)?;
             let a = session.ask(&q.question, &mut |_| {}, &never)?;
             let r = SampleResult {
-                recipe: name.clone(),
-                recipe_detail: recipe.to_string(),
-                length: d.length,
-                doc: d.id.clone(),
-                question_index: qi,
-                question: q.question.clone(),
-                answers: q.answers.clone(),
-                prediction: a.text.trim().to_string(),
-                correct: score::is_correct(&a.text, &q.answers, &q.distractors),
-                depth: q.depth,
                 doc_tokens: read_tokens,
                 prefill_s: read_s + a.stats.prefill_seconds,
-                decode_s: a.stats.decode_seconds,
-                generated_tokens: a.stats.generated_tokens,
-                peak_kv_bytes: a.stats.cache.peak_bytes_allocated,
+                ..sample(name, recipe, d, qi, &a)
             };
-            tracing::info!(
-                "{name} {} q{qi}: {} ({:?} vs {:?})",
-                d.id,
-                if r.correct { "right" } else { "wrong" },
-                r.prediction,
-                r.answers
-            );
+            log_result(&r);
             report::append_result(&mut file, &r).map_err(|source| EvalError::Io {
                 path: results_path.clone(),
                 source,
@@ -469,7 +529,15 @@ pub fn run(session: &mut Session, opts: &EvalOptions) -> Result<EvalOutput> {
         .into_iter()
         .filter(|r| ids.contains(r.doc.as_str()))
         .collect();
-    let names: Vec<String> = opts.recipes.iter().map(|&p| row_name(p, opts)).collect();
+    let names: Vec<String> = opts
+        .recipes
+        .iter()
+        .flat_map(|&p| {
+            opts.modes
+                .iter()
+                .map(move |m| format!("{}{}", row_name(p, opts), m.suffix()))
+        })
+        .collect();
     let rows = report::summarize(&results, &names);
     let title = format!("{} · {} · seed {}", opts.model_name, opts.task, opts.seed);
     let out = EvalOutput {
@@ -505,6 +573,48 @@ pub fn run(session: &mut Session, opts: &EvalOptions) -> Result<EvalOutput> {
     )?;
     report::plot_svg(&out.plot, &title, &out.rows)?;
     Ok(out)
+}
+
+/// The result of question `qi` of `d` answered `a` under `recipe` (row `name`); the caller
+/// sets what reading it cost.
+fn sample(name: &str, recipe: &Recipe, d: &EvalDoc, qi: usize, a: &Answer) -> SampleResult {
+    let q = &d.questions[qi];
+    SampleResult {
+        recipe: name.to_string(),
+        recipe_detail: recipe.to_string(),
+        length: d.length,
+        doc: d.id.clone(),
+        question_index: qi,
+        question: q.question.clone(),
+        answers: q.answers.clone(),
+        prediction: a.text.trim().to_string(),
+        correct: score::is_correct(&a.text, &q.answers, &q.distractors),
+        depth: q.depth,
+        doc_tokens: 0,
+        prefill_s: 0.0,
+        decode_s: a.stats.decode_seconds,
+        generated_tokens: a.stats.generated_tokens,
+        peak_kv_bytes: a.stats.cache.peak_bytes_allocated,
+        evidence: q.evidence.clone(),
+        cited: vec![],
+        read: None,
+    }
+}
+
+fn log_result(r: &SampleResult) {
+    tracing::info!(
+        "{} {} q{}: {} ({:?} vs {:?}){}",
+        r.recipe,
+        r.doc,
+        r.question_index,
+        if r.correct { "right" } else { "wrong" },
+        r.prediction,
+        r.answers,
+        match &r.read {
+            Some(read) => format!(" read {read}, cited {:?}, gold {:?}", r.cited, r.evidence),
+            None => String::new(),
+        }
+    );
 }
 
 fn progress_bar(show: bool, total: usize) -> ProgressBar {
@@ -588,6 +698,15 @@ pub struct EvalArgs {
     /// mode): rows PRESET+think. Give room for the reasoning with --max-tokens.
     #[arg(long)]
     think: bool,
+    /// How questions read: off (the whole document, where it fits the context), lexical,
+    /// attention or hybrid (book mode's selectors), gold (the evidence pages and their
+    /// neighbours, within the same budget: book mode's ceiling). Rows PRESET, PRESET@MODE.
+    /// Default: off for needle and qa, all three for a .jsonl task.
+    #[arg(long, value_delimiter = ',', value_enum)]
+    modes: Vec<Mode>,
+    /// Book mode's budget: the most context the model answers well from (default: the preset's).
+    #[arg(long, value_name = "TOKENS")]
+    effective_ctx: Option<usize>,
 }
 
 /// Runs `swaa-chat eval`: loads the model, evaluates, prints the table and where files are.
@@ -624,6 +743,7 @@ pub fn command(a: EvalArgs, cfg: &Config) -> anyhow::Result<()> {
             stop_repeats: 0,
             ..Default::default()
         },
+        effective_ctx: a.effective_ctx.unwrap_or(cfg.effective_ctx),
         // The eval times reading: a restored read would time nothing.
         read_cache: crate::config::ReadCacheConfig {
             enabled: false,
@@ -635,6 +755,11 @@ pub fn command(a: EvalArgs, cfg: &Config) -> anyhow::Result<()> {
     let out = run(
         &mut session,
         &EvalOptions {
+            modes: match (a.modes.is_empty(), &task) {
+                (false, _) => a.modes,
+                (true, Task::Jsonl(_)) => vec![Mode::Off, Mode::Lexical, Mode::Gold],
+                (true, _) => vec![Mode::Off],
+            },
             task,
             recipes,
             lengths,

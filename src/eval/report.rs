@@ -29,9 +29,25 @@ pub struct SampleResult {
     pub decode_s: f64,
     pub generated_tokens: usize,
     pub peak_kv_bytes: usize,
+    /// Pages where the answer's fact is stated (a book task's `evidence`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<usize>,
+    /// Pages the answer cited (book mode), highest attention first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cited: Vec<usize>,
+    /// What the question read in book mode ("pages 12–14, 47 of 311").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<String>,
 }
 
 impl SampleResult {
+    /// Whether a gold page is among the cited ones: None without gold pages or citations'
+    /// mode (answers outside book mode cite nothing).
+    pub fn evidence_hit(&self) -> Option<bool> {
+        (!self.evidence.is_empty() && self.read.is_some())
+            .then(|| self.cited.iter().any(|c| self.evidence.contains(c)))
+    }
+
     pub fn key(&self) -> (String, String, String, usize) {
         (
             self.recipe.clone(),
@@ -102,6 +118,12 @@ pub struct Row {
     pub mean_prefill_s: f64,
     pub mean_decode_s: f64,
     pub peak_kv_bytes: usize,
+    /// Correct answers whose citations can be checked (gold pages known, book mode), and
+    /// how many of them cite a gold page.
+    #[serde(default)]
+    pub evidence_n: usize,
+    #[serde(default)]
+    pub evidence_hits: usize,
 }
 
 /// One row per recipe × length, recipes in `order`, lengths ascending.
@@ -119,6 +141,11 @@ pub fn summarize(results: &[SampleResult], order: &[String]) -> Vec<Row> {
             let n = rs.len();
             let correct = rs.iter().filter(|r| r.correct).count();
             let (ci_low, ci_high) = wilson(correct, n);
+            let hits: Vec<bool> = rs
+                .iter()
+                .filter(|r| r.correct)
+                .filter_map(|r| r.evidence_hit())
+                .collect();
             let mean =
                 |f: fn(&SampleResult) -> f64| rs.iter().map(|r| f(r)).sum::<f64>() / n as f64;
             Row {
@@ -133,19 +160,21 @@ pub fn summarize(results: &[SampleResult], order: &[String]) -> Vec<Row> {
                 mean_prefill_s: mean(|r| r.prefill_s),
                 mean_decode_s: mean(|r| r.decode_s),
                 peak_kv_bytes: rs.iter().map(|r| r.peak_kv_bytes).max().unwrap_or(0),
+                evidence_n: hits.len(),
+                evidence_hits: hits.iter().filter(|&&h| h).count(),
             }
         })
         .collect()
 }
 
-pub const TABLE_HEADER: &str = "| recipe | W/K | length | n | accuracy | 95% CI | prefill s | decode s | peak KV MiB |\n\
-                                |---|---|---:|---:|---:|---|---:|---:|---:|";
+pub const TABLE_HEADER: &str = "| recipe | W/K | length | n | accuracy | 95% CI | prefill s | decode s | peak KV MiB | cites a gold page |\n\
+                                |---|---|---:|---:|---:|---|---:|---:|---:|---:|";
 
 pub fn markdown(title: &str, rows: &[Row]) -> String {
     let mut s = format!("# {title}\n\n{TABLE_HEADER}\n");
     for r in rows {
         s += &format!(
-            "| {} | {} | {} | {} | {:.0}% | {:.0}–{:.0}% | {:.2} | {:.2} | {:.1} |\n",
+            "| {} | {} | {} | {} | {:.0}% | {:.0}–{:.0}% | {:.2} | {:.2} | {:.1} | {} |\n",
             r.recipe,
             r.recipe_detail,
             r.length,
@@ -155,7 +184,11 @@ pub fn markdown(title: &str, rows: &[Row]) -> String {
             100.0 * r.ci_high,
             r.mean_prefill_s,
             r.mean_decode_s,
-            crate::units::in_mib(r.peak_kv_bytes)
+            crate::units::in_mib(r.peak_kv_bytes),
+            match r.evidence_n {
+                0 => "—".to_string(),
+                n => format!("{}/{n}", r.evidence_hits),
+            }
         );
     }
     s
@@ -267,7 +300,33 @@ mod tests {
             decode_s: 0.5,
             generated_tokens: 2,
             peak_kv_bytes: 100 * (q + 1),
+            evidence: vec![],
+            cited: vec![],
+            read: None,
         }
+    }
+
+    #[test]
+    fn evidence_hits_count_correct_book_answers_citing_a_gold_page() {
+        let book = |q, correct, cited: Vec<usize>| SampleResult {
+            evidence: vec![47],
+            cited,
+            read: Some("pages 40–50 of 311".into()),
+            ..result("swaa@lexical", 131072, q, correct)
+        };
+        let rs = vec![
+            book(0, true, vec![12, 47]),
+            book(1, true, vec![12]),
+            book(2, false, vec![47]),
+            // Outside book mode nothing is cited: not counted.
+            SampleResult {
+                evidence: vec![47],
+                ..result("swaa@lexical", 131072, 3, true)
+            },
+        ];
+        let rows = summarize(&rs, &["swaa@lexical".into()]);
+        assert_eq!((rows[0].evidence_hits, rows[0].evidence_n), (1, 2));
+        assert!(markdown("t", &rows).contains("| 1/2 |"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::EvalError;
-use crate::document::{self, SectionRange};
+use crate::document::{self, Section, SectionRange};
 
 pub use crate::rng::Rng;
 
@@ -21,6 +21,9 @@ pub struct Question {
     pub distractors: Vec<String>,
     /// Where the fact that answers it sits (0 = start, 1 = end), for generated tasks.
     pub depth: Option<f64>,
+    /// Pages (chapters) that state the fact, for a book task: its citations are checked
+    /// against them, and its ceiling reads them.
+    pub evidence: Vec<usize>,
 }
 
 /// A document that is read once per recipe and asked all its questions.
@@ -33,6 +36,10 @@ pub struct EvalDoc {
     pub title: String,
     pub text: String,
     pub questions: Vec<Question>,
+    /// Its pages or chapters (empty: one section), as book mode selects and cites them.
+    pub sections: Vec<Section>,
+    /// What a section is called ("page").
+    pub noun: &'static str,
 }
 
 /// Real prose to hide facts in.
@@ -291,7 +298,10 @@ pub fn needle_doc(
             answers: vec![key],
             distractors: vec![],
             depth: Some(depth),
+            evidence: vec![],
         }],
+        sections: vec![],
+        noun: "section",
     }
 }
 
@@ -368,6 +378,7 @@ pub fn qa_doc(
             answers: vec![names[2 * i].to_string()],
             distractors: others(i),
             depth: Some(depth_of[3 * i]),
+            evidence: vec![],
         });
     }
     let i = rng.below(projects.len());
@@ -379,6 +390,7 @@ pub fn qa_doc(
         answers: vec![names[2 * i].to_string()],
         distractors: others(i),
         depth: Some(depth_of[3 * i].max(depth_of[3 * i + 2])),
+        evidence: vec![],
     });
     EvalDoc {
         id: format!("qa-{tokens}-{sample}"),
@@ -386,6 +398,8 @@ pub fn qa_doc(
         title: "Notes".into(),
         text,
         questions,
+        sections: vec![],
+        noun: "section",
     }
 }
 
@@ -405,6 +419,9 @@ struct UserLine {
     /// Part of a document file to read ("40-120"): pages of a PDF, chapters of an EPUB.
     #[serde(default)]
     pages: Option<String>,
+    /// Pages (chapters) of the document file that state the answer.
+    #[serde(default)]
+    evidence: Vec<usize>,
 }
 
 /// `{document, question, answer}` per line; `document` is a file path (relative to the JSONL's
@@ -419,6 +436,7 @@ pub fn jsonl_docs(path: &Path, count: &dyn Fn(&str) -> usize) -> Result<Vec<Eval
     let text = std::fs::read_to_string(path).map_err(|e| bad(0, e.to_string()))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut docs: Vec<EvalDoc> = Vec::new();
+    let mut loaded: std::collections::HashMap<PathBuf, document::Document> = Default::default();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -439,15 +457,27 @@ pub fn jsonl_docs(path: &Path, count: &dyn Fn(&str) -> usize) -> Result<Vec<Eval
                 )),
             })
             .transpose()?;
-        let (title, body) = if is_file {
-            let (d, _) = document::load(&as_path)?
+        if !u.evidence.is_empty() && !is_file {
+            return Err(bad(
+                i + 1,
+                "evidence pages apply to a document file, not to inline text".into(),
+            ));
+        }
+        let (title, body, sections, noun) = if is_file {
+            // Each file is parsed once, however many questions it has.
+            if !loaded.contains_key(&as_path) {
+                loaded.insert(as_path.clone(), document::load(&as_path)?);
+            }
+            let (d, _) = loaded[&as_path]
+                .clone()
                 .part(range)
                 .map_err(|e| bad(i + 1, format!("{}: {e}", as_path.display())))?;
-            (d.title, d.text)
+            let noun = d.section_noun();
+            (d.title, d.text, d.sections, noun)
         } else if u.document.trim().is_empty() {
             return Err(bad(i + 1, "the document is empty".into()));
         } else {
-            ("Document".to_string(), u.document)
+            ("Document".to_string(), u.document, vec![], "section")
         };
         let answers = match u.answer {
             OneOrMany::One(a) => vec![a],
@@ -461,6 +491,7 @@ pub fn jsonl_docs(path: &Path, count: &dyn Fn(&str) -> usize) -> Result<Vec<Eval
             answers,
             distractors: vec![],
             depth: None,
+            evidence: u.evidence,
         };
         match docs.iter_mut().find(|d| d.text == body) {
             Some(d) => d.questions.push(q),
@@ -472,6 +503,8 @@ pub fn jsonl_docs(path: &Path, count: &dyn Fn(&str) -> usize) -> Result<Vec<Eval
                     title,
                     text: body,
                     questions: vec![q],
+                    sections,
+                    noun,
                 })
             }
         }

@@ -29,6 +29,9 @@ pub struct Preset {
     pub size_bytes: u64,
     /// The repetition penalty answers use unless configured (`[sampling] repeat_penalty`).
     pub repeat_penalty: f32,
+    /// The most context the model answers well from (`effective_ctx`): a longer document
+    /// is answered in book mode, each question reading what it selects within this.
+    pub effective_ctx: usize,
 }
 
 /// The preset used when no `--model` is given.
@@ -64,6 +67,8 @@ pub const PRESETS: &[Preset] = &[
         size_bytes: 98_362_432,
         // No published value; without one the 135M model repeats a sentence to the token cap.
         repeat_penalty: 1.1,
+        // Not measured: its whole context, so book mode engages only past it.
+        effective_ctx: 8192,
     },
     Preset {
         name: "qwen2.5-coder-0.5b",
@@ -109,6 +114,9 @@ pub const PRESETS: &[Preset] = &[
         size_bytes: 491_400_064,
         // generation_config.json of Qwen2.5-Coder-*-Instruct.
         repeat_penalty: 1.1,
+        // Book QA (assets/books, 64 questions, H100): book mode at 4k / 8k / 16k answered
+        // 61 / 64 / 45%; NOTES.md 2026-12-08.
+        effective_ctx: 8192,
     },
     Preset {
         name: "qwen2.5-coder-1.5b",
@@ -185,6 +193,8 @@ pub const PRESETS: &[Preset] = &[
         sha256: "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         size_bytes: 1_117_320_768,
         repeat_penalty: 1.1,
+        // Book QA as above: 8k 80%, 16k 73%.
+        effective_ctx: 8192,
     },
 ];
 

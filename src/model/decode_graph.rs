@@ -286,6 +286,7 @@ mod cuda {
                 Phase::Decode,
                 Logits::Last,
                 Some(&cap),
+                None,
             );
             let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0));
             let graph = match (out, graph) {

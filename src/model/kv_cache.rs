@@ -273,6 +273,26 @@ impl KvCache {
         }
     }
 
+    /// Forgets positions `pos..`, so that a pass can compute the last tokens again (an
+    /// answer's citation pass). Every layer must still hold `pos`: nothing after it evicted.
+    pub fn truncate(&mut self, pos: usize) -> Result<()> {
+        if pos > self.next_pos {
+            return Err(ModelError::Evicted { pos });
+        }
+        if let Some(l) = self
+            .layers
+            .iter()
+            .find(|l| pos < l.start || pos < l.sink_held)
+        {
+            return Err(ModelError::Evicted { pos: l.start });
+        }
+        for l in self.layers.iter_mut() {
+            l.len = l.recent_slot + (pos - l.start);
+        }
+        self.next_pos = pos;
+        Ok(())
+    }
+
     /// Slot ranges holding the positions of `r`, adjacent ranges merged.
     fn slot_ranges(&self, layer: usize, r: Range<usize>) -> Result<Vec<Range<usize>>> {
         let slots = self.layers[layer]

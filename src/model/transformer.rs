@@ -11,6 +11,7 @@ use super::decode_graph::Capture;
 use super::device::Kernels;
 use super::kernels;
 use super::kv_cache::KvCache;
+use super::probe::AttentionProbe;
 use super::rope::{self, RopeScaling};
 use super::weights::{Linear, WeightSource};
 use super::{ModelError, Result};
@@ -579,12 +580,94 @@ impl Model {
         phase: Phase,
         want: Logits,
     ) -> Result<Option<Tensor>> {
-        self.forward_pass(tokens, cache, recipe, phase, want, None)
+        self.forward_pass(tokens, cache, recipe, phase, want, None, None)
+    }
+
+    /// Runs `tokens` as [`Model::forward`] does (no logits) and returns, for key positions
+    /// `0..keys`, the attention mass their queries gave each one in every layer: what an
+    /// answer attended to, when its tokens run again over the cache that produced them.
+    pub fn attention_mass(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        recipe: &Recipe,
+        phase: Phase,
+        keys: usize,
+    ) -> Result<Vec<f32>> {
+        let probe = self.probed(tokens, cache, recipe, phase, AttentionProbe::new(keys))?;
+        Ok(probe.mass().to_vec())
+    }
+
+    /// [`Model::forward`] without logits, `probe` recording each layer's queries.
+    fn probed(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        recipe: &Recipe,
+        phase: Phase,
+        mut probe: AttentionProbe,
+    ) -> Result<AttentionProbe> {
+        self.forward_pass(
+            tokens,
+            cache,
+            recipe,
+            phase,
+            Logits::Skip,
+            None,
+            Some(&mut probe),
+        )?;
+        Ok(probe)
+    }
+
+    /// `x: [1, heads, n, d]`, rotated by RoPE at positions `first..first + n` as layer `layer`
+    /// rotates under `recipe`, rotated back: dot products of such vectors no longer depend on
+    /// where their tokens are, so a question can score passages far past the trained context
+    /// by what they say.
+    pub fn unrotate(
+        &self,
+        x: &Tensor,
+        first: usize,
+        layer: usize,
+        recipe: &Recipe,
+    ) -> Result<Tensor> {
+        let n = x.dim(2)?;
+        let scaling = self
+            .cfg
+            .rope_scaling
+            .filter(|_| self.table(recipe, layer) == Table::Model);
+        let rope = Rope::new(
+            &self.cfg,
+            scaling.as_ref(),
+            first..first + n,
+            x.dtype(),
+            x.device(),
+        )?;
+        let back = Rope {
+            sin: rope.sin.neg()?,
+            cs: None,
+            ..rope
+        };
+        Ok(back.apply(x)?)
+    }
+
+    /// Runs `tokens` as [`Model::forward`] does (no logits) and returns each layer's rotated
+    /// queries, `[1, H, C, d]` in f32: what a question looks for, layer by layer.
+    pub fn queries(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        recipe: &Recipe,
+        phase: Phase,
+    ) -> Result<Vec<Tensor>> {
+        let probe = AttentionProbe::queries_only();
+        let probe = self.probed(tokens, cache, recipe, phase, probe)?;
+        Ok(probe.into_queries())
     }
 
     /// [`Model::forward`]; with `capture`, one decode step recorded into a CUDA graph whose
     /// replays read the step's token, positions and cache slots from device memory
-    /// (see `decode_graph`).
+    /// (see `decode_graph`); with `probe`, where each layer's queries attend is recorded.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward_pass(
         &self,
         tokens: &[u32],
@@ -593,6 +676,7 @@ impl Model {
         phase: Phase,
         want: Logits,
         capture: Option<&Capture>,
+        mut probe: Option<&mut AttentionProbe>,
     ) -> Result<Option<Tensor>> {
         let (q0, q1) = (cache.next_pos(), cache.next_pos() + tokens.len());
         // A graph's kernels read RoPE rows by the position they are given: the whole table.
@@ -611,6 +695,9 @@ impl Model {
                 .expect("built for this recipe");
             let h = x.norm(&layer.attn_norm)?;
             let q = layer.queries_into_cache(&self.cfg, &k, &h, rope, cache, i, capture)?;
+            if let Some(p) = probe.as_deref_mut() {
+                p.record(&q, cache, i, q0)?;
+            }
             let attn = attention::attend(&k, &q, cache, i, rule, &mut spans, capture)?;
             x.add(layer.wo.forward_on(&attn, k.elementwise)?);
             let h = x.norm(&layer.ffn_norm)?;

@@ -327,6 +327,7 @@ impl Backend for SwatSession {
             stats,
             cancelled: cancel.load(Ordering::Relaxed),
             note: None,
+            focus: None,
         })
     }
 

@@ -103,6 +103,10 @@ pub struct App {
     saved_markdown: Option<String>,
     /// The part of the document the engine reads (None: all of it).
     part: Option<Part>,
+    /// The pages the last answer cites (book mode): where in the document, and what to say.
+    citations: Vec<(std::ops::Range<usize>, String)>,
+    /// The citation shown in the document pane (Ctrl-G), highlighted.
+    cited: Option<usize>,
     /// A part asked for before the document was shown (`--pages`).
     wanted_part: Option<SectionRange>,
     /// Choices for a document longer than the context.
@@ -149,6 +153,8 @@ impl App {
             saved_to: None,
             saved_markdown: None,
             part: None,
+            citations: Vec::new(),
+            cited: None,
             wanted_part: None,
             picker: None,
             overflow: None,
@@ -470,10 +476,14 @@ impl App {
             Some(p) => Command::LoadDocument {
                 title: p.title.clone(),
                 text: doc.text[p.bytes.clone()].to_string(),
+                sections: Vec::new(),
+                format: doc.format,
             },
             None => Command::LoadDocument {
                 title: doc.title.clone(),
                 text: doc.text.clone(),
+                sections: doc.sections.clone(),
+                format: doc.format,
             },
         };
         self.activity.read();
@@ -528,6 +538,12 @@ impl App {
                     self.tokens.read_tokens = done.min(self.tokens.doc_tokens);
                 }
                 self.progressed(done, total, window, reading);
+                if total == 0 && reading {
+                    // Book mode: nothing is read before a question (its note said so).
+                    self.progress = None;
+                    self.activity.read_ended();
+                    return Vec::new();
+                }
                 if done >= total {
                     self.progress = None;
                     if reading {
@@ -605,10 +621,30 @@ impl App {
                 self.activity.answer_ended();
                 self.progress = None;
                 self.chat.done(&a);
+                let start = self.read_start();
+                self.citations = a.focus.as_ref().map_or(Vec::new(), |f| {
+                    f.evidence
+                        .iter()
+                        .map(|e| {
+                            let at = start + e.range.start..start + e.range.end;
+                            let what = format!(
+                                "{} {} ({:.0}% of the answer's attention): “{}”",
+                                f.noun,
+                                e.page,
+                                e.score * 100.0,
+                                e.text
+                            );
+                            (at, what)
+                        })
+                        .collect()
+                });
+                self.cited = None;
                 if a.cancelled {
                     self.info("answer cancelled; it stays in the conversation");
                 } else if let Some(n) = &a.note {
                     self.info(n.clone());
+                } else if let Some(f) = &a.focus {
+                    self.info(f.summary());
                 }
                 self.stats.update(a.stats);
             }
@@ -824,6 +860,7 @@ impl App {
             Action::Cancel => return self.cancel(),
             Action::Save => return self.save(),
             Action::Copy => return self.copy(),
+            Action::Cite => return self.cite(),
             Action::Send => return self.send(),
             Action::FocusNext => {
                 self.focus = match (self.focus, self.doc().is_some()) {
@@ -938,6 +975,39 @@ impl App {
         ))
     }
 
+    /// Scrolls the document pane to the next page the last answer cites and highlights the
+    /// sentence it attended to most there.
+    fn cite(&mut self) -> Vec<Effect> {
+        if self.citations.is_empty() {
+            return self.refuse(
+                "no citations yet: an answer from a book longer than the effective context cites its pages",
+            );
+        }
+        let i = self.cited.map_or(0, |i| (i + 1) % self.citations.len());
+        self.cited = Some(i);
+        let (range, what) = self.citations[i].clone();
+        if let Some(d) = &mut self.document
+            && let Some(line) = d.view().map(|v| v.line_of(range.start))
+        {
+            d.scroll = line.saturating_sub(2);
+            d.follow = false;
+        }
+        let more = if self.citations.len() > 1 {
+            " (Ctrl-G: the next)"
+        } else {
+            ""
+        };
+        self.info(format!("{what}{more}"));
+        Vec::new()
+    }
+
+    /// The bytes of the citation shown (Ctrl-G), to highlight.
+    pub fn cited_bytes(&self) -> Option<std::ops::Range<usize>> {
+        self.cited
+            .and_then(|i| self.citations.get(i))
+            .map(|c| c.0.clone())
+    }
+
     fn copy(&mut self) -> Vec<Effect> {
         let Some(text) = self
             .chat
@@ -1050,6 +1120,7 @@ impl App {
             Cmd::Eval(q) => self.compare(q),
             Cmd::Save => self.save(),
             Cmd::Copy => self.copy(),
+            Cmd::Cite => self.cite(),
             Cmd::Quit => self.quit(),
             Cmd::Help => {
                 self.open_help();

@@ -32,6 +32,7 @@ pub enum Cmd {
     Eval(Option<String>),
     Save,
     Copy,
+    Cite,
     Quit,
     Help,
     /// `None` toggles.
@@ -85,6 +86,7 @@ pub fn parse(line: &str) -> Result<Cmd, String> {
         "eval" | "compare" => Cmd::Eval((!arg.is_empty()).then(|| arg.to_string())),
         "save" => Cmd::Save,
         "copy" => Cmd::Copy,
+        "cite" | "cites" | "evidence" => Cmd::Cite,
         "quit" | "q" => Cmd::Quit,
         "help" | "h" | "keys" => Cmd::Help,
         "mouse" => Cmd::Mouse(if arg.is_empty() {

@@ -39,6 +39,8 @@ pub enum Action {
     Compare,
     /// Ctrl-Y: the last answer to the terminal's clipboard (OSC 52).
     Copy,
+    /// Ctrl-G: the document pane to the next page the last answer cites, highlighted.
+    Cite,
 }
 
 /// Which modifiers a chord needs. Chords that need one are tried before those that do not,
@@ -264,6 +266,13 @@ pub const KEYMAP: &[Binding] = &[
     )
     .cmd(":copy")
     .letter('y'),
+    row(
+        "Ctrl-G",
+        "show the next page the last answer cites (book mode), highlighted",
+        &[(ctrl('g'), Action::Cite)],
+    )
+    .cmd(":cite")
+    .letter('g'),
     row("", "read part of the document (no range: the choices)", &[])
         .cmd(":pages A-B|head|tail|all"),
     row("", "reopen on another model (the document stays)", &[]).cmd(":model NAME"),

@@ -77,7 +77,12 @@ impl ChatPane {
                 TurnState::Done
             };
             t.stats = Some(a.stats.clone());
-            t.note = a.note.clone();
+            // Book mode: what the question read and the pages the answer drew on.
+            let focus = a.focus.as_ref().map(|f| f.summary());
+            t.note = match (a.note.clone(), focus) {
+                (Some(n), Some(f)) => Some(format!("{f} · {n}")),
+                (n, f) => f.or(n),
+            };
         }
     }
 

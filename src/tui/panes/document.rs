@@ -315,6 +315,7 @@ pub fn draw(f: &mut Frame, app: &App, r: Rect) {
         app.window_bytes().unwrap_or(0..0),
         app.read_bytes(),
     );
+    let cited = app.cited_bytes().unwrap_or(0..0);
     let text_w = doc_text_width(r);
     for (row, line) in d.lines.iter().skip(top).take(h).enumerate() {
         let y = inner.y + row as u16;
@@ -323,7 +324,15 @@ pub fn draw(f: &mut Frame, app: &App, r: Rect) {
             DocLine::Marker { label, .. } => Line::styled(label.clone(), app.theme.accent),
             DocLine::Text(range) => {
                 let mut cuts = vec![range.start, range.end];
-                for b in [sink.end, win.start, win.end, read.start, read.end] {
+                for b in [
+                    sink.end,
+                    win.start,
+                    win.end,
+                    read.start,
+                    read.end,
+                    cited.start,
+                    cited.end,
+                ] {
                     if range.start < b && b < range.end {
                         cuts.push(b);
                     }
@@ -334,7 +343,11 @@ pub fn draw(f: &mut Frame, app: &App, r: Rect) {
                     .windows(2)
                     .map(|c| {
                         let at = c[0];
-                        let style = if win.contains(&at) {
+                        let style = if cited.contains(&at) {
+                            app.theme
+                                .accent
+                                .add_modifier(ratatui::style::Modifier::REVERSED)
+                        } else if win.contains(&at) {
                             app.theme.window
                         } else if sink.contains(&at) {
                             app.theme.sink
