@@ -189,6 +189,7 @@ pub fn open_session(cfg: &Config, fetch: &FetchOptions) -> anyhow::Result<(Sessi
         read_cache: read_cache(cfg, &device, &name, weights.as_deref()),
         focus: cfg.focus,
         effective_ctx: match cfg.effective_ctx {
+            0 if device.is_cpu() => preset.map(|p| p.effective_ctx_cpu),
             0 => preset.map(|p| p.effective_ctx),
             n => Some(n),
         },
