@@ -366,15 +366,27 @@ impl Book {
         let lead = raw.len() - raw.trim_start().len();
         let t = raw.trim();
         let at = at.min(t.len());
-        let ends = |c: char| matches!(c, '.' | '!' | '?' | '\n');
-        let mut a = t[..at].rfind(ends).map_or(0, |i| i + 1);
-        let mut b = t[at..].find(ends).map_or(t.len(), |i| at + i + 1);
+        // A PDF breaks lines inside sentences: only punctuation and blank lines end one.
+        let ends = |c: char| matches!(c, '.' | '!' | '?');
+        let before = &t[..at];
+        let mut a = before
+            .rfind(ends)
+            .max(before.rfind("\n\n"))
+            .map_or(0, |i| i + 1);
+        let mut b = [t[at..].find(ends), t[at..].find("\n\n")]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(t.len(), |i| at + i + 1);
         // Keep it short: a window around the peak when the sentence is long.
         if b - a > 240 {
             a = a.max(at.saturating_sub(120));
             b = b.min(at + 120);
         }
         let (a, b) = (floor_boundary(t, a), floor_boundary(t, b));
+        // Trimmed, so the range highlights the sentence itself.
+        let a = a + (t[a..b].len() - t[a..b].trim_start().len());
+        let b = a + t[a..b].trim().len();
         let text = t[a..b].split_whitespace().collect::<Vec<_>>().join(" ");
         let start = p.range.start + lead;
         (text, start + a..start + b)
@@ -627,6 +639,30 @@ mod tests {
     fn fusion_puts_what_both_rank_high_first() {
         assert_eq!(fuse(&[1, 2, 3], &[3, 1, 9]), [1, 3, 2, 9]);
         assert_eq!(fuse(&[], &[4]), [4]);
+    }
+
+    #[test]
+    fn the_quoted_sentence_runs_across_line_breaks_to_its_punctuation() {
+        let text =
+            "Intro text here.\nIf NAME is not\nsupplied, the default name is COPROC. Next one.\n"
+                .to_string();
+        let sections = [Section {
+            number: 1,
+            title: None,
+            start: 0,
+            end: text.len(),
+        }];
+        let b = Book::new("T", "page", text.clone(), &sections);
+        let at = text.find("COPROC").unwrap();
+        let (quote, range) = b.sentence_at(0, at);
+        assert_eq!(
+            quote,
+            "If NAME is not supplied, the default name is COPROC."
+        );
+        assert_eq!(
+            &text[range],
+            "If NAME is not\nsupplied, the default name is COPROC."
+        );
     }
 
     #[test]
