@@ -101,7 +101,7 @@ pub struct Session {
     excerpts: Option<Selection>,
     /// The whole book as the attention selector read it.
     book_read: Option<book::BookRead>,
-    /// Byte offsets in the document of the last read's tokens (see `encode_mapped`).
+    /// Byte offsets in the excerpts of the last book-mode read's tokens (see `encode_mapped`).
     doc_offsets: Vec<usize>,
 }
 
@@ -528,9 +528,11 @@ impl Session {
                 }
             }
         }
-        self.doc_offsets = offsets.clone();
-        // Excerpts' offsets are not the document's: a UI would highlight the wrong text.
-        if self.excerpts.is_none() {
+        // Excerpts' offsets are not the document's (a UI would highlight the wrong text):
+        // they are kept to map an answer's attention to pages.
+        if self.excerpts.is_some() {
+            self.doc_offsets = offsets;
+        } else {
             emit(Event::DocumentTokens { offsets });
         }
         let done = self.held.tokens.len();

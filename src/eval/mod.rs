@@ -450,6 +450,16 @@ pub fn run(session: &mut Session, opts: &EvalOptions) -> Result<EvalOutput> {
     let never = AtomicBool::new(false);
     let mut base = 0u64;
     let mut answered = 0;
+    // Each answer goes to the log and the results file as soon as it is known.
+    let mut record = |r: SampleResult| -> Result<()> {
+        log_result(&r);
+        report::append_result(&mut file, &r).map_err(|source| EvalError::Io {
+            path: results_path.clone(),
+            source,
+        })?;
+        answered += 1;
+        Ok(())
+    };
     for (di, name, recipe, mode, pending) in &plan {
         let d = &docs[*di];
         pb.set_message(format!("{name} · {}", d.id));
@@ -479,12 +489,7 @@ pub fn run(session: &mut Session, opts: &EvalOptions) -> Result<EvalOutput> {
                     read: focus.map(|f| f.read.clone()),
                     ..sample(name, recipe, d, qi, &a)
                 };
-                log_result(&r);
-                report::append_result(&mut file, &r).map_err(|source| EvalError::Io {
-                    path: results_path.clone(),
-                    source,
-                })?;
-                answered += 1;
+                record(r)?;
                 base += (doc_tokens[*di] / pending.len().max(1)) as u64;
                 pb.set_position(base);
             }
@@ -511,12 +516,7 @@ pub fn run(session: &mut Session, opts: &EvalOptions) -> Result<EvalOutput> {
                 prefill_s: read_s + a.stats.prefill_seconds,
                 ..sample(name, recipe, d, qi, &a)
             };
-            log_result(&r);
-            report::append_result(&mut file, &r).map_err(|source| EvalError::Io {
-                path: results_path.clone(),
-                source,
-            })?;
-            answered += 1;
+            record(r)?;
         }
         base += doc_tokens[*di] as u64;
         pb.set_position(base);

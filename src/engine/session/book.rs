@@ -35,12 +35,9 @@ impl Session {
 
     /// Drops the attention selector's read of the book when `recipe` would read it otherwise.
     pub(super) fn book_recipe_changes(&mut self, recipe: &Recipe) {
-        let before = self.book_read_recipe();
-        let old = std::mem::replace(&mut self.recipe, recipe.clone());
-        if self.book_read_recipe() != before {
+        if self.book_read_recipe(recipe) != self.book_read_recipe(&self.recipe) {
             self.book_read = None;
         }
-        self.recipe = old;
     }
 
     /// Turns book mode on (with this selector) or off for the documents loaded from now on.
@@ -88,11 +85,11 @@ impl Session {
             return Ok(on);
         }
         let text = match (self.book(), &self.excerpts, &self.document) {
-            (Some(b), _, _) => b.text.clone(),
-            (None, None, Some((_, text))) => text.clone(),
+            (Some(b), _, _) => b.text.as_str(),
+            (None, None, Some((_, text))) => text.as_str(),
             _ => return Ok(false),
         };
-        let (tokens, _, scale) = self.encode_bounded(&text, budget)?;
+        let (tokens, _, scale) = self.encode_bounded(text, budget)?;
         let estimate = (tokens.len() as f64 * scale) as usize;
         let on = tokens.len() > budget;
         if let Some(b) = self.book.as_mut() {
@@ -266,17 +263,17 @@ pub(super) struct BookRead {
 impl Session {
     /// How the attention selector reads a book: the recipe's window and sink (the model's
     /// defaults under full attention) in every layer, FA decode on so nothing is evicted.
-    fn book_read_recipe(&self) -> Recipe {
+    fn book_read_recipe(&self, recipe: &Recipe) -> Recipe {
         let d = self.recipe_defaults();
-        let sliding = self.recipe.window.is_some();
+        let sliding = recipe.window.is_some();
         Recipe {
-            window: Some(self.recipe.window.unwrap_or(d.window)),
-            sink: if sliding { self.recipe.sink } else { d.sink },
+            window: Some(recipe.window.unwrap_or(d.window)),
+            sink: if sliding { recipe.sink } else { d.sink },
             fa_decode: true,
             fa_question: true,
             full_layers: LayerSet::None,
             think: false,
-            sliding_rope: self.recipe.sliding_rope,
+            sliding_rope: recipe.sliding_rope,
         }
     }
 
@@ -293,7 +290,7 @@ impl Session {
             .tok
             .encode_range_with_offsets(&text, 0..text.len(), false)
             .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
-        let recipe = self.book_read_recipe();
+        let recipe = self.book_read_recipe(&self.recipe);
         let cfg = *self.model.config();
         let mut cache = self.model.new_cache();
         // Room for a question's tokens too: they are appended while scoring, then dropped.
@@ -336,7 +333,7 @@ impl Session {
     ) -> Result<Vec<usize>> {
         self.read_book(emit, cancel)?;
         let ids = self.encode(question)?;
-        let recipe = self.book_read_recipe();
+        let recipe = self.book_read_recipe(&self.recipe);
         let br = self.book_read.as_mut().expect("read above");
         let n = br.cache.next_pos();
         let queries = self
